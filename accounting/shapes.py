@@ -1,0 +1,205 @@
+"""`ModelShape`: the one description of a model that every part of the package prices or builds.
+
+A dense decoder-only transformer is the case ``n_experts == 0``. An MoE model replaces the FFN of every
+layer from ``first_dense_layers`` on by ``n_experts`` routed experts (``top_k`` per token) plus
+``n_shared_experts`` always-on experts. Attention is plain multi-head (``mha``), grouped-query (``gqa``)
+or DeepSeek's multi-head latent attention (``mla``, with low-rank query and key/value projections).
+
+Architectural conventions that the parameter and flop counts (``accounting``) and the PyTorch modules
+(``dense``, ``moe``) share, so that they agree exactly:
+
+* No linear layer has a bias. Norms: ``layernorm`` has weight and bias (2 d parameters, as the note's
+  Table 1 counts ``4 L d``), ``rmsnorm`` has a weight only (d).
+* Each block has two norms (before attention, before the FFN); one final norm precedes the output head.
+* Positions are rotary (RoPE, no parameters) or absent; there is no learned position table.
+* FFN kind ``gelu`` is two matrices (d -> d_ff -> d, as in the note); ``swiglu`` is three
+  (gate, up: d -> d_ff; down: d_ff -> d). Experts use the same kind with width ``d_expert``.
+* The router is one bias-free linear map d -> n_experts per MoE layer. DeepSeek-style balancing biases are
+  buffers, not parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+FFN_KINDS = ("gelu", "swiglu")
+NORM_KINDS = ("layernorm", "rmsnorm")
+ATTENTION_KINDS = ("mha", "gqa", "mla")
+POSITION_KINDS = ("rope", "none")
+
+
+class ShapeError(ValueError):
+    """A shape that cannot describe a model; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Sizes of a decoder-only transformer, dense or mixture-of-experts.
+
+    Attributes (all sizes are element counts):
+        vocab_size: V, tokens in the vocabulary.
+        d_model: d_emb, the residual-stream width.
+        n_layers: L, transformer blocks (not counting multi-token-prediction modules).
+        n_heads: H, query heads.
+        seq_len: n, the context window the model is priced and built for.
+        n_kv_heads: key/value heads (``gqa``); defaults to ``n_heads``.
+        head_dim: per-head width for ``mha``/``gqa``; defaults to ``d_model // n_heads``.
+        d_ff: width of the dense FFN; defaults to ``4 * d_model``.
+        ffn_kind: ``gelu`` (2 matrices) or ``swiglu`` (3 matrices).
+        norm_kind: ``layernorm`` (weight + bias) or ``rmsnorm`` (weight).
+        position: ``rope`` or ``none``.
+        tied_embeddings: the output head reuses the input embedding matrix.
+        attention: ``mha``, ``gqa`` or ``mla``.
+        q_lora_rank, kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim: MLA dimensions
+            (``q_lora_rank = 0`` means an uncompressed query projection, as in DeepSeek-V2-Lite).
+        n_experts: routed experts per MoE layer, E (0 = dense model).
+        top_k: routed experts per token, k.
+        n_shared_experts: always-on experts per MoE layer.
+        d_expert: width of one routed expert's FFN; defaults to ``d_ff``.
+        d_shared_expert: width of one shared expert; defaults to ``d_expert``.
+        first_dense_layers: leading layers that keep a dense FFN of width ``d_ff``.
+        mtp_modules: DeepSeek-V3 multi-token-prediction modules (each one extra block plus a projection).
+        name: a label for tables.
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    seq_len: int
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    d_ff: int | None = None
+    ffn_kind: str = "gelu"
+    norm_kind: str = "layernorm"
+    position: str = "rope"
+    tied_embeddings: bool = False
+    attention: str = "mha"
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    n_experts: int = 0
+    top_k: int = 0
+    n_shared_experts: int = 0
+    d_expert: int | None = None
+    d_shared_expert: int | None = None
+    first_dense_layers: int = 0
+    mtp_modules: int = 0
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("ffn_kind", "norm_kind", "position", "attention", "name"):
+                if not isinstance(value, str):
+                    raise ShapeError(f"{f.name} must be a string, got {value!r}")
+            elif f.name == "tied_embeddings":
+                if not isinstance(value, bool):
+                    raise ShapeError(f"tied_embeddings must be true or false, got {value!r}")
+            elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ShapeError(f"{f.name} must be an integer, got {value!r}")
+            elif value is not None and value < 0:
+                raise ShapeError(f"{f.name} must be >= 0, got {value}")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ShapeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ffn_kind not in FFN_KINDS:
+            raise ShapeError(f"ffn_kind must be one of {FFN_KINDS}, got {self.ffn_kind!r}")
+        if self.norm_kind not in NORM_KINDS:
+            raise ShapeError(f"norm_kind must be one of {NORM_KINDS}, got {self.norm_kind!r}")
+        if self.position not in POSITION_KINDS:
+            raise ShapeError(f"position must be one of {POSITION_KINDS}, got {self.position!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ShapeError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass defaults)
+        if self.n_kv_heads is None:
+            set_("n_kv_heads", self.n_heads)
+        if self.head_dim is None:
+            if self.attention != "mla" and self.d_model % self.n_heads:
+                raise ShapeError(
+                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                    "set head_dim explicitly or change one of them")
+            set_("head_dim", self.d_model // self.n_heads)
+        if self.d_ff is None:
+            set_("d_ff", 4 * self.d_model)
+        if self.d_expert is None:
+            set_("d_expert", self.d_ff)
+        if self.d_shared_expert is None:
+            set_("d_shared_expert", self.d_expert)
+
+        if self.attention == "mha" and self.n_kv_heads != self.n_heads:
+            raise ShapeError(f"attention='mha' needs n_kv_heads == n_heads; got {self.n_kv_heads} "
+                             f"and {self.n_heads} (use attention='gqa')")
+        if self.attention == "gqa" and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            raise ShapeError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.attention in ("mha", "gqa") and self.head_dim < 1:
+            raise ShapeError("head_dim must be >= 1")
+        if self.attention == "mla":
+            for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
+                if getattr(self, name) < 1:
+                    raise ShapeError(f"attention='mla' needs {name} >= 1")
+        if self.d_ff < 1:
+            raise ShapeError("d_ff must be >= 1")
+
+        moe_fields = {k: getattr(self, k) for k in ("top_k", "n_shared_experts", "first_dense_layers")}
+        if self.n_experts == 0:
+            set_fields = [k for k, v in moe_fields.items() if v]
+            if set_fields:
+                raise ShapeError(f"n_experts=0 (dense model) but MoE fields are set: {', '.join(set_fields)}")
+        else:
+            if self.top_k < 1:
+                raise ShapeError(f"an MoE shape needs top_k >= 1 (n_experts={self.n_experts})")
+            if self.top_k > self.n_experts:
+                raise ShapeError(f"top_k={self.top_k} exceeds n_experts={self.n_experts}")
+            if self.d_expert < 1:
+                raise ShapeError("d_expert must be >= 1")
+            if self.first_dense_layers > self.n_layers:
+                raise ShapeError(f"first_dense_layers={self.first_dense_layers} exceeds "
+                                 f"n_layers={self.n_layers}")
+
+    # ----- derived sizes -------------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    @property
+    def n_moe_layers(self) -> int:
+        """Blocks whose FFN is a mixture of experts."""
+        return self.n_layers - self.first_dense_layers if self.is_moe else 0
+
+    @property
+    def n_dense_layers(self) -> int:
+        """Blocks whose FFN is dense (all of them in a dense model)."""
+        return self.n_layers - self.n_moe_layers
+
+    @property
+    def ffn_matrices(self) -> int:
+        """Weight matrices in one FFN or expert: 2 for GELU, 3 for SwiGLU."""
+        return 2 if self.ffn_kind == "gelu" else 3
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether block ``index`` (0-based) has an MoE FFN."""
+        return self.is_moe and index >= self.first_dense_layers
+
+    def replace(self, **changes: Any) -> "ModelShape":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelShape":
+        """Build from a mapping of field names; unknown keys are an error, naming the key."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ShapeError(f"unknown shape field(s): {', '.join(unknown)}")
+        missing = [n for n in ("vocab_size", "d_model", "n_layers", "n_heads", "seq_len") if n not in data]
+        if missing:
+            raise ShapeError(f"missing shape field(s): {', '.join(missing)}")
+        return cls(**dict(data))
