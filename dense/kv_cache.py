@@ -1,0 +1,51 @@
+"""A preallocated key/value cache for incremental decoding.
+
+Holds, per layer, keys and values of the ``n_kv_heads`` KV heads (grouped-query attention caches fewer
+heads): ``2 * L * n_kv_heads * head_dim`` elements per token (K and V), as
+``accounting`` prices it. Keys are stored after RoPE.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys/values for positions ``0 .. pos - 1`` of a batch, for every layer.
+
+    Args:
+        n_layers, batch, n_kv_heads, max_len, head_dim: sizes; tensors are [batch, n_kv_heads, max_len,
+            head_dim] per layer, allocated on the first ``update`` with its dtype and device.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int):
+        self.n_layers, self.batch, self.n_kv_heads = n_layers, batch, n_kv_heads
+        self.max_len, self.head_dim = max_len, head_dim
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.pos = 0  # tokens already cached (the same for every layer once a forward completes)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k``, ``v`` [B, KV, T, hd] at positions ``pos .. pos + T - 1`` of ``layer``; return all
+        cached keys and values so far, [B, KV, pos + T, hd] (views, no copy)."""
+        T = k.size(2)
+        if self.pos + T > self.max_len:
+            raise ValueError(f"KV cache full: {self.pos} + {T} tokens > max_len={self.max_len}")
+        if self.k[layer] is None:
+            size = (self.batch, self.n_kv_heads, self.max_len, self.head_dim)
+            self.k[layer] = torch.empty(size, dtype=k.dtype, device=k.device)
+            self.v[layer] = torch.empty(size, dtype=v.dtype, device=v.device)
+        self.k[layer][:, :, self.pos:self.pos + T] = k
+        self.v[layer][:, :, self.pos:self.pos + T] = v
+        return self.k[layer][:, :, :self.pos + T], self.v[layer][:, :, :self.pos + T]
+
+    def advance(self, T: int) -> None:
+        """Mark ``T`` more positions as cached (the model calls this after all layers ran)."""
+        self.pos += T
+
+    def reset(self, pos: int = 0) -> None:
+        """Forget everything from position ``pos`` on (keeps the allocation)."""
+        self.pos = pos
+
+    def numel(self) -> int:
+        """Cached elements in use: 2 (K and V) x L x B x KV x pos x hd."""
+        return 2 * self.n_layers * self.batch * self.n_kv_heads * self.pos * self.head_dim

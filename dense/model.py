@@ -1,0 +1,185 @@
+"""The decoder-only transformer: embedding, L pre-norm blocks, final norm, output head; KV-cache decode.
+
+``Transformer(shape)`` builds a dense model whose ``sum(p.numel() for p in model.parameters())`` equals
+``accounting.params.count_parameters(shape).total`` and whose forward flops under
+``torch.utils.flop_counter.FlopCounterMode`` equal ``accounting.flops.forward_flops(shape, T, batch=B,
+flops_per_mac=2)['total']`` (2 flops per multiply-add; attention counted over the full T x T matrix).
+The MoE model (``moe.MoETransformer``) is this class with an FFN factory that swaps in MoE FFNs.
+
+FFN modules may report auxiliary losses: after their forward, ``ffn.last_aux_losses`` (dict of scalar
+tensors, already weighted by their coefficients) and ``ffn.last_stats`` (any object, e.g.
+``moe.RouterStats``). The model gathers them into ``ModelOutput`` and adds the losses to ``loss``, so a
+training loop cannot forget them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from accounting.shapes import ModelShape
+
+from . import flop_formulas  # noqa: F401  (FlopCounterMode formula for the CPU attention kernel)
+from .block import Block
+from .embedding import TokenEmbedding
+from .ffn import FFN
+from .kv_cache import KVCache
+from .norm import make_norm
+from .rope import RotaryEmbedding
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass returns.
+
+    logits: [B, T, V] (or [B, 1, V] with ``last_only``).
+    loss: ``lm_loss + sum(aux_losses.values())``; None without targets.
+    lm_loss: mean next-token cross-entropy in nats (targets -1 are ignored); None without targets.
+    aux_losses: weighted auxiliary losses summed over layers, e.g. ``load_balance``, ``z_loss``.
+    router_stats: one entry per MoE layer (``moe.RouterStats``), empty for a dense model.
+    """
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    router_stats: list[Any] = field(default_factory=list)
+
+
+def check_buildable(shape: ModelShape) -> None:
+    """Raise one ValueError for shapes ``accounting`` can price but the torch model does not build."""
+    if shape.attention == "mla":
+        raise ValueError("attention='mla' is priced by accounting but not implemented by the torch model; "
+                         "use attention='mha' or 'gqa'")
+    if shape.mtp_modules:
+        raise ValueError(f"mtp_modules={shape.mtp_modules}: multi-token-prediction modules are priced by "
+                         "accounting but not built by the torch model; set mtp_modules=0")
+    if shape.position == "rope" and shape.head_dim % 2:
+        raise ValueError(f"position='rope' needs an even head_dim, got {shape.head_dim}")
+
+
+class Transformer(nn.Module):
+    """Decoder-only transformer built from a ``ModelShape``.
+
+    Args:
+        shape: the model's sizes. A dense model needs ``n_experts == 0`` unless ``ffn_factory`` is given.
+        ffn_factory: ``layer -> nn.Module | None``; None keeps the dense FFN of width ``d_ff``.
+    """
+
+    def __init__(self, shape: ModelShape, ffn_factory: Callable[[int], nn.Module | None] | None = None):
+        super().__init__()
+        check_buildable(shape)
+        if shape.is_moe and ffn_factory is None:
+            raise ValueError(f"shape has n_experts={shape.n_experts}: build it with moe.build_model(shape)")
+        self.shape = shape
+        self.embedding = TokenEmbedding(shape)
+        self.rope = RotaryEmbedding(shape.head_dim, shape.seq_len) if shape.position == "rope" else None
+        self.blocks = nn.ModuleList(
+            Block(shape, i, ffn_factory(i) if ffn_factory is not None else None) for i in range(shape.n_layers))
+        self.norm = make_norm(shape)
+        self.apply(self._init_weights)
+        # GPT-2 / nanoGPT: residual output projections scaled by 1 / sqrt(2 L).
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.wo.weight", "down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ----- forward ------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, last_only: bool = False) -> ModelOutput:
+        """Logits for ``idx`` [B, T] (token ids); with ``targets`` [B, T] also the loss.
+
+        ``cache``: a ``KVCache`` holding earlier positions; the T tokens continue from ``cache.pos``.
+        ``last_only``: compute logits at the last position only (generation; not with ``targets``).
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache.pos
+        if start + T > self.shape.seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds seq_len={self.shape.seq_len}")
+        x = self.embedding.embed(idx)
+        for block in self.blocks:
+            x = block(x, self.rope, cache)
+        if cache is not None:
+            cache.advance(T)
+        x = self.norm(x)
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.embedding.unembed(x)
+        aux_losses, router_stats = self._collect_aux()
+        out = ModelOutput(logits=logits, aux_losses=aux_losses, router_stats=router_stats)
+        if targets is not None:
+            if last_only:
+                raise ValueError("last_only=True gives no logits for a loss over all positions")
+            out.lm_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                          ignore_index=-1)
+            out.loss = out.lm_loss + sum(aux_losses.values()) if aux_losses else out.lm_loss
+        return out
+
+    def _collect_aux(self) -> tuple[dict[str, torch.Tensor], list[Any]]:
+        """Sum the FFNs' weighted auxiliary losses by name and list their stats (see module docstring)."""
+        losses: dict[str, torch.Tensor] = {}
+        stats: list[Any] = []
+        for block in self.blocks:
+            ffn_losses = getattr(block.ffn, "last_aux_losses", None)
+            if ffn_losses is None:
+                continue
+            for name, value in ffn_losses.items():
+                losses[name] = losses[name] + value if name in losses else value
+            stats.append(block.ffn.last_stats)
+            block.ffn.last_aux_losses, block.ffn.last_stats = None, None
+        return losses, stats
+
+    def update_router_biases(self) -> None:
+        """Loss-free balancing step (``moe``); a no-op for a dense model and other balancing methods."""
+        for block in self.blocks:
+            update = getattr(block.ffn, "update_router_bias", None)
+            if update is not None:
+                update()
+
+    # ----- decoding -----------------------------------------------------------------------------
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``max_len`` (default ``seq_len``) tokens."""
+        s = self.shape
+        return KVCache(s.n_layers, batch, s.n_kv_heads, max_len or s.seq_len, s.head_dim)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, use_cache: bool = True) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled tokens to ``idx`` [B, T0]; returns [B, T0 + max_new_tokens].
+
+        ``temperature=0`` picks the most likely token. With ``use_cache`` each step feeds only the new
+        token (cost per token ~ linear in the context); without, each step recomputes the whole window
+        (~ quadratic). Both condition on the last ``seq_len`` tokens, as nanoGPT does; once the sequence
+        is longer than ``seq_len`` the cached path re-fills the cache from the cropped window every step.
+        """
+        n = self.shape.seq_len
+        cache = None
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits = self(idx[:, -n:], last_only=True).logits
+            elif cache is None or idx.size(1) > n:
+                cache = self.new_cache(idx.size(0))
+                logits = self(idx[:, -n:], cache=cache, last_only=True).logits
+            else:
+                logits = self(idx[:, cache.pos:], cache=cache, last_only=True).logits
+            idx = torch.cat([idx, sample(logits[:, -1, :], temperature, top_k)], dim=1)
+        return idx
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    """One token per row from logits [B, V] -> [B, 1]; greedy when ``temperature == 0``."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    return torch.multinomial(F.softmax(logits.float(), dim=-1), num_samples=1)

@@ -1,0 +1,79 @@
+"""Process-group set-up for ``torchrun`` (DDP): NCCL on CUDA, gloo on the CPU; a no-op single process.
+
+Every rank composes the same Hydra config, and the run folder is a function of it
+(``runs/<experiment>/<model>/<size>-seed<seed>``), so all ranks agree on it without communicating; only
+rank 0 writes to it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def setup(requested_device: str = "auto") -> DistInfo:
+    """Initialise the default process group when launched by torchrun (``WORLD_SIZE > 1``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(requested_device, local)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, device)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_(tensor: torch.Tensor, info: DistInfo, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """In-place all-reduce (a no-op in a single process)."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=op)
+    return tensor
+
+
+def replica_max_abs_diff(model: torch.nn.Module, info: DistInfo) -> float:
+    """Largest |difference| of parameters AND buffers (e.g. routing biases) between any rank and rank 0
+    (0.0 in a single process). Every rank must call it."""
+    if not info.enabled:
+        return 0.0
+    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+    flat = torch.cat([t.detach().float().reshape(-1) for t in tensors])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

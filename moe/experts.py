@@ -1,0 +1,196 @@
+"""Routed experts behind one interface, several ways to compute them.
+
+Every backend maps ``(x [N, d], indices [N, k], weights [N, k], keep [N, k] | None) -> y [N, d]`` with
+``y[t] = sum_j keep[t, j] * weights[t, j] * expert_{indices[t, j]}(x[t])``. An expert is the model's FFN
+kind at width f = ``d_expert``: GELU ``down(gelu(up x))`` or SwiGLU ``down(silu(gate x) * up x)``.
+
+* ``loop``: the readable reference; per expert gather its tokens, matmul, scatter-add.
+* ``grouped``: sort assignments by expert, one ``torch._grouped_mm`` per matrix (int32 cumulative end
+  offsets). Its strides must be multiples of 16 bytes, so d and f must be multiples of 8 (bf16) or 4 (fp32).
+* ``megablocks``: ``megablocks.layers.dmoe.dMoE``'s dropless experts (grouped GEMM), CUDA only, optional.
+
+``loop`` and ``grouped`` share parameters and names (``w_up``, ``w_gate``, ``w_down``; [E, d, f],
+[E, d, f], [E, f, d]), so their state dicts are interchangeable. Parameters: ``E * ffn_matrices * d * f``;
+flops: ``2 * ffn_matrices * d * f`` per kept assignment (2 per multiply-add).
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from accounting.shapes import ModelShape
+
+BACKENDS = ("loop", "grouped", "megablocks")
+MEGABLOCKS_INSTALL = ("pip install --no-build-isolation --no-deps megablocks stanford-stk grouped_gemm "
+                      "(on a CUDA machine; they compile against the installed torch)")
+
+
+def flatten_assignments(indices: torch.Tensor, weights: torch.Tensor, keep: torch.Tensor | None):
+    """(token [A], expert [A], weight [A]) for the A kept (token, expert) pairs, token-major order."""
+    N, k = indices.shape
+    token = torch.arange(N, device=indices.device).repeat_interleave(k)
+    expert, weight = indices.reshape(-1), weights.reshape(-1)
+    if keep is not None:
+        kept = keep.reshape(-1)
+        token, expert, weight = token[kept], expert[kept], weight[kept]
+    return token, expert, weight
+
+
+class ExpertWeights(nn.Module):
+    """Stacked weights of E experts: w_up [E, d, f], w_gate [E, d, f] (SwiGLU only), w_down [E, f, d]."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        E, d, f = shape.n_experts, shape.d_model, shape.d_expert
+        self.n_experts, self.kind = E, shape.ffn_kind
+        self.w_up = nn.Parameter(torch.empty(E, d, f))
+        self.w_gate = nn.Parameter(torch.empty(E, d, f)) if self.kind == "swiglu" else None
+        self.w_down = nn.Parameter(torch.empty(E, f, d))
+        for w in (self.w_up, self.w_gate):
+            if w is not None:
+                nn.init.normal_(w, mean=0.0, std=0.02)
+        nn.init.normal_(self.w_down, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layers))
+
+
+class LoopExperts(ExpertWeights):
+    """Reference backend: a Python loop over experts (gather, three or two mm, scatter-add)."""
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        token, expert, weight = flatten_assignments(indices, weights, keep)
+        y = torch.zeros_like(x)
+        for e in range(self.n_experts):
+            sel = torch.where(expert == e)[0]
+            if sel.numel() == 0:
+                continue
+            h = x[token[sel]]                                            # [n_e, d]
+            if self.kind == "swiglu":
+                h = F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])       # [n_e, f]
+            else:
+                h = F.gelu(h @ self.w_up[e])
+            y.index_add_(0, token[sel], (h @ self.w_down[e]) * weight[sel, None])
+        return y
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous: ``_grouped_mm``'s backward rejects
+    expanded (zero-stride) gradients such as the one ``y.sum().backward()`` produces."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+    """``torch._grouped_mm(a [A, K], b [G, K, M], offs int32 [G]) -> [A, M]``: rows offs[g-1]:offs[g] of a
+    times b[g]. Checks the 16-byte stride rule with a clear error."""
+    align = 16 // a.element_size()
+    for name, width in (("rows of the input", a.size(-1)), ("expert width", b.size(-1))):
+        if width % align:
+            raise ValueError(f"grouped backend: {name} = {width} is not a multiple of {align} elements "
+                             f"(torch._grouped_mm needs 16-byte strides at {a.dtype}); use widths that are "
+                             "multiples of 8 or backend='loop'")
+    return _ContiguousGrad.apply(torch._grouped_mm(a, b, offs=offs))
+
+
+class GroupedExperts(ExpertWeights):
+    """Sort the kept assignments by expert and run each matrix as one grouped GEMM."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__(shape)
+        if not hasattr(torch, "_grouped_mm"):
+            raise ValueError(f"backend='grouped' needs torch._grouped_mm (torch >= 2.9; this is "
+                             f"{torch.__version__}); use backend='loop'")
+        for name, width in (("d_model", shape.d_model), ("d_expert", shape.d_expert)):
+            if width % 8:
+                raise ValueError(f"backend='grouped' needs {name} to be a multiple of 8 (torch._grouped_mm "
+                                 f"needs 16-byte strides in bf16), got {width}; use backend='loop'")
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        token, expert, weight = flatten_assignments(indices, weights, keep)
+        order = torch.argsort(expert, stable=True)
+        token, weight = token[order], weight[order]
+        offs = torch.bincount(expert, minlength=self.n_experts).cumsum(0).to(torch.int32)  # [E] end offsets
+        y = torch.zeros_like(x)
+        if token.numel() == 0:
+            return y
+        h_in = x[token]                                                  # [A, d], grouped by expert
+        w_up, w_down = self.w_up.to(x.dtype), self.w_down.to(x.dtype)
+        if self.kind == "swiglu":
+            h = F.silu(grouped_mm(h_in, self.w_gate.to(x.dtype), offs)) * grouped_mm(h_in, w_up, offs)
+        else:
+            h = F.gelu(grouped_mm(h_in, w_up, offs))                      # [A, f]
+        out = grouped_mm(h, w_down, offs) * weight[:, None]              # [A, d]
+        return y.index_add_(0, token, out)
+
+
+class MegaBlocksExperts(nn.Module):
+    """MegaBlocks' dropless grouped experts (``dMoE(args).experts``, ``mlp_impl='grouped'``), routed by OUR
+    router: dMoE's own router is discarded so that gating, loss-free bias and statistics stay the same
+    across backends, and its parameters are not counted twice. Weights (MegaBlocks' layout):
+    ``mlp.w1`` (gate for GLU, up for MLP), ``mlp.v1`` (GLU up), ``mlp.w2`` (down), each [E * f, d].
+    CUDA only; dropless only.
+    """
+
+    def __init__(self, shape: ModelShape, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        try:
+            from megablocks.layers.arguments import Arguments
+            from megablocks.layers.dmoe import dMoE
+        except ImportError as e:  # also raised when its compiled CUDA ops are missing
+            raise ImportError(f"backend='megablocks' needs MegaBlocks: {MEGABLOCKS_INSTALL}; "
+                              f"import failed: {e}") from e
+        if not torch.cuda.is_available():
+            raise RuntimeError("backend='megablocks' runs on CUDA only; use backend='loop' or 'grouped'")
+        device = torch.device(device if device is not None else f"cuda:{torch.cuda.current_device()}")
+        self.kind, self.n_experts, self.d_expert = shape.ffn_kind, shape.n_experts, shape.d_expert
+        args = Arguments(
+            hidden_size=shape.d_model, ffn_hidden_size=shape.d_expert, num_layers=1,
+            moe_num_experts=shape.n_experts, moe_top_k=shape.top_k,
+            mlp_type="glu" if shape.ffn_kind == "swiglu" else "mlp", mlp_impl="grouped",
+            activation_fn=F.silu if shape.ffn_kind == "swiglu" else F.gelu,
+            bias=False, return_bias=False, moe_loss_weight=0.0,   # our router computes the balance losses
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, device=device,
+            init_method=partial(nn.init.normal_, mean=0.0, std=0.02),
+            output_layer_init_method=partial(nn.init.normal_, mean=0.0,
+                                             std=0.02 / math.sqrt(2 * shape.n_layers)))
+        self.experts = dMoE(args).experts  # ParallelDroplessMLP
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        if keep is not None:
+            raise ValueError("backend='megablocks' is dropless: set capacity_factor=None")
+        return self.experts(x, None, weights.to(x.dtype), indices)
+
+    @torch.no_grad()
+    def copy_from(self, src: ExpertWeights) -> None:
+        """Load weights from a ``loop``/``grouped`` module: ours [E, d, f] -> MegaBlocks' [E * f, d]."""
+        mlp = self.experts.mlp
+        stack = lambda w: w.transpose(1, 2).reshape(-1, w.size(1))  # noqa: E731  [E, d, f] -> [E f, d]
+        if self.kind == "swiglu":
+            mlp.w1.copy_(stack(src.w_gate))
+            mlp.v1.copy_(stack(src.w_up))
+        else:
+            mlp.w1.copy_(stack(src.w_up))
+        mlp.w2.copy_(src.w_down.reshape(-1, src.w_down.size(-1)))
+
+
+def make_experts(shape: ModelShape, backend: str = "loop", **kwargs) -> nn.Module:
+    """The routed experts of one MoE layer with the given backend (see ``BACKENDS``)."""
+    if backend == "loop":
+        return LoopExperts(shape)
+    if backend == "grouped":
+        return GroupedExperts(shape)
+    if backend == "megablocks":
+        return MegaBlocksExperts(shape, **kwargs)
+    raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")

@@ -1,0 +1,60 @@
+"""The MoE FFN of one block: router, routed experts (any backend), optional shared experts.
+
+Input and output [B, T, d]. Parameters (as ``accounting.params.moe_layer_params``): router ``E d``,
+routed experts ``E * m * d * f``, shared experts ``S * m * d * f_s`` (m = 2 GELU, 3 SwiGLU; the S shared
+experts run as one FFN of width ``S f_s``: same parameters and flops). Flops per token (2 per
+multiply-add): router ``2 E d``, shared ``2 S m d f_s``, routed ``2 m d f`` per kept assignment.
+
+After each forward, ``last_aux_losses`` holds the weighted losses this layer adds to the model's loss
+(``load_balance`` = alpha E sum f_i P_i when balancing='aux_loss'; ``z_loss`` when z_loss_coef > 0) and
+``last_stats`` its ``RouterStats``; the model collects both into ``ModelOutput``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from accounting.shapes import ModelShape
+from dense.ffn import FFN
+
+from .balance import RouterStats, balance_stats
+from .experts import make_experts
+from .router import Router, RouterConfig
+
+
+class MoEFFN(nn.Module):
+    """Router + routed experts + shared experts for block ``layer``."""
+
+    def __init__(self, shape: ModelShape, config: RouterConfig, backend: str = "loop", layer: int = 0,
+                 **backend_kwargs):
+        super().__init__()
+        if backend == "megablocks" and config.capacity_factor is not None:
+            raise ValueError("backend='megablocks' is dropless: set capacity_factor=None")
+        self.layer, self.backend, self.config = layer, backend, config
+        self.router = Router(shape, config, layer)
+        self.experts = make_experts(shape, backend, **backend_kwargs)
+        width = shape.n_shared_experts * shape.d_shared_expert
+        self.shared_experts = FFN(shape, width) if shape.n_shared_experts else None
+        self.last_aux_losses: dict[str, torch.Tensor] | None = None
+        self.last_stats: RouterStats | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        x = x.reshape(B * T, d)
+        r = self.router(x)
+        y = self.experts(x, r.indices, r.weights, r.keep)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x)
+        losses = {}
+        if self.config.balancing == "aux_loss" and self.config.aux_loss_coef > 0:
+            losses["load_balance"] = self.config.aux_loss_coef * r.aux_loss
+        if self.config.z_loss_coef > 0:
+            losses["z_loss"] = self.config.z_loss_coef * r.z_loss
+        self.last_aux_losses = losses
+        self.last_stats = balance_stats(self.layer, r.counts, r.probs, r.n_dropped, r.aux_loss, r.z_loss,
+                                        self.router.bias)
+        return y.view(B, T, d)
+
+    def update_router_bias(self) -> None:
+        """The loss-free balancing step for this layer (no-op unless balancing='loss_free')."""
+        self.router.update_bias()

@@ -1,0 +1,281 @@
+"""Assemble REPORT.md: collect runs and CSVs, recompute the accounting, draw the figures, write markdown.
+
+Every number comes from code (accounting, the live FlopCounter check) or a file (run folders, bench
+CSVs, ``reports/data/published/*.csv``); every figure's caption names the files it was drawn from.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import costs as C
+from . import deepseek as DS
+from . import figures as F
+from . import published as P
+from .collect import Collected, collect
+from .flopcheck import flop_check
+from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
+from .shipped import CONFIG_DIR, shipped_shapes
+from .table3 import table3
+from .tables import bullet, markdown, pct, ratio, sci, si, usd
+
+SECTIONS = ("1. The note's Table 3, recomputed", "2. DeepSeek-V3: the note's estimate and its corrections",
+            "3. Dense vs MoE cost", "4. Measured", "5. Measured cost per flop")
+TRAIN_CMD = "`python -m experiments.train -m experiment=demo` (CPU) or `experiment=equal_flops` (GPU)"
+BENCH_CMD = ("`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` on a GPU "
+             "(set up with `scripts/gpu/setup.sh`); `python -m experiments.bench --out reports/data/bench_cpu.csv` on a CPU")
+
+
+class Report:
+    def __init__(self, col: Collected, out: Path):
+        self.col, self.out, self.figdir = col, out, out / "figures"
+        self.figures: list[Path] = []
+        self.values: dict[str, float] = {}  # numbers the report prints, for tests
+
+    def fig(self, path: Path | None, caption: str) -> str:
+        if path is None:
+            return ""
+        self.figures.append(path)
+        return f"![{caption}](figures/{path.name})\n\n*Figure: {caption}*\n"
+
+    # ----- 1 -----------------------------------------------------------------------------------------
+    def section1(self) -> str:
+        df, msg = table3()
+        if df.empty:
+            return f"Not available: {msg}.\n"
+        self.values["table3_cells"] = len(df)
+        rows = [[r.quantity, r.case, si(r.printed), si(r.computed), ratio(r.ratio)] for r in df.itertuples()]
+        text = [markdown(rows, ["quantity", "case", "printed", "recomputed", "ratio"], "llrrr")]
+        diffs = df[df["differs"]]
+        text.append(f"\n{len(diffs)} of {len(df)} cells differ from the printed value by more than its rounding "
+                    "(half a unit in the last printed digit):\n")
+        for r in diffs.itertuples():
+            why = getattr(r, "note", "") or getattr(r, "reason", "") or ""
+            text.append(f"- **{r.quantity}, case {r.case}**: printed {si(r.printed)}, recomputed {si(r.computed)} "
+                        f"({ratio(r.ratio)}, {100 * (r.ratio - 1):+.1f}%). {why}".rstrip())
+        text.append("\n" + self.fig(F.table3_ratios(df, self.figdir),
+                                    "recomputed / printed for each cell of Table 3; data: accounting.press2025 "
+                                    "(printed values and formulas)"))
+        return "\n".join(text)
+
+    # ----- 2 -----------------------------------------------------------------------------------------
+    def section2(self) -> str:
+        c = DS.corrections()
+        n = c["note"]
+        self.values.update(deepseek_note_macs=n["macs"], deepseek_mfu=c["mfu"], deepseek_flops=c["flops"])
+        src = f"`{P.rel(P.NOTE)}`, `{P.rel(P.DEEPSEEK)}`"
+        rows = [["active parameters (12 L d²)", si(P.note("active_parameters")), si(n["active_12Ld2"])],
+                ["total parameters", si(P.note("total_parameters")), si(c.get("total_params", n["total"]))],
+                ["Chinchilla tokens (20 x total)", si(P.note("chinchilla_tokens")), si(n["chinchilla_tokens"])],
+                ["training tokens used", si(P.note("train_tokens")), si(n["tokens"])],
+                ["training flops (multiply-adds, n = 32K)", sci(P.note("train_flops"), 2), sci(n["macs"])],
+                ["GPU-hours (from $ at $1.14/h)", si(P.note("gpu_hours")), si(n["gpu_hours_from_usd"])],
+                ["GPU-hours (exact, 300 T/s)", "-", si(n["gpu_hours_exact"])],
+                ["dollars ($1e-18 per flop)", usd(P.note("usd")), usd(n["usd"])],
+                ["dollars (unrounded $1.056e-18)", "-", usd(n["usd_exact_price"])],
+                ["reported GPU-hours / dollars", f"{si(P.note('reported_gpu_hours'))} / {usd(P.note('reported_usd'))}",
+                 f"{si(P.deepseek('gpu_hours_total'))} / {usd(P.deepseek('usd_total'))}"]]
+        out = ["### The note's estimate, reproduced",
+               f"Printed values from `{P.rel(P.NOTE)}`; recomputed with the note's formula "
+               f"`(6 n d + 36 d²) L` per token (d = {n['d']}, L = {n['L']}, n = {n['n']}) and the note's prices "
+               "(`accounting.hardware` preset `press2025`).\n",
+               markdown(rows, ["quantity", "printed in the note", "recomputed"], "lrr"),
+               "\n### Corrections, each a computed factor"]
+        rows = [[s.label, ratio(s.factor, 4), usd(s.usd), s.why] for s in c["steps"]]
+        rows.append(["reported by DeepSeek", "", usd(c["reported_usd"]), f"{si(P.deepseek('gpu_hours_total'))} H800-hours x $2"])
+        out.append(markdown(rows, ["step", "factor", "cost after step", "why"], "lrrl"))
+        if c["shape"] is None:
+            out.append(f"\nThe exact MLA + MoE step is missing: `accounting.hf_config` and the shipped "
+                       f"`{CONFIG_DIR.name}/deepseek-v3.json` are not available yet; the chain above skips it.")
+        else:
+            self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
+                               deepseek_exact_flops_per_token=c["exact_flops_per_token"])
+            out.append(f"\nFrom the shipped config (`accounting.flops`, FLOP = 2 per multiply-add, causal attention, "
+                       f"window {c['n_pretrain']}): total {si(c['total_params'])} and active {si(c['active_params'])} "
+                       f"parameters (active counts one embedding row and the output head; MTP module "
+                       f"{si(c['mtp_params'])} extra), **{si(c['exact_flops_per_token'])} FLOP per trained token** "
+                       f"without the MTP module ({si(c['exact_mtp_flops_per_token'])} with it); DeepSeek reports "
+                       f"{si(c['reported_flops_per_token'])}. 6 x {si(P.deepseek('active_parameters'))} x "
+                       f"{si(P.deepseek('pretrain_tokens'))} = {sci(c['six_n_d'])} FLOP; the note's count in "
+                       f"FLOP is {sci(c['note_flop'])}.")
+        out.append(f"\n**Implied utilisation**: {sci(c['flops'])} FLOP over {si(P.deepseek('gpu_hours_pretrain'))} "
+                   f"pretraining H800-hours is **{pct(c['mfu'])} MFU** of the {si(c['peak'])}FLOP/s bf16 peak "
+                   f"({pct(c['mfu_no_mtp'])} without the MTP module; {pct(c['mfu_fp8'])} of the FP8 peak).")
+        out.append("\n" + self.fig(F.waterfall(c["steps"], c["reported_usd"], self.figdir),
+                                   f"the note's DeepSeek-V3 cost corrected step by step; data: {src}, "
+                                   "accounting.flops/params/hardware"
+                                   + (f", `accounting/configs/{'deepseek-v3.json'}`" if c["shape"] is not None else "")))
+        self.deepseek = c
+        return "\n".join(out)
+
+    # ----- 3 -----------------------------------------------------------------------------------------
+    def section3(self) -> str:
+        mfu = self.deepseek["mfu"]
+        pr = C.price(mfu)
+        df = C.cost_table(mfu)
+        if df.empty:
+            return ("Not available: no shapes to price. The note's cases come from `accounting.press2025`, the public "
+                    f"MoE configs from `accounting.hf_config` + `accounting/{CONFIG_DIR.name}/*.json`.\n")
+        names = sorted(shipped_shapes())
+        out = [f"Priced on {pr['hardware']} at ${pr['usd_per_hour']:g}/GPU-hour and {pct(mfu)} MFU (DeepSeek-V3's "
+               f"implied utilisation, section 2), i.e. {sci(pr['usd_per_flop'])} $/FLOP; training window "
+               f"{C.TRAIN_WINDOW} tokens (causal), decode with {C.INFER_CONTEXT} tokens cached. Chinchilla tokens "
+               f"= {P.note('tokens_per_parameter'):g} x parameters. Shapes: "
+               f"{', '.join(df['model'])}.\n"]
+        rows = [[r.model, r.family, si(r.total_params), si(r.active_params), pct(r.active_fraction),
+                 si(r.chinchilla_tokens_total), si(r.chinchilla_tokens_active), si(r.train_flops_per_token),
+                 usd(r.train_usd_total), usd(r.train_usd_active), usd(r.infer_usd_per_mtok)] for r in df.itertuples()]
+        out.append(markdown(rows, ["model", "kind", "total", "active", "active/total", "tokens 20xtotal",
+                                   "tokens 20xactive", "train FLOP/token", "train $ (20xtotal)",
+                                   "train $ (20xactive)", "decode $/M tokens"], "llrrrrrrrrr"))
+        srcs = ", ".join(f"`accounting/configs/{n}.json`" for n in names) or "accounting.press2025 Table 2"
+        out.append("\n" + self.fig(F.cost_vs_params(df, self.figdir),
+                                   f"training cost against total and active parameters (log-log); data: {srcs}, "
+                                   "accounting.flops/params, prices as stated above"))
+        out.append(self.fig(F.inference_cost(df, self.figdir),
+                            f"decode cost per million tokens against active and total parameters; data: {srcs}"))
+        if not len(names):
+            out.append("Public MoE configs missing: they come from `accounting.hf_config` and "
+                       f"`accounting/{CONFIG_DIR.name}/*.json`.")
+        self.costs = df
+        return "\n".join(out)
+
+    # ----- 4 -----------------------------------------------------------------------------------------
+    def section4(self) -> str:
+        col = self.col
+        out = []
+        summ = run_summary(col)
+        self.summary = summ
+        paths = ", ".join(f"`{p}/metrics.jsonl`" for p in col.run_paths)
+        out.append("### Training runs")
+        if summ.empty:
+            out.append(f"No run folders under {', '.join(col.roots)}. Produce them with {TRAIN_CMD}.\n")
+        else:
+            rows = [[r.run, r.family, r.balancing, r.device_name, r.steps, si(r.tokens), sci(r.train_flops),
+                     f"{r.final_train_loss:.3f}", f"{r.final_val_loss:.3f}", pct(r.mfu), si(r.tokens_per_s)]
+                    for r in summ.itertuples()]
+            out.append(markdown(rows, ["run", "family", "balancing", "device", "steps", "tokens", "train FLOP",
+                                       "train loss", "val loss", "MFU", "tokens/s"], "lllllrrrrrr"))
+            out.append("\n" + self.fig(F.loss_curves(col.metrics, self.figdir),
+                                       f"loss against tokens and training FLOP (accounting, 2 per multiply-add); data: {paths}"))
+            if not col.router_load.empty:
+                for i, run in enumerate(sorted(col.router_load["run"].unique())):
+                    p = col.runs[col.runs["run"] == run]["path"].iloc[0]
+                    out.append(self.fig(F.router_heatmap(col.router_load, run, self.figdir, i),
+                                        f"router load per expert and step, per MoE layer, run {run}; data: `{p}/metrics.jsonl`"))
+                out.append(self.fig(F.maxvio(col.router_layer, self.figdir),
+                                    f"MaxVio over training per balancing method; data: {paths}"))
+            else:
+                out.append(f"No MoE router statistics in these runs; an MoE run ({TRAIN_CMD}) logs them.")
+        out.append("\n### Throughput and MFU per backend (bench CSVs)")
+        bm = bench_mfu(col.bench)
+        self.bench_mfu = bm
+        if bm.empty:
+            out.append(f"No bench CSV under {', '.join(col.roots)}. Produce one with {BENCH_CMD}.\n")
+        else:
+            srcs = ", ".join(f"`{s}`" for s in col.bench_paths)
+            rows = [[r.source, r.kind, r.backend, int(r.n_experts or 0), int(r.top_k or 0), int(r.tokens),
+                     f"{r.median_s * 1e3:.3g}", f"{r.tflops_per_s:.3g}", pct(r.mfu_vs_matmul), r.device_name]
+                    for r in bm.itertuples()]
+            out.append(markdown(rows, ["csv", "kind", "backend", "E", "k", "tokens", "ms", "TFLOP/s",
+                                       "MFU vs matmul peak", "device"], "lllrrrrrrl"))
+            errs = col.bench[col.bench["note"].str.startswith("error")] if "note" in col.bench else pd.DataFrame()
+            if not errs.empty:
+                out.append("\nRows that failed: " + "; ".join(f"{r.kind}/{r.backend}: {r.note}" for r in errs.itertuples()))
+            out.append("\n" + self.fig(F.throughput(col.bench, self.figdir),
+                                       f"achieved TFLOP/s per backend (accounting FLOP / median time); data: {srcs}"))
+            if not any("cuda" in str(d) or "H100" in str(d) or "H200" in str(d) for d in col.bench.get("device_name", [])):
+                out.append(f"These are CPU numbers; GPU numbers come from {BENCH_CMD}.")
+        out.append("\n### Accounting vs FlopCounterMode (computed live)")
+        fc, msg = flop_check()
+        if fc.empty:
+            out.append(f"Not computed: {msg or 'no shapes could be built'}.")
+        else:
+            self.values["flopcheck_rows"] = len(fc)
+            out.append(markdown([[r.shape, r.tokens, sci(r.accounting_flops, 6), sci(r.flopcounter_flops, 6),
+                                  f"{r.ratio:.6f}"] for r in fc.itertuples()],
+                                ["shape", "tokens", "accounting FLOP", "FlopCounterMode FLOP", "ratio"], "lrrrr"))
+            if msg:
+                out.append(f"\nNot built: {msg}.")
+        out.append("\n### Incremental decode vs full recompute")
+        dec = col.bench[col.bench["kind"].isin(["decode", "recompute"])] if not col.bench.empty else pd.DataFrame()
+        dec = dec[dec["median_s"].notna()] if not dec.empty else dec
+        if dec.empty:
+            out.append(f"No decode rows in the bench CSVs. Produce them with {BENCH_CMD} (needs "
+                       "`dense.decode_timing.time_decode`).")
+        else:
+            out.append(self.fig(F.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
+                                f"recompute; data: {', '.join(f'`{s}`' for s in sorted(dec['source'].unique()))}"))
+        return "\n".join(out)
+
+    # ----- 5 -----------------------------------------------------------------------------------------
+    def section5(self) -> str:
+        out = []
+        summ = self.summary
+        rr = mfu_ratio_runs(summ)
+        rb = mfu_ratio_bench(self.bench_mfu)
+        c = self.deepseek
+        at_peak = c["flops"] * C.price(1.0)["usd_per_flop"]
+        if not summ.empty:
+            out.append(self.fig(F.mfu_by_family(summ, self.figdir),
+                                "median MFU per training run; data: " + ", ".join(f"`{p}/metrics.jsonl`" for p in self.col.run_paths)))
+        ratios = []
+        if not rr.empty:
+            out.append(markdown([[r.device_name, r.size, r.moe_run, pct(r.dense_mfu), pct(r.moe_mfu), ratio(r.ratio)]
+                                 for r in rr.itertuples()],
+                                ["device", "size", "MoE run", "dense MFU", "MoE MFU", "MoE / dense"], "llllrr"))
+            ratios.append(("training runs", float(rr["ratio"].median())))
+        if not rb.empty:
+            out.append("\n" + markdown([[r.source, r.kind, r.backend, r.shapes, ratio(r.median_ratio),
+                                         f"{r.min_ratio:.3g}-{r.max_ratio:.3g}", r.device_name] for r in rb.itertuples()],
+                                       ["csv", "kind", "backend", "shapes", "median MoE/dense TFLOP/s", "range", "device"],
+                                       "lllrrrl"))
+            best = rb[rb["kind"] == "model"] if (rb["kind"] == "model").any() else rb
+            ratios.append(("bench, best backend", float(best.groupby("backend")["median_ratio"].median().max())))
+        if not ratios:
+            return (f"No measurements to compare yet: MoE vs dense MFU needs training runs ({TRAIN_CMD}) or a bench CSV "
+                    f"({BENCH_CMD}).\n")
+        rows = []
+        for label, r in ratios:
+            self.values[f"mfu_ratio_{label}"] = r
+            rows.append([label, ratio(r), usd(c["reported_usd"] * r),
+                         usd(at_peak / c["mfu"] / r)])
+        out.append(f"\nThe note prices every flop alike. If an MoE reaches only r x the MFU of a dense model, a dense "
+                   f"model doing DeepSeek-V3's {sci(c['flops'])} FLOP at DeepSeek's implied {pct(c['mfu'])} MFU x 1/r... "
+                   f"equivalently: DeepSeek's reported {usd(c['reported_usd'])} would be {usd(c['reported_usd'])} x r if "
+                   f"those FLOP ran at dense efficiency, and a dense-efficiency estimate of {usd(at_peak / c['mfu'])} "
+                   "(pretraining, corrected accounting) becomes that / r for an MoE:\n")
+        out.append(markdown(rows, ["ratio from", "r = MoE/dense MFU", "reported $ at dense efficiency",
+                                   "pretraining estimate / r"], "lrrr"))
+        if not any(("H100" in str(d) or "H200" in str(d)) for d in summ.get("device_name", [])):
+            out.append(f"\nThe runs here are CPU runs of tiny models, far from a GPU's regime; GPU ratios come from "
+                       f"{BENCH_CMD} and GPU training runs ({TRAIN_CMD}).")
+        return "\n".join(out)
+
+    def render(self) -> str:
+        parts = ["# Report: the note's economics, recomputed and measured",
+                 f"Generated by `python -m reports` at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from "
+                 f"{', '.join(f'`{r}`' for r in self.col.roots)}: {len(self.col.run_paths)} run folder(s), "
+                 f"{len(self.col.bench_paths)} bench CSV(s). Flops are FLOP (2 per multiply-add) unless marked "
+                 "as the note's multiply-adds.\n"]
+        for title, fn in zip(SECTIONS, (self.section1, self.section2, self.section3, self.section4, self.section5)):
+            parts.append(f"## {title}\n")
+            try:
+                parts.append(fn())
+            except Exception as e:  # noqa: BLE001  (one broken section must not sink the report)
+                parts.append(f"Section failed: `{type(e).__name__}: {e}`")
+                if fn == self.section2:
+                    raise
+            parts.append("")
+        return "\n".join(parts)
+
+
+def build(roots, out: str | Path = "reports") -> Report:
+    """Collect, compute, draw and write ``<out>/REPORT.md`` (+ ``<out>/figures/*.png``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = Report(collect(roots), out)
+    (out / "REPORT.md").write_text(rep.render())
+    return rep

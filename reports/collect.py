@@ -1,0 +1,191 @@
+"""Load run folders and measurement CSVs into pandas DataFrames.
+
+A run folder is any directory holding ``metrics.jsonl`` (written by ``experiments.train``; format in
+``experiments/metrics.py``), usually with ``config.yaml``, ``env.json`` and ``summary.json`` next to it.
+A measurement CSV is any ``*.csv`` with the bench columns ``kind`` and ``median_s``
+(``experiments.bench``). Every row keeps the path it came from, so captions can name their data.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import yaml
+
+METRICS = "metrics.jsonl"
+BENCH_COLUMNS = {"kind", "median_s"}
+
+
+@dataclass
+class Collected:
+    """Everything the report draws on. Empty frames when nothing was found."""
+
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)         # one row per run folder
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)      # one row per logged step
+    router_load: pd.DataFrame = field(default_factory=pd.DataFrame)  # step x layer x expert
+    router_layer: pd.DataFrame = field(default_factory=pd.DataFrame) # step x layer statistics
+    bench: pd.DataFrame = field(default_factory=pd.DataFrame)        # rows of every bench CSV
+    roots: list[str] = field(default_factory=list)
+
+    @property
+    def run_paths(self) -> list[str]:
+        return [] if self.runs.empty else sorted(self.runs["path"].unique())
+
+    @property
+    def bench_paths(self) -> list[str]:
+        return [] if self.bench.empty else sorted(self.bench["source"].unique())
+
+
+def find_run_dirs(roots: Iterable[str | Path]) -> list[Path]:
+    """Every directory under ``roots`` that holds a metrics.jsonl (sorted, no duplicates)."""
+    found = set()
+    for root in map(Path, roots):
+        if root.is_dir():
+            found.update(p.parent.resolve() for p in root.rglob(METRICS))
+    return sorted(found)
+
+
+def find_csvs(roots: Iterable[str | Path]) -> list[Path]:
+    """Every bench-format CSV (columns ``kind`` and ``median_s``) under ``roots``."""
+    out = set()
+    for root in map(Path, roots):
+        candidates = [root] if root.is_file() else (root.rglob("*.csv") if root.is_dir() else [])
+        for p in candidates:
+            try:
+                cols = set(pd.read_csv(p, nrows=0).columns)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+                continue
+            if BENCH_COLUMNS <= cols:
+                out.add(p.resolve())
+    return sorted(out)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _float(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def display_path(path: Path) -> str:
+    """Path relative to the working directory when possible (for captions)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_info(run_dir: Path) -> dict:
+    """One row describing a run: family, balancing, sizes, device, peak (from config/env/summary)."""
+    cfg, env, summ = (_read_yaml(run_dir / "config.yaml"), _read_json(run_dir / "env.json"),
+                      _read_json(run_dir / "summary.json"))
+    model = cfg.get("model", {}) or {}
+    shape = model.get("shape", {}) or {}
+    router = model.get("router", {}) or {}
+    is_moe = int(shape.get("n_experts") or 0) > 0
+    family = model.get("name") or ("moe" if is_moe else "dense")
+    balancing = router.get("balancing", "none") if is_moe else "dense"
+    if is_moe and _float(router.get("z_loss_coef")) > 0 and balancing == "none":
+        balancing = "z_loss"
+    return {
+        "path": display_path(run_dir), "run": f"{cfg.get('name', run_dir.parent.parent.name)}/"
+                                               f"{family}/{run_dir.name}",
+        "experiment": cfg.get("name", ""), "family": family, "is_moe": is_moe, "balancing": balancing,
+        "z_loss_coef": _float(router.get("z_loss_coef")), "backend": model.get("backend", ""),
+        "size": model.get("size", ""), "seed": cfg.get("seed"), "shape": shape,
+        "n_experts": int(shape.get("n_experts") or 0), "top_k": int(shape.get("top_k") or 0),
+        "d_model": shape.get("d_model"), "n_layers": shape.get("n_layers"), "seq_len": shape.get("seq_len"),
+        "parameters_total": env.get("parameters_total", summ.get("parameters_total")),
+        "parameters_active": env.get("parameters_active", summ.get("parameters_active")),
+        "device": env.get("device", ""), "device_name": env.get("device_name", ""),
+        "dtype": env.get("dtype", ""), "torch": env.get("torch", ""), "git_commit": env.get("git_commit", ""),
+        "peak_flops_per_s": _float(env.get("peak_flops_per_s")), "peak_source": env.get("peak_source", ""),
+        "status": summ.get("status", "running or killed"), "final_val_loss": _float(summ.get("final_val_loss")),
+    }
+
+
+def load_run(run_dir: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """(run row, metric rows, router load rows, router layer rows) of one run folder."""
+    info = run_info(run_dir)
+    keys = {k: info[k] for k in ("run", "path", "family", "is_moe", "balancing", "size", "backend",
+                                 "device_name")}
+    metrics, loads, layers = [], [], []
+    lines = (run_dir / METRICS).read_text().splitlines()
+    for ln in lines:
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            continue  # a line cut short by a killed run
+        tokens = _float(rec.get("tokens"))
+        fpt = _float(rec.get("train_flops_per_token"))
+        metrics.append({**keys, "step": int(rec["step"]), "tokens": tokens,
+                        "train_loss": _float(rec.get("train_loss")), "val_loss": _float(rec.get("val_loss")),
+                        "train_flops_per_token": fpt, "train_flops": tokens * fpt,
+                        "train_flops_per_token_routed": _float(rec.get("train_flops_per_token_routed")),
+                        "tokens_per_s": _float(rec.get("tokens_per_s")),
+                        "step_time_s": _float(rec.get("step_time_s")), "mfu": _float(rec.get("mfu")),
+                        "achieved_flops_per_s": _float(rec.get("achieved_flops_per_s")),
+                        "peak_flops_per_s": _float(rec.get("peak_flops_per_s"))})
+        for i, r in enumerate(rec.get("router") or []):
+            layer = r.get("layer", i) if r.get("layer") is not None else i
+            layers.append({**keys, "step": int(rec["step"]), "layer": int(layer),
+                           **{k: _float(r.get(k)) for k in ("max_vio", "cv", "entropy", "dropped_fraction",
+                                                            "aux_loss", "z_loss")}})
+            for e, f in enumerate(r.get("load_fraction") or []):
+                loads.append({**keys, "step": int(rec["step"]), "layer": int(layer), "expert": e,
+                              "load_fraction": _float(f)})
+    return info, metrics, loads, layers
+
+
+def load_bench(paths: Iterable[Path]) -> pd.DataFrame:
+    frames = []
+    for p in paths:
+        df = pd.read_csv(p)
+        df["source"] = display_path(p)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    for c in ("median_s", "min_s", "flops", "tflops_per_s", "tokens", "context", "n_experts", "top_k",
+              "d_model", "d_expert"):
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    if "note" in df:
+        df["note"] = df["note"].astype(object).where(df["note"].notna(), "").astype(str)
+    return df
+
+
+def collect(roots: Iterable[str | Path]) -> Collected:
+    """Load every run folder and bench CSV under ``roots``."""
+    roots = [str(r) for r in roots]
+    infos, metrics, loads, layers = [], [], [], []
+    for d in find_run_dirs(roots):
+        i, m, lo, la = load_run(d)
+        infos.append(i)
+        metrics += m
+        loads += lo
+        layers += la
+    return Collected(runs=pd.DataFrame(infos), metrics=pd.DataFrame(metrics),
+                     router_load=pd.DataFrame(loads), router_layer=pd.DataFrame(layers),
+                     bench=load_bench(find_csvs(roots)), roots=roots)

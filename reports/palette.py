@@ -1,0 +1,27 @@
+"""One palette for every figure: dense vs MoE colours, balancing methods, backends.
+
+Dense is always blue, MoE orange, DeepSeek-style MoE green; the same key maps to the same colour in
+every figure (seaborn's colour-blind palette).
+"""
+from __future__ import annotations
+
+import seaborn as sns
+
+_CB = sns.color_palette("colorblind", 10)
+
+FAMILY = {"dense": _CB[0], "moe": _CB[1], "deepseek": _CB[2], "note": _CB[7], "real MoE": _CB[1],
+          "note (dense)": _CB[0]}
+BALANCING = {"none": _CB[7], "aux_loss": _CB[1], "loss_free": _CB[2], "z_loss": _CB[4], "dense": _CB[0]}
+BACKEND = {"dense": _CB[0], "loop": _CB[3], "grouped": _CB[1], "megablocks": _CB[4]}
+MARKER = {"dense": "o", "moe": "s", "deepseek": "D", "real MoE": "s", "note (dense)": "o"}
+WATERFALL = {"up": _CB[3], "down": _CB[2], "total": _CB[7]}
+
+
+def family_colour(family: str):
+    """Colour for a model family: 'dense', 'moe', 'deepseek' (others fall back to grey)."""
+    return FAMILY.get(str(family), _CB[7])
+
+
+def colour(mapping: dict, key: str, index: int = 0):
+    """``mapping[key]`` or a stable colour from the palette for unknown keys."""
+    return mapping.get(str(key), _CB[(5 + index) % len(_CB)])

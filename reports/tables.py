@@ -1,0 +1,90 @@
+"""Markdown tables and number formatting (SI suffixes: K, M, B, T as in the note; e for the rest)."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+_SI = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
+
+
+def si(x, digits: int = 3, unit: str = "") -> str:
+    """``37.6B``, ``13.4T``, ``2.94e24`` (beyond T use scientific), ``-`` for missing."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-" if x is None else str(x)
+    if math.isnan(x):
+        return "-"
+    ax = abs(x)
+    if ax >= 1e15:
+        return _exp(f"{x:.{digits}g}") + unit
+    for scale, suffix in _SI:
+        if ax >= scale:
+            return f"{x / scale:.{digits}g}{suffix}{unit}"
+    if ax != 0 and ax < 1e-3:
+        return _exp(f"{x:.{digits}g}") + unit
+    return f"{x:.{digits}g}{unit}"
+
+
+def sci(x, digits: int = 3) -> str:
+    """Scientific notation, ``2.94e24``."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(x) else _exp(f"{x:.{digits}g}")
+
+
+def _exp(s: str) -> str:
+    """``1.5e+07`` -> ``1.5e7``."""
+    if "e" not in s:
+        return s
+    mant, exp = s.split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def usd(x, digits: int = 3) -> str:
+    """``$2.94M``."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(x) else "$" + si(x, digits)
+
+
+def pct(x, digits: int = 3) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(x) else f"{100 * x:.{digits}g}%"
+
+
+def ratio(x, digits: int = 3) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(x) else f"{x:.{digits}g}x"
+
+
+def markdown(rows: Sequence[Sequence] | pd.DataFrame, headers: Sequence[str] | None = None,
+             align: str | None = None) -> str:
+    """A GitHub markdown table. ``align``: one letter per column, ``l`` or ``r`` (default: first l)."""
+    if isinstance(rows, pd.DataFrame):
+        headers = list(rows.columns) if headers is None else headers
+        rows = rows.astype(object).values.tolist()
+    rows = [["" if v is None else str(v).replace("|", "\\|") for v in r] for r in rows]
+    headers = list(headers or [])
+    n = len(headers)
+    align = align or ("l" + "r" * (n - 1))
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def bullet(items: Iterable[str]) -> str:
+    return "\n".join(f"- {s}" for s in items)
