@@ -5,7 +5,7 @@ attention over n cached keys (linear in n); full recompute runs a forward over a
 attention is quadratic in n). ``accounting.flops.decode_flops_per_token`` and ``full_recompute_flops``
 price the two; this module times them.
 
-    python -m dense.decode_timing                      # prints a table (CPU by default)
+    python -m dense.decode_timing                      # prints a table (CPU, 1 thread, batch 8)
     python -m dense.decode_timing --contexts 256 1024 4096 --d-model 128 --device cuda
 
 ``time_decode`` is what ``experiments.bench`` calls.
@@ -121,7 +121,24 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{r['context']:>8} {r['cached_ms_per_token']:>14.3f} {r['recompute_ms_per_token']:>17.3f} "
                      f"{r['speedup']:>8.1f} {ce:>10} {re:>10} {r['cached_flops'] / 1e9:>13.4f} "
                      f"{r['recompute_flops'] / 1e9:>13.4f}")
+        prev = r
     return "\n".join(lines)
+
+
+def fit_growth(rows: list[dict]) -> dict:
+    """Least-squares fits of seconds per step against context n: cached ``a + b n``, recompute
+    ``a + b n + c n^2``; with R^2 of each. A cached path that is linear fits its line well; recompute
+    needs the quadratic term."""
+    n = torch.tensor([float(r["context"]) for r in rows], dtype=torch.float64)
+    out = {}
+    for key, powers in (("cached_s", (0, 1)), ("recompute_s", (0, 1, 2))):
+        t = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+        A = torch.stack([n ** p for p in powers], dim=1)
+        coef = torch.linalg.lstsq(A, t[:, None]).solution.flatten()
+        resid = t - A @ coef
+        r2 = 1 - float(resid.square().sum() / (t - t.mean()).square().sum().clamp_min(1e-300))
+        out[key] = {"coef": coef.tolist(), "r2": r2}
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,11 +148,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=256)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=8, help="sequences decoded together (amortises the Python "
+                   "overhead per step, so the attention term shows); times are per token")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (1: steadier timings on a shared "
+                   "machine; 0 keeps torch's default)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -147,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"threads={torch.get_num_threads()} torch={torch.__version__}; median of {a.repeats}; "
           "exp = growth exponent vs previous row (1 = linear, 2 = quadratic)")
     print(format_table(rows))
+    if len(rows) >= 4:
+        fit = fit_growth(rows)
+        (a, b), r2c = fit["cached_s"]["coef"], fit["cached_s"]["r2"]
+        (a2, b2, c2), r2r = fit["recompute_s"]["coef"], fit["recompute_s"]["r2"]
+        print(f"# cached    step_s ~ {a:.3e} + {b:.3e} n            (R^2 {r2c:.3f})")
+        print(f"# recompute step_s ~ {a2:.3e} + {b2:.3e} n + {c2:.3e} n^2   (R^2 {r2r:.3f})")
 
 
 if __name__ == "__main__":

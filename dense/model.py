@@ -26,7 +26,6 @@ from accounting.shapes import ModelShape
 from . import flop_formulas  # noqa: F401  (FlopCounterMode formula for the CPU attention kernel)
 from .block import Block
 from .embedding import TokenEmbedding
-from .ffn import FFN
 from .kv_cache import KVCache
 from .norm import make_norm
 from .rope import RotaryEmbedding

@@ -153,6 +153,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     info = D.setup(t["device"])
     device, main = info.device, info.is_main
+    threads_before = torch.get_num_threads()
     if t["threads"]:
         torch.set_num_threads(t["threads"])
     dtype = resolve_dtype(t, device)
@@ -320,6 +321,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                   f"{_fmt(last_val)}, {summary['wall_time_s']:.1f} s -> {run_dir}", flush=True)
         return summary
     finally:
+        torch.set_num_threads(threads_before)
         D.cleanup(info)
 
 

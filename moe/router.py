@@ -113,8 +113,10 @@ class Router(nn.Module):
         self.gate = nn.Linear(shape.d_model, shape.n_experts, bias=False)
         if config.balancing == "loss_free":
             # Buffers (not parameters, so not in accounting's counts); saved in checkpoints.
+            # The bias stays float32 under model.to(bf16) (see _apply): bf16 cannot resolve steps of 1e-3
+            # near 0.5. The accumulated load is an integer count.
             self.register_buffer("bias", torch.zeros(shape.n_experts))
-            self.register_buffer("load_accum", torch.zeros(shape.n_experts))
+            self.register_buffer("load_accum", torch.zeros(shape.n_experts, dtype=torch.long))
         else:
             self.bias = None
             self.load_accum = None
@@ -137,7 +139,7 @@ class Router(nn.Module):
         keep, n_dropped = self._capacity_mask(indices)
         if self.training and self.bias is not None:
             with torch.no_grad():
-                self.load_accum += counts
+                self.load_accum += counts.long()
         return Routing(indices=indices, weights=weights.to(x.dtype), keep=keep, counts=counts, probs=probs,
                        logits=logits, n_dropped=n_dropped, aux_loss=switch_aux_loss(counts, probs),
                        z_loss=z_loss(logits))
@@ -164,9 +166,16 @@ class Router(nn.Module):
         since the last call (summed over data-parallel ranks when torch.distributed is initialised)."""
         if self.bias is None:
             return
-        load = self.load_accum
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(load)
+            torch.distributed.all_reduce(self.load_accum)
+        load = self.load_accum.double()
         if load.sum() > 0:
-            self.bias += self.config.bias_update_rate * torch.sign(load.mean() - load)
-        load.zero_()
+            self.bias += self.config.bias_update_rate * torch.sign(load.mean() - load).to(self.bias.dtype)
+        self.load_accum.zero_()
+
+    def _apply(self, fn, recurse=True):
+        """Keep the loss-free bias in float32 whatever dtype the module is cast to."""
+        super()._apply(fn, recurse)
+        if self.bias is not None and self.bias.dtype != torch.float32:
+            self.bias = self.bias.float()
+        return self

@@ -7,6 +7,7 @@ import torch
 import dense
 from accounting import ModelShape
 from dense.decode_timing import format_table, time_decode
+from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32; differences come only from summation order in attention
 

@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import dense
 from accounting import ModelShape, ShapeError, count_parameters, forward_flops
-from tests._model_helpers import n_params, touched_parameters
+from _model_helpers import n_params, one_thread, touched_parameters  # noqa: F401 (autouse fixture)
 
 BASE = dict(vocab_size=96, d_model=32, n_layers=2, n_heads=4, seq_len=32)
 SHAPES = {

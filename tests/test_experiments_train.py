@@ -23,7 +23,7 @@ if not hasattr(moe, "build_model"):
     pytest.skip("moe.build_model not available yet", allow_module_level=True)
 
 FAST = ["size=tiny", "data.tokenizer=bytes", "train.batch_size=4", "model.shape.seq_len=32",
-        "train.eval_batches=2", "train.progress=none", "optim.warmup_steps=2"]
+        "train.eval_batches=2", "train.progress=none", "optim.warmup_steps=2", "train.threads=1"]
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import torch
 
 from accounting import ModelShape
 from moe.experts import GroupedExperts, LoopExperts, MEGABLOCKS_INSTALL, make_experts
+from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
 
 BASE = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=6, top_k=2, d_expert=24)
 
