@@ -171,7 +171,9 @@ def bench_decode(g: Grid, device, args) -> list[dict]:
                                  ("recompute", "recompute_s", full_recompute_flops(shape, context, flops_per_mac=FLOP))):
             t = res[key] if isinstance(res, dict) else getattr(res, key)
             row = _row(kind, shape, "loop", 1, g.dtype, [t], flops)
-            row.update(context=context, repeats=args.repeats, note="median per generated token")
+            row.update(context=context, repeats=args.repeats, backend="dense", top_k="",
+                       flop_convention="2 per multiply-add, forward only",
+                       note="median per generated token")
             rows.append(row)
     return rows
 
@@ -226,7 +228,7 @@ def run(args: argparse.Namespace) -> Path:
     if not args.quiet:
         for r in rows:
             print(f"{r.get('kind'):11} {r.get('ffn', ''):5} {r.get('backend', ''):10} E={r.get('n_experts', '')!s:3} "
-                  f"k={r.get('top_k', '')!s:2} tokens={r.get('tokens', '')!s:6} "
+                  f"k={r.get('top_k', '')!s:2} tokens={r.get('tokens', '')!s:6} ctx={r.get('context', '')!s:5} "
                   f"{r.get('median_s', float('nan')) * 1e3 if r.get('median_s') else float('nan'):9.3f} ms "
                   f"{r.get('tflops_per_s') or float('nan'):8.4f} TFLOP/s {r.get('note', '')}")
         print(f"wrote {len(rows)} rows to {out}")
