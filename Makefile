@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast report bench clean
+.PHONY: install demo test report bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: the note's Table 3 and DeepSeek estimate, tiny dense and MoE training runs on the
+# Shakespeare corpus (a couple of minutes on 2 CPU cores), then the report.
 demo: $(STAMP)
 	$(PY) -m accounting table3
 	$(PY) -m accounting deepseek
+	$(PY) -m experiments.train -m model=dense,moe experiment=demo
+	$(PY) -m reports
+
+report: $(STAMP)
+	$(PY) -m reports
+
+bench: $(STAMP)
+	$(PY) -m experiments.bench
 
 test: $(STAMP)
 	$(PY) -m pytest -q
