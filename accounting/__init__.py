@@ -6,6 +6,16 @@ a multiply-add is one flop) or ``2`` (hardware peaks and MFU).
 from .shapes import ModelShape, ShapeError
 from .params import ParameterCount, count_parameters, total_parameters, active_parameters
 from .flops import MAC, FLOP, forward_flops, training_flops, decode_flops_per_token
+from .memory import kv_cache_elements, kv_cache_bytes, activation_elements, note_kv_cache_elements
+from .chinchilla import (TOKENS_PER_PARAMETER, chinchilla_tokens, chinchilla_tokens_for_shape, note_optimal_tokens,
+                         LossFit, HOFFMANN_2022, BESIROGLU_2024)
+from .cost import GpuRate, NOTE_GPU, gpu_rate, gpu_hours, gpu_years, cost_usd, usd_per_flop, cost_at_year
+from .hf_config import shape_from_hf_config, load_shape, load_shipped, shipped_configs
 
 __all__ = ["ModelShape", "ShapeError", "ParameterCount", "count_parameters", "total_parameters",
-           "active_parameters", "MAC", "FLOP", "forward_flops", "training_flops", "decode_flops_per_token"]
+           "active_parameters", "MAC", "FLOP", "forward_flops", "training_flops", "decode_flops_per_token",
+           "kv_cache_elements", "kv_cache_bytes", "activation_elements", "note_kv_cache_elements",
+           "TOKENS_PER_PARAMETER", "chinchilla_tokens", "chinchilla_tokens_for_shape", "note_optimal_tokens",
+           "LossFit", "HOFFMANN_2022", "BESIROGLU_2024", "GpuRate", "NOTE_GPU", "gpu_rate", "gpu_hours",
+           "gpu_years", "cost_usd", "usd_per_flop", "cost_at_year", "shape_from_hf_config", "load_shape",
+           "load_shipped", "shipped_configs"]

@@ -154,3 +154,14 @@ def non_embedding_active_parameters(shape: ModelShape) -> int:
     that leave embeddings out (Kaplan et al.)."""
     c = count_parameters(shape).active_by_component
     return sum(v for k, v in c.items() if k not in ("embedding", "output_head"))
+
+
+def active_parameters_with_input_embedding(shape: ModelShape) -> int:
+    """Active weights counting the WHOLE V x d input embedding instead of the one row a token reads.
+
+    This is the convention of most MoE model cards (Mixtral's 12.9B, Qwen1.5-MoE's 2.7B, OLMoE's 1.3B,
+    DBRX's 36B); DeepSeek's 37B counts only the row, i.e. :func:`active_parameters`. With tied
+    embeddings the two are equal.
+    """
+    c = count_parameters(shape).active_by_component
+    return sum(c.values()) + (0 if shape.tied_embeddings else shape.vocab_size * shape.d_model - c["embedding"])

@@ -1,0 +1,445 @@
+"""``python -m accounting``: the note's Table 3, its DeepSeek section, and parameter/cost reports.
+
+Subcommands: ``table3``, ``deepseek``, ``params --config FILE``, ``cost --config FILE --tokens D
+--seq-len n [--gpu NAME] [--usd-per-hour X] [--mfu X]``. ``--format table|json|csv`` (table: readable,
+SI suffixes; json/csv: full precision). Bad input exits with status 2 and ONE line ``error: ...``.
+JSON field names are documented in docs/accounting.md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import cost as C
+from . import press2025 as P
+from .chinchilla import FITS, chinchilla_tokens
+from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
+from .hardware import HARDWARE
+from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
+from .memory import kv_cache_elements_per_token
+from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
+from .shapes import ModelShape
+
+CONVENTION = {"flops_mac": "multiply-add = 1 flop (the note's convention)",
+              "flops_fma2": "multiply-add = 2 flops (datasheet peaks, MFU, 6ND)"}
+_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
+
+
+class CliError(Exception):
+    """Bad input: printed as one line ``error: ...``."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block
+        raise CliError(message)
+
+
+# ----- formatting ----------------------------------------------------------------------------------
+def si(x: Any, digits: int = 3) -> str:
+    """A readable number: K/M/B/T suffixes (the note's), e-notation from 1e15 up, plain below 1000."""
+    if x is None:
+        return "-"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if x == 0:
+        return "0"
+    a = abs(x)
+    if a >= 1e15:
+        m, e = f"{x:.{digits - 1}e}".split("e")
+        return f"{m}e{int(e)}"
+    for scale, suffix in _SUFFIXES:
+        if a >= scale:
+            return f"{x / scale:.{digits}g}{suffix}"
+    return f"{x:.{digits + 1}g}"
+
+
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts -> [(dotted.key, value)]; lists of scalars are joined with ';'."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.extend(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, (list, tuple)):
+        out.append((prefix, ";".join(str(v) for v in obj)))
+    else:
+        out.append((prefix, obj))
+    return out
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    fields: list[str] = []
+    for r in rows:
+        fields.extend(k for k in r if k not in fields)
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else repr(r[k]) if isinstance(r.get(k), float) else r.get(k))
+                    for k in fields})
+    return buf.getvalue()
+
+
+def _kv_csv(obj: dict[str, Any]) -> str:
+    return _csv([{"field": k, "value": v} for k, v in flatten(obj)])
+
+
+def _grid(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ----- input parsing ---------------------------------------------------------------------------------
+_SCALE = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
+
+
+def parse_count(text: str, what: str = "value") -> float:
+    """'14.8e12', '14.8T', '2B', '1500000' -> a positive finite number (K/M/B/G/T/P suffixes)."""
+    s = str(text).strip().replace("_", "").replace(",", "")
+    suffix = s[-1:].upper() if s[-1:].isalpha() and s[-1:].upper() in _SCALE else ""
+    number = s[:-1] if suffix else s
+    try:
+        value = float(number) * _SCALE[suffix]
+    except ValueError:
+        raise CliError(f"{what} must be a positive number like 14.8e12 or 14.8T, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise CliError(f"{what} must be a positive finite number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
+    return value
+
+
+def _nonneg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml  # lazily: only YAML model files need it
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise CliError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    else:
+        data = read_json(path)
+    if not isinstance(data, dict):
+        raise CliError(f"{path} must hold a mapping (JSON object / YAML mapping)")
+    return data
+
+
+def load_config(spec: str, seq_len: int | None = None) -> tuple[ModelShape, str]:
+    """``--config``: an HF config.json, a JSON/YAML of ModelShape fields (top level or under ``shape:``),
+    or a shipped config name (``deepseek-v3``). ``seq_len`` overrides the file's context length."""
+    path = Path(spec)
+    if path.is_file():
+        data, source, stem = _read_mapping(path), str(path), path.stem
+    elif (CONFIG_DIR / f"{spec}.json").is_file():
+        path = CONFIG_DIR / f"{spec}.json"
+        data, source, stem = read_json(path), f"shipped:{spec}", spec
+    elif path.exists():
+        raise CliError(f"--config {spec!r} is not a file")
+    elif "/" in spec or path.suffix.lower() in (".json", ".yaml", ".yml"):
+        raise CliError(f"no such file: {spec}")
+    else:
+        raise CliError(f"no such file or shipped config: {spec!r} (shipped: {', '.join(shipped_configs())})")
+    if "model_type" in data or "architectures" in data:
+        return shape_from_hf_config(data, seq_len=seq_len, name=stem), source
+    fields = data.get("shape", data)
+    if not isinstance(fields, dict):
+        raise CliError(f"{source}: 'shape' must be a mapping of ModelShape fields")
+    fields = dict(fields)
+    unresolved = sorted(k for k, v in fields.items() if isinstance(v, str) and "${" in v)
+    if unresolved:
+        raise CliError(f"{source}: Hydra interpolations are not resolved here ({', '.join(unresolved)}); "
+                       "give plain numbers or compose the config with Hydra first")
+    if seq_len is not None:
+        fields["seq_len"] = seq_len
+    fields.setdefault("name", str(data.get("name") or stem))
+    return ModelShape.from_dict(fields), source
+
+
+# ----- commands --------------------------------------------------------------------------------------
+def table3_data() -> dict[str, Any]:
+    return {
+        "convention": CONVENTION["flops_mac"] + "; memory rows are elements",
+        "usd_per_flop_mac_rounded": C.NOTE_ROUNDED_USD_PER_MAC,
+        "usd_per_flop_mac_exact": C.usd_per_flop(C.NOTE_GPU, MAC),
+        "use_cases": {k: {"seq_len": u.seq_len, "vocab_size": u.vocab_size, "d_model": u.d_model,
+                          "n_heads": u.n_heads, "n_layers": u.n_layers} for k, u in P.USE_CASES.items()},
+        "rows": P.table3_comparison(),
+        "inference_usd_per_million_tokens": {
+            case: {"rounded_rate_usd": P.inference_usd_per_million_tokens_case(case),
+                   "exact_rate_usd": P.inference_usd_per_million_tokens_case(case, exact_rate=True)}
+            for case in P.CASES},
+    }
+
+
+def table3_text(data: dict[str, Any]) -> str:
+    out = ["Press (2025) Table 3 recomputed from Table 2 (multiply-add = 1 flop; memory in elements; K = 1024 in Table 2)."]
+    out.append("use cases: " + "; ".join(f"{k}: n={u['seq_len']} V={u['vocab_size']} d={u['d_model']} "
+                                          f"H={u['n_heads']} L={u['n_layers']}" for k, u in data["use_cases"].items()))
+    rows = []
+    for r in data["rows"]:
+        rows.append([r["quantity"], r["case"], r["printed_display"], si(r["computed"]),
+                     f"{r['ratio']:.3f}", "yes" if r["rounds_to_printed"] else "no",
+                     "ok" if r["within_tolerance"] else "FAIL", si(r["computed_exact_rate"])])
+    out.append(_grid(["quantity", "case", "printed", "ours", "ours/printed", "rounds", "tolerance",
+                      "ours @exact $"], rows))
+    out.append("GPU-years and $ use the note's rounded $1e-18 per multiply-add; 'ours @exact $' uses "
+               f"${data['usd_per_flop_mac_exact']:.4g} (300e12 multiply-adds/s at $10K per GPU-year).")
+    out.append("Optimal training set size is 240 L d^2 (eq. 4 without 40 V d): with the V term B would be "
+               + si(next(r["eq4_with_vocab"] for r in data["rows"] if r["quantity"] == "optimal training set size"
+                         and r["case"] == "B")) + ", not the printed 540e9.")
+    for key, (tol, why) in P.DOCUMENTED_EXCEPTIONS.items():
+        out.append(f"{key[0]} {key[1]}: {why} (tolerance {tol:.0%}).")
+    inf = data["inference_usd_per_million_tokens"]
+    out.append("Inference $ per million incremental tokens (note: $1-$2 for D): D low "
+               f"${inf['D low']['rounded_rate_usd']:.2f}, D high ${inf['D high']['rounded_rate_usd']:.2f} "
+               f"(exact rate ${inf['D low']['exact_rate_usd']:.2f}-${inf['D high']['exact_rate_usd']:.2f}).")
+    return "\n".join(out)
+
+
+def params_data(shape: ModelShape, source: str) -> dict[str, Any]:
+    c = count_parameters(shape)
+    data: dict[str, Any] = {
+        "name": shape.name, "config": source,
+        "convention": "active = what one token touches, with ONE row of the input embedding (DeepSeek's); "
+                      "active_with_input_embedding counts the whole V x d table (most model cards); "
+                      "MTP modules are excluded from total",
+        "shape": shape.to_dict(),
+        "total_params": c.total, "active_params": c.active,
+        "active_with_input_embedding_params": active_parameters_with_input_embedding(shape),
+        "active_fraction": c.active_fraction, "mtp_params": c.mtp_total, "mtp_active_params": c.mtp_active,
+        "total_with_mtp_params": c.total_with_mtp,
+        "components": {k: {"total_params": c.total_by_component[k], "active_params": c.active_by_component[k]}
+                       for k in COMPONENTS},
+        "chinchilla_total_basis_tokens": chinchilla_tokens(c.total),
+        "chinchilla_active_basis_tokens": chinchilla_tokens(c.active),
+        "kv_cache_elements_per_token": kv_cache_elements_per_token(shape),
+        "kv_cache_bytes_per_token_bf16": 2 * kv_cache_elements_per_token(shape),
+    }
+    stem = source.removeprefix("shipped:") if source.startswith("shipped:") else Path(source).stem
+    if stem in PUBLISHED_COUNTS:
+        pub = PUBLISHED_COUNTS[stem]
+        data["published"] = {"total_params": pub["total"], "active_params": pub["active"], "source": pub["source"]}
+    return data
+
+
+def params_text(d: dict[str, Any]) -> str:
+    s = d["shape"]
+    out = [f"{d['name']} ({d['config']}): V={s['vocab_size']} d={s['d_model']} L={s['n_layers']} "
+           f"H={s['n_heads']} attention={s['attention']} ffn={s['ffn_kind']} E={s['n_experts']} "
+           f"k={s['top_k']} shared={s['n_shared_experts']} dense_layers={s['first_dense_layers'] if s['n_experts'] else s['n_layers']}",
+           _grid(["component", "total", "active"],
+                 [[k, si(v["total_params"]), si(v["active_params"])] for k, v in d["components"].items()]
+                 + [["TOTAL", si(d["total_params"]), si(d["active_params"])]])]
+    out.append(f"exact: total {d['total_params']:,}  active {d['active_params']:,} "
+               f"({d['active_fraction']:.2%}); active with the whole input embedding "
+               f"{d['active_with_input_embedding_params']:,}")
+    if d["mtp_params"]:
+        out.append(f"MTP modules (not in total): {d['mtp_params']:,}; total with MTP {d['total_with_mtp_params']:,}")
+    out.append(f"Chinchilla (20 tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
+               f"{si(d['chinchilla_active_basis_tokens'])} on active")
+    out.append(f"KV cache: {d['kv_cache_elements_per_token']:,} elements per token ({si(d['kv_cache_bytes_per_token_bf16'])}B in bf16)")
+    if "published" in d:
+        p = d["published"]
+        out.append(f"published: total {si(p['total_params'])} (ours/published {d['total_params'] / p['total_params']:.4f}), "
+                   f"active {si(p['active_params'])} -- {p['source']}")
+    return "\n".join(out)
+
+
+def cost_data(shape: ModelShape, source: str, tokens: float, seq_len: int, rate: C.GpuRate,
+              causal: bool = True, year: float = C.NOTE_BASE_YEAR) -> dict[str, Any]:
+    c = count_parameters(shape)
+    fpt2 = training_flops_per_token(shape, seq_len, flops_per_mac=FLOP, causal=causal)
+    flops2 = fpt2 * tokens
+    summary = C.cost_summary(flops2, FLOP, rate)
+    decode2 = decode_flops_per_token(shape, seq_len, flops_per_mac=FLOP)
+    return {
+        "name": shape.name, "config": source, "convention": CONVENTION,
+        "tokens": tokens, "seq_len": seq_len, "causal_attention": causal,
+        "gpu": {"name": rate.name, "peak_flops_per_s": rate.peak_flops_per_s,
+                "peak_convention": CONVENTION["flops_mac" if rate.rate_flops_per_mac == 1 else "flops_fma2"],
+                "usd_per_hour": rate.usd_per_hour, "mfu": rate.mfu,
+                "achieved_flops_fma2_per_s": rate.flops_per_s(FLOP)},
+        "total_params": c.total, "active_params": c.active,
+        "chinchilla_total_basis_tokens": chinchilla_tokens(c.total),
+        "chinchilla_active_basis_tokens": chinchilla_tokens(c.active),
+        "training_flops_fma2_per_token": fpt2, "training_flops_mac_per_token": fpt2 / FLOP,
+        "training_flops_fma2": flops2, "training_flops_mac": flops2 / FLOP,
+        "six_n_active_d_flops_fma2": six_n_d(c.active, tokens),
+        "gpu_s": summary["gpu_s"], "gpu_hours": summary["gpu_hours"], "gpu_years": summary["gpu_years"],
+        "cost_usd": summary["cost_usd"], "usd_per_flop_fma2": C.usd_per_flop(rate, FLOP),
+        "year": year, "cost_usd_at_year": C.cost_at_year(summary["cost_usd"], year),
+        "decode_flops_fma2_per_token": decode2,
+        "inference_usd_per_million_tokens": C.inference_usd_per_million_tokens(decode2, FLOP, rate),
+        "compute_optimal": {fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2)))
+                            for fit in FITS},
+    }
+
+
+def cost_text(d: dict[str, Any]) -> str:
+    g = d["gpu"]
+    return "\n".join([
+        f"{d['name']} ({d['config']}): {si(d['tokens'])} tokens at seq_len {d['seq_len']} "
+        f"({'causal' if d['causal_attention'] else 'full'} attention)",
+        f"GPU: {g['name']}, peak {si(g['peak_flops_per_s'])}flop/s ({g['peak_convention']}), "
+        f"mfu {g['mfu']:g}, ${g['usd_per_hour']:.4g}/GPU-hour",
+        f"params: total {si(d['total_params'])}, active {si(d['active_params'])}; Chinchilla tokens "
+        f"{si(d['chinchilla_total_basis_tokens'])} (total) / {si(d['chinchilla_active_basis_tokens'])} (active)",
+        f"training: {si(d['training_flops_fma2_per_token'])} FLOP/token (2 per MAC) -> {si(d['training_flops_fma2'])} FLOP "
+        f"= {si(d['training_flops_mac'])} multiply-adds; 6 N_active D = {si(d['six_n_active_d_flops_fma2'])} FLOP",
+        f"time and money: {si(d['gpu_hours'])} GPU-hours = {si(d['gpu_years'])} GPU-years -> ${si(d['cost_usd'])}"
+        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every 2 years)",
+        f"inference: {si(d['decode_flops_fma2_per_token'])} FLOP per generated token at context {d['seq_len']} "
+        f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
+        "compute-optimal at this budget (C = 6ND): " + "; ".join(
+            f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
+    ])
+
+
+def deepseek_data() -> dict[str, Any]:
+    shape = P.deepseek_v3_shape(P.DEEPSEEK_REPORTED["pretrain_seq_len"])
+    return {"convention": CONVENTION, "section6": P.section6(),
+            "deepseek_v3": {"config": "shipped:deepseek-v3", "params": params_data(shape, "shipped:deepseek-v3"),
+                            "estimates": P.deepseek_v3_estimates(shape)}}
+
+
+def deepseek_text(d: dict[str, Any]) -> str:
+    s = d["section6"]
+    pr = s["printed"]
+    out = ["Section 6 of the note, recomputed (multiply-add = 1 flop, n = 32K, $1e-18 per flop):",
+           _grid(["quantity", "note printed", "ours", "comment"], [
+               ["12 L d^2 (d=7168, L=61)", si(pr["active_12Ld2_params"]), si(s["active_12Ld2_params"]), "'active' width"],
+               ["Chinchilla 671B x 20", si(pr["chinchilla_tokens"]), si(s["chinchilla_tokens"]),
+                f"reported 14.8T = x{s['reported_over_chinchilla']:.3f}"],
+               ["(6nd+36d^2)L per token", "", si(s["train_flops_mac_per_token"]), "multiply-adds, n = 32768"],
+               ["x 14.8T tokens", si(pr["train_flops_mac"]), si(s["train_flops_mac"]),
+                f"= {si(s['train_flops_fma2'])} FLOP (2 per MAC)"],
+               ["cost at $1e-18", "$" + si(pr["cost_usd"]), "$" + si(s["cost_usd_rounded_rate"]),
+                f"exact rate: ${si(s['cost_usd_exact_rate'])}"],
+               ["GPU-hours", si(pr["gpu_hours"]), si(s["gpu_hours_note_method"]),
+                f"= $2.9M / ${s['note_usd_per_gpu_hour']:.2f}/h; exact at 300e12 MAC/s: {si(s['gpu_hours_exact_300T'])}"],
+               ["reported (DeepSeek)", f"{si(pr['reported_gpu_hours'])} h, ${si(pr['reported_usd'])}",
+                f"{si(s['reported_gpu_hours'])} h, ${si(s['reported_usd'])}",
+                f"$ ratio reported/note {s['reported_over_note_usd']:.2f}"]])]
+    p = d["deepseek_v3"]["params"]
+    e = d["deepseek_v3"]["estimates"]
+    out.append("")
+    out.append(f"DeepSeek-V3 from accounting/configs/deepseek-v3.json: total {p['total_params']:,} "
+               f"({p['total_params'] / 1e9:.2f}B vs 671B), active {p['active_params']:,} ({p['active_params'] / 1e9:.2f}B "
+               f"vs '37B'; one input-embedding row), MTP {si(p['mtp_params'])} excluded")
+    out.append(_grid(["component", "total", "active"],
+                     [[k, si(v["total_params"]), si(v["active_params"])] for k, v in p["components"].items()]))
+    out.append("")
+    out.append(f"Pretraining compute, {si(e['tokens'])} tokens at {e['seq_len']} (MFU vs {si(e['reported_gpu_hours_pretrain'])} "
+               f"H800-hours x {si(e['peak_bf16_flops_per_s'])}FLOP/s bf16):")
+    rows = [[k, si(v["flops_mac_per_token"]), si(v["flops_fma2_per_token"]), si(v["flops_mac"]), si(v["flops_fma2"]),
+             f"{v['implied_mfu_bf16']:.1%}", si(v["h800_hours_at_peak"]), "$" + si(v["cost_usd_h800_at_peak"])]
+            for k, v in e["methods"].items()]
+    out.append(_grid(["method", "MAC/token", "FLOP/token", "MAC total", "FLOP total", "implied MFU",
+                      "H800-h at peak", "$ at $2/h, peak"], rows))
+    return "\n".join(out)
+
+
+# ----- entry point ---------------------------------------------------------------------------------
+def build_parser() -> _Parser:
+    fmt = _Parser(add_help=False)
+    fmt.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                     help="table (readable, SI suffixes; default), json or csv (full precision)")
+    p = _Parser(prog="python -m accounting", description=__doc__.split("\n\n")[0], parents=[fmt])
+    sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost}")
+    sub.required = True
+    sub.add_parser("table3", parents=[fmt], help="the note's Table 3 recomputed beside the printed values")
+    sub.add_parser("deepseek", parents=[fmt], help="the note's section 6 and DeepSeek-V3 priced three ways")
+    pp = sub.add_parser("params", parents=[fmt], help="parameter counts of a config")
+    pp.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
+    pp.add_argument("--seq-len", type=_positive_int, default=None, help="override the context length")
+    pc = sub.add_parser("cost", parents=[fmt], help="training and inference cost of a config")
+    pc.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
+    pc.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
+    pc.add_argument("--seq-len", type=_positive_int, required=True, help="training window n (tokens)")
+    pc.add_argument("--gpu", default="press2025", choices=sorted(HARDWARE),
+                    help="hardware preset (default press2025: the note's 300e12 multiply-adds/s at $10K/year)")
+    pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
+    pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
+    pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
+    pc.add_argument("--year", type=float, default=C.NOTE_BASE_YEAR, help="price year (cost halves every 2 years from 2025)")
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> str:
+    """Parse ``argv`` and return the output text (raises CliError/ValueError on bad input)."""
+    args = build_parser().parse_args(argv)
+    if args.command == "table3":
+        data = table3_data()
+        if args.format == "csv":
+            return _csv(data["rows"])
+        return json.dumps(data, indent=2) if args.format == "json" else table3_text(data)
+    if args.command == "deepseek":
+        data = deepseek_data()
+        render = deepseek_text
+    elif args.command == "params":
+        shape, source = load_config(args.config, args.seq_len)
+        data, render = params_data(shape, source), params_text
+    else:
+        tokens = parse_count(args.tokens, "--tokens")
+        shape, source = load_config(args.config, args.seq_len)
+        rate = C.gpu_rate(args.gpu, usd_per_hour=args.usd_per_hour, mfu=args.mfu)
+        data = cost_data(shape, source, tokens, args.seq_len, rate, causal=not args.full_attention, year=args.year)
+        render = cost_text
+    if args.format == "json":
+        return json.dumps(data, indent=2)
+    if args.format == "csv":
+        return _kv_csv(data)
+    return render(data)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        text = run(argv)
+    except (CliError, ValueError, OSError, KeyError, TypeError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  (never a traceback)
+        print(f"error: internal {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    try:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return 0

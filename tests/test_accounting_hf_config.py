@@ -1,0 +1,105 @@
+"""Shipped HF configs load into shapes whose counts match the published ones.
+
+Tolerances: totals within 1% (all are within 0.35%); active within the per-model tolerance below,
+against each vendor's own convention (DeepSeek counts one input-embedding row, the others the whole
+V x d table). Where the exact Hugging Face parameter count is known, total + the extras we do not model
+must equal it exactly.
+"""
+import json
+
+import pytest
+
+from accounting.hf_config import (PUBLISHED_COUNTS, load_shape, load_shipped, shape_from_hf_config,
+                                  shipped_configs)
+from accounting.params import active_parameters_with_input_embedding, count_parameters, COMPONENTS
+
+REQUIRED = {"deepseek-v3", "deepseek-v2-lite", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "olmoe-1b-7b", "dbrx",
+            "llama-3-8b"}
+# name: (active convention, relative tolerance)
+ACTIVE = {"deepseek-v3": ("row", 0.011), "deepseek-v2-lite": ("row", 0.025),
+          "mixtral-8x7b": ("table", 0.01), "qwen1.5-moe-a2.7b": ("table", 0.01),
+          "olmoe-1b-7b": ("table", 0.02), "dbrx": ("table", 0.015), "llama-3-8b": ("table", 0.001),
+          "qwen3-30b-a3b": ("table", 0.02)}
+# exact HF numel = ours + unmodelled extras
+HF_NUMEL = {"llama-3-8b": (8_030_261_248, 0), "mixtral-8x7b": (46_702_792_704, 0),
+            "olmoe-1b-7b": (6_919_161_856, 16 * 2 * 2048),                       # q_norm + k_norm
+            "qwen1.5-moe-a2.7b": (14_315_784_192, 24 * (3 * 2048 + 2048))}       # qkv biases + shared_expert_gate
+
+
+def test_required_configs_are_shipped():
+    assert REQUIRED <= set(shipped_configs())
+    assert set(shipped_configs()) <= set(PUBLISHED_COUNTS)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_COUNTS))
+def test_published_counts(name):
+    shape = load_shipped(name)
+    c = count_parameters(shape)
+    pub = PUBLISHED_COUNTS[name]
+    assert abs(c.total / pub["total"] - 1) <= 0.01
+    kind, tol = ACTIVE[name]
+    active = c.active if kind == "row" else active_parameters_with_input_embedding(shape)
+    assert abs(active / pub["active"] - 1) <= tol, (active, pub["active"])
+
+
+@pytest.mark.parametrize("name", sorted(HF_NUMEL))
+def test_exact_hf_numel(name):
+    numel, extras = HF_NUMEL[name]
+    assert count_parameters(load_shipped(name)).total + extras == numel
+
+
+def test_deepseek_v3_counts():
+    s = load_shipped("deepseek-v3", seq_len=4096)
+    c = count_parameters(s)
+    assert s.seq_len == 4096 and s.attention == "mla" and s.n_moe_layers == 58 and s.first_dense_layers == 3
+    assert c.total == 671_026_404_352
+    assert abs(c.total / 671e9 - 1) < 0.01
+    assert c.active == 36_625_610_752
+    assert f"{c.active:.2g}" == "3.7e+10"                 # "37B" at 2 significant figures
+    assert abs(c.active / 37e9 - 1) <= 0.011              # 1.01% below
+    assert 36.5e9 <= c.active < 37.5e9
+    assert set(c.total_by_component) == set(COMPONENTS)
+    assert all(c.total_by_component[k] > 0 for k in COMPONENTS)
+    assert sum(c.total_by_component.values()) == c.total
+    assert sum(c.active_by_component.values()) == c.active
+    assert c.active_by_component["routed_experts"] == 58 * 8 * 3 * 7168 * 2048
+    assert c.active_by_component["embedding"] == 7168
+    assert 11e9 < c.mtp_total < 12e9                       # + 2 x 0.93B shared embedding/head copies ~ 14B
+
+
+def test_dbrx_nested_and_gqa():
+    s = load_shipped("dbrx")
+    assert (s.n_experts, s.top_k, s.d_expert, s.n_kv_heads, s.attention) == (16, 4, 10752, 8, "gqa")
+
+
+def test_qwen_shared_expert_and_v2_lite_no_q_lora():
+    q = load_shipped("qwen1.5-moe-a2.7b")
+    assert (q.n_shared_experts, q.d_shared_expert, q.d_expert) == (1, 5632, 1408)
+    v2 = load_shipped("deepseek-v2-lite")
+    assert v2.q_lora_rank == 0 and v2.n_shared_experts == 2 and v2.mtp_modules == 0
+
+
+def test_architectures_key_when_model_type_missing(tmp_path):
+    cfg = json.loads((load_shipped.__globals__["CONFIG_DIR"] / "mixtral-8x7b.json").read_text())
+    del cfg["model_type"]
+    assert shape_from_hf_config(cfg).n_experts == 8
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps(cfg))
+    assert load_shape(p, seq_len=128).seq_len == 128
+
+
+def test_unknown_architecture_is_named():
+    with pytest.raises(ValueError, match="GPT2LMHeadModel"):
+        shape_from_hf_config({"architectures": ["GPT2LMHeadModel"], "n_embd": 768})
+    with pytest.raises(ValueError, match="'falcon'"):
+        shape_from_hf_config({"model_type": "falcon"})
+
+
+def test_bad_values_are_rejected():
+    cfg = json.loads((load_shipped.__globals__["CONFIG_DIR"] / "olmoe-1b-7b.json").read_text())
+    with pytest.raises(ValueError, match="top_k=65 exceeds n_experts=64"):
+        shape_from_hf_config({**cfg, "num_experts_per_tok": 65})
+    with pytest.raises(ValueError, match="hidden_size|d_model"):
+        shape_from_hf_config({**cfg, "hidden_size": 2048.5})
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        shape_from_hf_config({k: v for k, v in cfg.items() if k != "num_hidden_layers"})
