@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test report bench clean
+.PHONY: install demo test report bench publish-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m accounting table3
 	$(PY) -m accounting deepseek
-	$(PY) -m experiments.train -m model=dense,moe experiment=demo
+	$(PY) -m experiments.train -m model=dense,moe,deepseek experiment=demo
+	$(PY) -m experiments.train model=moe model.name=moe-nobalance model.router.balancing=none \
+	    model.router.z_loss_coef=0 experiment=demo
 	$(PY) -m reports
 
 report: $(STAMP)
@@ -36,6 +38,14 @@ report: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m experiments.bench
+
+# Copy the demo's run records (not checkpoints) and a CPU bench under reports/data/, so that the committed
+# report can be rebuilt from committed measurements on a fresh checkout.
+publish-cpu: $(STAMP)
+	for d in runs/demo/*/*/; do t=reports/data/runs/demo/$$(basename $$(dirname $$d))/$$(basename $$d); \
+	    mkdir -p $$t && cp $$d/metrics.jsonl $$d/config.yaml $$d/env.json $$d/summary.json $$t/; done
+	$(PY) -m experiments.bench --out reports/data/bench_cpu.csv
+	$(PY) -m reports
 
 test: $(STAMP)
 	$(PY) -m pytest -q

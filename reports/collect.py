@@ -180,7 +180,15 @@ def collect(roots: Iterable[str | Path]) -> Collected:
     """Load every run folder and bench CSV under ``roots``."""
     roots = [str(r) for r in roots]
     infos, metrics, loads, layers = [], [], [], []
-    for d in find_run_dirs(roots):
+    seen: set[str] = set()
+    # Roots in order: a run found under an earlier root (e.g. fresh runs/) hides the same run
+    # (experiment/model/size-seed) committed under a later one (reports/data/runs/).
+    run_dirs = [d for root in roots for d in find_run_dirs([root])]
+    for d in run_dirs:
+        key = run_info(d)["run"]
+        if key in seen:
+            continue
+        seen.add(key)
         i, m, lo, la = load_run(d)
         infos.append(i)
         metrics += m
