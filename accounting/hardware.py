@@ -1,6 +1,9 @@
 """Accelerator peaks and prices used for GPU time, dollars and MFU.
 
-Peaks are in FLOP/s with TWO flops per multiply-add (datasheet convention), dense (no sparsity).
+Peaks are in FLOP/s with TWO flops per multiply-add (datasheet convention), dense (no sparsity), with one
+exception: the ``press2025`` preset stores the note's "300 Tflop/s", which counts MULTIPLY-ADDS (the note's
+convention), in the same field. ``accounting.cost.gpu_rate`` records that convention
+(``rate_flops_per_mac = 1`` for it, 2 for the others) so the two are never mixed; read peaks through it.
 Prices are rental dollars per GPU-hour; change them freely (``dataclasses.replace``).
 """
 from __future__ import annotations
