@@ -1,7 +1,8 @@
 """Assemble REPORT.md: collect runs and CSVs, recompute the accounting, draw the figures, write markdown.
 
-Every number comes from code (accounting, the live FlopCounter check) or a file (run folders, bench
-CSVs, ``reports/data/published/*.csv``); every figure's caption names the files it was drawn from.
+Every number comes from code (accounting, including the note's printed values and DeepSeek's reported
+figures in ``accounting.press2025``; the live FlopCounter check) or a file (run folders, bench CSVs); every
+figure's caption names the files it was drawn from.
 """
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from accounting.chinchilla import TOKENS_PER_PARAMETER
+
 from . import costs as C
 from . import deepseek as DS
 from . import figures as F
-from . import published as P
 from .collect import Collected, collect
 from .flopcheck import flop_check
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
@@ -52,7 +54,7 @@ class Report:
         text.append(f"\n{len(diffs)} of {len(df)} cells differ from the printed value by more than its rounding "
                     "(half a unit in the last printed digit):\n")
         for r in diffs.itertuples():
-            why = getattr(r, "note", "") or getattr(r, "reason", "") or ""
+            why = r.note
             text.append(f"- **{r.quantity}, case {r.case}**: printed {si(r.printed)}, recomputed {si(r.computed)} "
                         f"({ratio(r.ratio)}, {100 * (r.ratio - 1):+.1f}%). {why}".rstrip())
         text.append("\n" + self.fig(F.table3_ratios(df, self.figdir),
@@ -63,50 +65,71 @@ class Report:
     # ----- 2 -----------------------------------------------------------------------------------------
     def section2(self) -> str:
         c = DS.corrections()
-        n = c["note"]
-        self.values.update(deepseek_note_macs=n["macs"], deepseek_mfu=c["mfu"], deepseek_flops=c["flops"])
-        src = f"`{P.rel(P.NOTE)}`, `{P.rel(P.DEEPSEEK)}`"
-        rows = [["active parameters (12 L d²)", si(P.note("active_parameters")), si(n["active_12Ld2"])],
-                ["total parameters", si(P.note("total_parameters")), si(c.get("total_params", n["total"]))],
-                ["Chinchilla tokens (20 x total)", si(P.note("chinchilla_tokens")), si(n["chinchilla_tokens"])],
-                ["training tokens used", si(P.note("train_tokens")), si(n["tokens"])],
-                ["training flops (multiply-adds, n = 32K)", sci(P.note("train_flops"), 2), sci(n["macs"])],
-                ["GPU-hours (from $ at $1.14/h)", si(P.note("gpu_hours")), si(n["gpu_hours_from_usd"])],
-                ["GPU-hours (exact, 300 T/s)", "-", si(n["gpu_hours_exact"])],
-                ["dollars ($1e-18 per flop)", usd(P.note("usd")), usd(n["usd"])],
-                ["dollars (unrounded $1.056e-18)", "-", usd(n["usd_exact_price"])],
-                ["reported GPU-hours / dollars", f"{si(P.note('reported_gpu_hours'))} / {usd(P.note('reported_usd'))}",
-                 f"{si(P.deepseek('gpu_hours_total'))} / {usd(P.deepseek('usd_total'))}"]]
+        n, est, pr = c["note"], c["estimates"], c["note"]["printed"]
+        self.values.update(deepseek_note_macs=n["train_flops_mac"], deepseek_note_usd=n["cost_usd_rounded_rate"],
+                           deepseek_note_gpu_hours=n["gpu_hours_note_method"],
+                           deepseek_gpu_hours_from_unrounded_usd=n["gpu_hours_from_unrounded_usd"],
+                           deepseek_gpu_hours_exact=n["gpu_hours_exact_300T"],
+                           deepseek_mfu=c["mfu"], deepseek_flops=c["flops"])
+        rate = f"${n['note_usd_per_gpu_hour']:.3g}/h"
+        rows = [["active parameters (12 L d²)", si(pr["active_12Ld2_params"]), si(n["active_12Ld2_params"])],
+                ["total parameters (shipped config)", si(n["total_params"]), si(c["total_params"])],
+                [f"Chinchilla tokens ({TOKENS_PER_PARAMETER} x total)", si(pr["chinchilla_tokens"]),
+                 si(n["chinchilla_tokens"])],
+                ["training tokens used (DeepSeek's)", si(n["reported_tokens"]),
+                 f"{si(n['reported_tokens'])} = {n['reported_over_chinchilla']:.3f}x Chinchilla"],
+                ["multiply-adds per token, (6nd+36d²)L", "-", si(n["train_flops_mac_per_token"])],
+                [f"training flops (multiply-adds, n = {n['train_seq_len'] // 1024}K)", sci(pr["train_flops_mac"], 2),
+                 sci(n["train_flops_mac"])],
+                [f"GPU-hours, the note's method (printed {usd(pr['cost_usd'])} / {rate})", si(pr["gpu_hours"]),
+                 si(n["gpu_hours_note_method"])],
+                [f"GPU-hours from the recomputed {usd(n['cost_usd_rounded_rate'])} / {rate}", "-",
+                 si(n["gpu_hours_from_unrounded_usd"])],
+                ["GPU-hours, exact at 300e12 multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
+                ["dollars ($1e-18 per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
+                ["dollars (unrounded $1.056e-18)", "-", usd(n["cost_usd_exact_rate"])],
+                ["reported GPU-hours / dollars", f"{si(pr['reported_gpu_hours'])} / {usd(pr['reported_usd'])}",
+                 f"{si(n['reported_gpu_hours'])} / {usd(n['reported_usd'])} "
+                 f"({n['reported_over_note_usd']:.2f}x the note's $)"]]
         out = ["### The note's estimate, reproduced",
-               f"Printed values from `{P.rel(P.NOTE)}`; recomputed with the note's formula "
-               f"`(6 n d + 36 d²) L` per token (d = {n['d']}, L = {n['L']}, n = {n['n']}) and the note's prices "
-               "(`accounting.hardware` preset `press2025`).\n",
+               "Printed values: `accounting.press2025.SECTION6_PRINTED`; recomputed by `accounting.press2025.section6()` "
+               f"with the note's formula `(6 n d + 36 d²) L` per token (d = {n['d_model']}, L = {n['n_layers']}, "
+               f"n = {n['train_seq_len']}), its rounded $1e-18 per multiply-add and its GPU ({rate}, "
+               "`accounting.cost.NOTE_GPU`); reported figures: `accounting.press2025.DEEPSEEK_REPORTED`.\n",
                markdown(rows, ["quantity", "printed in the note", "recomputed"], "lrr"),
                "\n### Corrections, each a computed factor"]
         rows = [[s.label, ratio(s.factor, 4), usd(s.usd), s.why] for s in c["steps"]]
-        rows.append(["reported by DeepSeek", "", usd(c["reported_usd"]), f"{si(P.deepseek('gpu_hours_total'))} H800-hours x $2"])
+        reported_label = (f"{si(c['reported_gpu_hours'])} H800-hours x ${DS.REPORTED['usd_per_gpu_hour']:g}")
+        rows.append(["reported by DeepSeek", "", usd(c["reported_usd"]), reported_label])
         out.append(markdown(rows, ["step", "factor", "cost after step", "why"], "lrrl"))
-        if c["shape"] is None:
-            out.append(f"\nThe exact MLA + MoE step is missing: `accounting.hf_config` and the shipped "
-                       f"`{CONFIG_DIR.name}/deepseek-v3.json` are not available yet; the chain above skips it.")
-        else:
-            self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
-                               deepseek_exact_flops_per_token=c["exact_flops_per_token"])
-            out.append(f"\nFrom the shipped config (`accounting.flops`, FLOP = 2 per multiply-add, causal attention, "
-                       f"window {c['n_pretrain']}): total {si(c['total_params'])} and active {si(c['active_params'])} "
-                       f"parameters (active counts one embedding row and the output head; MTP module "
-                       f"{si(c['mtp_params'])} extra), **{si(c['exact_flops_per_token'])} FLOP per trained token** "
-                       f"without the MTP module ({si(c['exact_mtp_flops_per_token'])} with it); DeepSeek reports "
-                       f"{si(c['reported_flops_per_token'])}. 6 x {si(P.deepseek('active_parameters'))} x "
-                       f"{si(P.deepseek('pretrain_tokens'))} = {sci(c['six_n_d'])} FLOP; the note's count in "
-                       f"FLOP is {sci(c['note_flop'])}.")
-        out.append(f"\n**Implied utilisation**: {sci(c['flops'])} FLOP over {si(P.deepseek('gpu_hours_pretrain'))} "
+        self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
+                           deepseek_exact_flops_per_token=c["exact_flops_per_token"])
+        out.append(f"\nFrom the shipped config (`accounting.press2025.deepseek_v3_estimates`, FLOP = 2 per multiply-add, "
+                   f"causal attention, window {c['n_pretrain']}): total {si(c['total_params'])} and active "
+                   f"{si(c['active_params'])} parameters (active counts one embedding row and the output head; MTP "
+                   f"module {si(c['mtp_params'])} extra), **{si(c['exact_flops_per_token'])} FLOP per trained token** "
+                   f"without the MTP module ({si(c['exact_mtp_flops_per_token'])} with it); DeepSeek reports "
+                   f"{si(c['reported_flops_per_token'])}. 6 x {si(est['published_active_params'])} x "
+                   f"{si(est['tokens'])} = {sci(c['six_n_d'])} FLOP; the note's count in FLOP is {sci(c['note_flop'])}.")
+        out.append(f"\n**Implied utilisation**: {sci(c['flops'])} FLOP over {si(c['reported_gpu_hours_pretrain'])} "
                    f"pretraining H800-hours is **{pct(c['mfu'])} MFU** of the {si(c['peak'])}FLOP/s bf16 peak "
                    f"({pct(c['mfu_no_mtp'])} without the MTP module; {pct(c['mfu_fp8'])} of the FP8 peak).")
-        out.append("\n" + self.fig(F.waterfall(c["steps"], c["reported_usd"], self.figdir),
-                                   f"the note's DeepSeek-V3 cost corrected step by step; data: {src}, "
-                                   "accounting.flops/params/hardware"
-                                   + (f", `accounting/configs/{'deepseek-v3.json'}`" if c["shape"] is not None else "")))
+        labels = {"note_formula_n32768": "the note's (6nd+36d²)L, n = 32K",
+                  f"note_formula_n{c['n_pretrain']}": f"the note's formula at n = {c['n_pretrain']}",
+                  "six_n_active_d": f"6 N_active D ({si(c['active_params'])})",
+                  "six_n_active_d_published_37b": f"6 N_active D (published {si(est['published_active_params'])})",
+                  f"exact_causal_n{c['n_pretrain']}": "exact: MLA + MoE + dense layers + head, causal",
+                  f"exact_causal_n{c['n_pretrain']}_with_mtp": "exact + MTP module"}
+        rows = [[labels.get(k, k), si(v["flops_mac_per_token"]), si(v["flops_fma2_per_token"]), sci(v["flops_fma2"]),
+                 pct(v["implied_mfu_bf16"]), usd(v["cost_usd_h800_at_peak"])] for k, v in est["methods"].items()]
+        out.append(f"\nPretraining compute by method ({si(est['tokens'])} tokens; MFU against the reported "
+                   f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; `accounting.press2025.deepseek_v3_estimates`):\n")
+        out.append(markdown(rows, ["method", "MAC/token", "FLOP/token", "FLOP total", "implied MFU",
+                                   "$ on H800 at peak"], "lrrrrr"))
+        out.append("\n" + self.fig(F.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),
+                                   "the note's DeepSeek-V3 cost corrected step by step; data: accounting.press2025 "
+                                   "(section6, DEEPSEEK_REPORTED, deepseek_v3_estimates), accounting.flops/params/cost/hardware, "
+                                   f"`accounting/{c['config'].parent.name}/{c['config'].name}`"))
         self.deepseek = c
         return "\n".join(out)
 
@@ -122,7 +145,7 @@ class Report:
         out = [f"Priced on {pr['hardware']} at ${pr['usd_per_hour']:g}/GPU-hour and {pct(mfu)} MFU (DeepSeek-V3's "
                f"implied utilisation, section 2), i.e. {sci(pr['usd_per_flop'])} $/FLOP; training window "
                f"{C.TRAIN_WINDOW} tokens (causal), decode with {C.INFER_CONTEXT} tokens cached. Chinchilla tokens "
-               f"= {P.note('tokens_per_parameter'):g} x parameters. Shapes: "
+               f"= {TOKENS_PER_PARAMETER:g} x parameters. Shapes: "
                f"{', '.join(df['model'])}.\n"]
         rows = [[r.model, r.family, si(r.total_params), si(r.active_params), pct(r.active_fraction),
                  si(r.chinchilla_tokens_total), si(r.chinchilla_tokens_active), si(r.train_flops_per_token),

@@ -1,22 +1,24 @@
 """Section 3: dense vs MoE training and inference cost against total and active parameters.
 
-Shapes: the note's use cases (``accounting.press2025`` Table 2, when it exists) and the public MoE
-configs accounting ships. Every model is priced the same way, so that only its shape differs:
-training at a ``TRAIN_WINDOW``-token window, Chinchilla tokens (20 per parameter, the note's rule, on
-total or on active parameters), inference per generated token with ``INFER_CONTEXT`` tokens in the
-KV cache; flops are FLOP (2 per multiply-add), priced on the H800 preset at DeepSeek-V3's own
-$2/GPU-hour and at the utilisation its reported GPU-hours imply (section 2).
+Shapes: the note's use cases (``accounting.press2025.table2_shapes``) and the public MoE configs
+accounting ships. Every model is priced the same way, so that only its shape differs: training at a
+``TRAIN_WINDOW``-token window, Chinchilla tokens (``accounting.chinchilla.TOKENS_PER_PARAMETER`` per
+parameter, the note's rule, on total or on active parameters), inference per generated token with
+``INFER_CONTEXT`` tokens in the KV cache; flops are FLOP (2 per multiply-add), priced on the H800 preset
+at DeepSeek-V3's own $2/GPU-hour (``press2025.DEEPSEEK_REPORTED``) and at the utilisation its reported
+GPU-hours imply (section 2).
 """
 from __future__ import annotations
 
 import pandas as pd
 
+from accounting import cost as AC
+from accounting import press2025
+from accounting.chinchilla import TOKENS_PER_PARAMETER
 from accounting.flops import FLOP, decode_flops_per_token, training_flops_per_token
-from accounting.hardware import get_hardware
 from accounting.params import count_parameters
 from accounting.shapes import ModelShape
 
-from . import published as P
 from .shipped import shipped_shapes
 
 TRAIN_WINDOW = 4096   # tokens per training window (DeepSeek-V3's pretraining length) for every model
@@ -24,39 +26,28 @@ INFER_CONTEXT = 4096  # tokens already in the cache when a token is generated
 
 
 def note_cases() -> dict[str, ModelShape]:
-    """The note's Table 2 use cases as shapes, from accounting.press2025 when it provides them."""
-    try:
-        from accounting import press2025 as p
-    except ImportError:
-        return {}
-    for name in ("table2_shapes", "use_case_shapes", "USE_CASES", "TABLE2", "use_cases"):
-        obj = getattr(p, name, None)
-        obj = obj() if callable(obj) else obj
-        if isinstance(obj, dict):
-            out = {}
-            for k, v in obj.items():
-                if isinstance(v, ModelShape):
-                    out[f"note {k}"] = v
-                elif isinstance(v, (tuple, list)) and v and isinstance(v[0], ModelShape):
-                    out.update({f"note {k} ({lab})": s for lab, s in zip(("low", "high"), v)})
-            if out:
-                return out
-    return {}
+    """The note's Table 2 use cases as shapes (case D as its low and high endpoints)."""
+    out: dict[str, ModelShape] = {}
+    for k, v in press2025.table2_shapes().items():
+        if isinstance(v, tuple):
+            out.update({f"note {k} ({lab})": s for lab, s in zip(("low", "high"), v)})
+        else:
+            out[f"note {k}"] = v
+    return out
 
 
 def price(mfu: float) -> dict:
-    """$ per FLOP on the H800 preset at the reported $/GPU-hour and utilisation ``mfu``."""
-    hw = get_hardware("h800")
-    usd_per_hour = P.deepseek("usd_per_gpu_hour")
-    return {"hardware": hw.name, "peak": hw.peak("bf16"), "usd_per_hour": usd_per_hour, "mfu": mfu,
-            "usd_per_flop": usd_per_hour / 3600.0 / (hw.peak("bf16") * mfu)}
+    """$ per FLOP on the H800 preset at DeepSeek's reported $/GPU-hour and utilisation ``mfu``."""
+    rate = AC.gpu_rate("h800", usd_per_hour=press2025.DEEPSEEK_REPORTED["usd_per_gpu_hour"], mfu=mfu)
+    return {"hardware": rate.name, "peak": rate.peak_flops_per_s, "usd_per_hour": rate.usd_per_hour, "mfu": mfu,
+            "usd_per_flop": AC.usd_per_flop(rate, FLOP)}
 
 
 def cost_table(mfu: float, shapes: dict[str, ModelShape] | None = None) -> pd.DataFrame:
     """One row per model: parameters, Chinchilla tokens, training and inference cost."""
     shapes = shapes if shapes is not None else {**note_cases(), **shipped_shapes()}
     usd_per_flop = price(mfu)["usd_per_flop"]
-    tpp = P.note("tokens_per_parameter")
+    tpp = TOKENS_PER_PARAMETER
     rows = []
     for name, s in shapes.items():
         c = count_parameters(s)

@@ -1,36 +1,16 @@
-"""Model shapes that accounting ships (``accounting/configs/*.json``, loaded by ``accounting.hf_config``).
-
-Returns an empty dict while accounting does not ship them yet; the report then says which module
-produces them.
-"""
+"""Model shapes that accounting ships (``accounting/configs/*.json``, loaded by ``accounting.hf_config``)."""
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
+from accounting.hf_config import CONFIG_DIR, load_shipped, shipped_configs
 from accounting.shapes import ModelShape
 
-CONFIG_DIR = Path(__import__("accounting").__file__).resolve().parent / "configs"
+__all__ = ["CONFIG_DIR", "shipped_shapes"]
 
 
 @lru_cache(maxsize=None)
 def shipped_shapes() -> dict[str, ModelShape]:
-    """``{name: ModelShape}`` for every shipped config (file stem as name)."""
-    try:
-        from accounting import hf_config
-    except ImportError:
-        return {}
-    loader = next((getattr(hf_config, n) for n in ("load_shape", "shape_from_file", "load_config", "from_file",
-                                                   "load", "shape_from_hf_config", "from_hf_config")
-                   if hasattr(hf_config, n)), None)
-    if loader is None:
-        return {}
-    out = {}
-    for path in sorted(CONFIG_DIR.glob("*.json")):
-        try:
-            shape = loader(path)
-        except Exception:  # noqa: BLE001  (a config accounting cannot load is left out, not fatal)
-            continue
-        if isinstance(shape, ModelShape):
-            out[path.stem] = shape
-    return out
+    """``{name: ModelShape}`` for every shipped config (file stem as name, ``max_position_embeddings``
+    as seq_len; callers pass their own window to the flop counts)."""
+    return {name: load_shipped(name) for name in shipped_configs()}

@@ -111,14 +111,56 @@ def test_numbers_equal_accounting(report):
             acc = forward_flops(shape, SEQ, batch=2, flops_per_mac=FLOP)["total"]
             assert f"| {name} | {2 * SEQ} | {sci(acc, 6)} |" in text
     # DeepSeek: the implied MFU equals accounting's flops over the reported GPU-hours
-    from reports import deepseek as DS, published as P
+    from accounting import press2025
+    from reports import deepseek as DS
     c = DS.corrections()
+    rep_ = press2025.DEEPSEEK_REPORTED
     assert rep.values["deepseek_mfu"] == pytest.approx(
-        c["flops"] / (P.deepseek("gpu_hours_pretrain") * 3600 * 989e12))
-    assert c["steps"][-1].usd == pytest.approx(P.deepseek("usd_total"))
-    if c["shape"] is not None:
-        cnt = count_parameters(c["shape"])
-        assert rep.values["deepseek_total_params"] == cnt.total
+        c["flops"] / (rep_["gpu_hours_pretrain"] * 3600 * 989e12))
+    assert c["steps"][-1].usd == pytest.approx(rep_["usd_total"])
+    cnt = count_parameters(c["shape"])
+    assert rep.values["deepseek_total_params"] == cnt.total
+
+
+def test_deepseek_section_is_press2025(report):
+    """Section 2 prints press2025.section6()'s numbers and deepseek_v3_estimates' exact-architecture values."""
+    from accounting import cost as AC, press2025
+    from accounting.flops import FLOP
+    from reports import deepseek as DS
+    from reports.tables import si, usd
+    rep, _, text = report
+    s6 = press2025.section6()
+    sec2 = text.split("## 2.")[1].split("## 3.")[0]
+    assert rep.values["deepseek_note_gpu_hours"] == s6["gpu_hours_note_method"]
+    assert rep.values["deepseek_note_gpu_hours"] == pytest.approx(2.9e6 / AC.NOTE_GPU.usd_per_hour)
+    assert rep.values["deepseek_gpu_hours_from_unrounded_usd"] == s6["gpu_hours_from_unrounded_usd"]
+    assert rep.values["deepseek_note_macs"] == s6["train_flops_mac"]
+    assert rep.values["deepseek_note_usd"] == s6["cost_usd_rounded_rate"]
+    # the note's-method GPU-hours row: printed 2.5M beside press2025's 2.54M (not the 2.58M of unrounded $)
+    row = next(l for l in sec2.splitlines() if l.startswith("| GPU-hours, the note's method"))
+    assert row.endswith(f"| {si(s6['printed']['gpu_hours'])} | {si(s6['gpu_hours_note_method'])} |"), row
+    assert si(s6["gpu_hours_note_method"]) == "2.54M"
+    row = next(l for l in sec2.splitlines() if l.startswith("| GPU-hours from the recomputed"))
+    assert row.endswith(f"| - | {si(s6['gpu_hours_from_unrounded_usd'])} |"), row
+    row = next(l for l in sec2.splitlines() if l.startswith("| dollars ($1e-18 per flop)"))
+    assert row == f"| dollars ($1e-18 per flop) | {usd(s6['printed']['cost_usd'])} | {usd(s6['cost_usd_rounded_rate'])} |"
+    # exact architecture: deepseek_v3_estimates
+    est = press2025.deepseek_v3_estimates(seq_len=4096)["methods"]
+    assert rep.values["deepseek_exact_flops_per_token"] == est["exact_causal_n4096"]["flops_fma2_per_token"]
+    assert rep.values["deepseek_flops"] == est["exact_causal_n4096_with_mtp"]["flops_fma2"]
+    assert rep.values["deepseek_mfu"] == est["exact_causal_n4096_with_mtp"]["implied_mfu_bf16"]
+    # the chain: starts at section6's dollars, reaches the H800-at-peak cost, ends at DeepSeek's $5.576M
+    c = DS.corrections()
+    steps = c["steps"]
+    assert steps[0].usd == s6["cost_usd_rounded_rate"]
+    import math
+    assert math.prod(s.factor for s in steps) * steps[0].usd == pytest.approx(press2025.DEEPSEEK_REPORTED["usd_total"])
+    h800 = next(s for s in steps if s.label.startswith("H800"))
+    assert h800.usd == pytest.approx(est["exact_causal_n4096_with_mtp"]["cost_usd_h800_at_peak"])
+    assert steps[1].factor == FLOP
+    for s in steps:
+        assert f"| {s.label} |" in sec2
+    assert "reports/data/published" not in text
 
 
 def test_measured_ratio(report):
@@ -126,3 +168,26 @@ def test_measured_ratio(report):
     # synthetic runs: MoE logs 0.7 x dense tokens/s; the MFU ratio follows from the two flops per token
     assert "mfu_ratio_training runs" in rep.values
     assert rep.values["mfu_ratio_bench, best backend"] == pytest.approx(0.5)
+
+
+def test_costs_use_accounting(report):
+    """Section 3: the note's cases are press2025.table2_shapes(), prices DeepSeek's $/h at section 2's MFU."""
+    from accounting import cost as AC, press2025
+    from accounting.flops import FLOP, training_flops_per_token as tfpt
+    from accounting.hf_config import shipped_configs
+    from reports import costs as C
+    rep, _, _ = report
+    df = rep.costs
+    t2 = press2025.table2_shapes()
+    assert set(df["model"]) == {"note A", "note B", "note C", "note D (low)", "note D (high)", *shipped_configs()}
+    row = df[df["model"] == "note D (high)"].iloc[0]
+    from accounting.params import total_parameters
+    assert row["total_params"] == total_parameters(t2["D"][1])
+    pr = C.price(rep.values["deepseek_mfu"])
+    rate = AC.gpu_rate("h800", usd_per_hour=press2025.DEEPSEEK_REPORTED["usd_per_gpu_hour"])
+    assert pr["usd_per_flop"] == pytest.approx(AC.usd_per_flop(rate, FLOP) / rep.values["deepseek_mfu"])
+    ds = df[df["model"] == "deepseek-v3"].iloc[0]
+    est = press2025.deepseek_v3_estimates(seq_len=4096)
+    assert ds["total_params"] == est["total_params"] and ds["active_params"] == est["active_params"]
+    assert ds["train_flops_per_token"] == pytest.approx(est["methods"]["exact_causal_n4096"]["flops_fma2_per_token"])
+    assert ds["train_flops_per_token"] == tfpt(press2025.deepseek_v3_shape(), C.TRAIN_WINDOW, flops_per_mac=FLOP, causal=True)
