@@ -99,6 +99,7 @@ SCHEMA: dict[str, Any] = {
         "device": F(STR, choices=("auto", "cpu", "cuda")), "dtype": F(STR, choices=("auto", "fp32", "bf16")),
         "compile": F(BOOL), "threads": F(INT, nullable=True, positive=True),
         "progress": F(STR, choices=("auto", "bar", "lines", "none")),
+        "parallel": F(STR, choices=("ddp", "fsdp")),
     },
     "hardware": {"name": F(STR), "peak_flops_per_s": F(FLOAT, nullable=True, positive=True),
                  "peak_dtype": F(STR, choices=("auto", "bf16", "fp32"))},

@@ -1,4 +1,9 @@
-"""Process-group set-up for ``torchrun`` (DDP): NCCL on CUDA, gloo on the CPU; a no-op single process.
+"""Process-group set-up for ``torchrun``: NCCL on CUDA, gloo on the CPU; a no-op single process.
+
+Two data-parallel wrappers (``train.parallel``): ``ddp`` replicates the model and all-reduces gradients;
+``fsdp`` shards parameters, gradients and optimizer state over the ranks with FSDP2 (``fully_shard`` on
+each transformer block, then on the root). Both see the same batches, so their losses agree up to the
+order of floating-point reductions.
 
 Every rank composes the same Hydra config, and the run folder is a function of it
 (``runs/<experiment>/<model>/<size>-seed<seed>``), so all ranks agree on it without communicating; only
@@ -60,13 +65,56 @@ def all_reduce_(tensor: torch.Tensor, info: DistInfo, op=dist.ReduceOp.SUM) -> t
     return tensor
 
 
+def wrap(model: torch.nn.Module, info: DistInfo, parallel: str) -> torch.nn.Module:
+    """Wrap ``model`` for data parallelism (a no-op in a single process).
+
+    ``ddp``: returns a ``DistributedDataParallel`` wrapper. Buffers are not re-broadcast each forward: the
+    routers all-reduce their loads before the loss-free bias step, so biases stay identical on every rank.
+    ``fsdp``: shards ``model`` in place (each block of ``model.blocks``, then the root) and returns it; build
+    the optimizer AFTER this call, since the parameters become sharded ``DTensor``s.
+    """
+    if not info.enabled:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    if parallel != "ddp":
+        raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+               broadcast_buffers=False)
+
+
+def gradient_sync(model: torch.nn.Module, enabled: bool):
+    """Context for one micro-batch's backward: with ``enabled=False`` gradients accumulate locally
+    (DDP's ``no_sync``; FSDP2's ``set_requires_gradient_sync(False)``); a null context otherwise."""
+    import contextlib
+    if enabled:
+        if hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(True)
+        return contextlib.nullcontext()
+    if hasattr(model, "no_sync"):
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(False)
+    return contextlib.nullcontext()
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a sharded ``DTensor`` (a collective: every rank must call it)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def replica_max_abs_diff(model: torch.nn.Module, info: DistInfo) -> float:
     """Largest |difference| of parameters AND buffers (e.g. routing biases) between any rank and rank 0
-    (0.0 in a single process). Every rank must call it."""
+    (0.0 in a single process). Sharded FSDP parameters are gathered whole first. Every rank must call it."""
     if not info.enabled:
         return 0.0
     tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
-    flat = torch.cat([t.detach().float().reshape(-1) for t in tensors])
+    flat = torch.cat([_full(t.detach()).float().reshape(-1) for t in tensors])
     ref = flat.clone()
     dist.broadcast(ref, src=0)
     diff = (flat - ref).abs().max().reshape(1)

@@ -4,6 +4,7 @@
   python -m experiments.train -m model=dense,moe experiment=demo        # jobs one after another
   python -m experiments.train model=moe resume=true                      # continue the same run folder
   torchrun --nproc_per_node=2 -m experiments.train model=moe             # DDP (gloo on CPU, NCCL on GPU)
+  torchrun --nproc_per_node=2 -m experiments.train model=moe train.parallel=fsdp   # FSDP2 sharding
 
 The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` receives (from rank 0 only):
 ``config.yaml`` (resolved), ``env.json`` (device, torch, git commit, MFU peak), ``metrics.jsonl`` (see
@@ -116,6 +117,15 @@ class Progress:
             self.bar.close()
 
 
+def _portable(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (so committed records carry no
+    machine-specific prefix), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -173,8 +183,12 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                                 t["eval_batches"])
 
         torch.manual_seed(cfg["seed"])
-        model = build_model(spec).to(device)
-        optimizer = make_optimizer(model, o, device)
+        raw = build_model(spec).to(device)
+        # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
+        model = D.wrap(raw, info, t["parallel"])
+        if device.type == "cuda" and t["compile"]:
+            model = torch.compile(model)
+        optimizer = make_optimizer(raw, o, device)
         tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
         flops_per_token = train_flops_per_token(shape)
         max_steps = t["max_steps"]
@@ -189,7 +203,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
         if cfg["resume"] and ckpt_path.exists():
-            state = ckpt.load(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler,
+            state = ckpt.load(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler,
                               map_location=device)
             step = state["step"]
             writer.truncate_after(step)
@@ -217,16 +231,6 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                         "train_flops_per_token": flops_per_token, "flop_convention": "2 per multiply-add"})
             (run_dir / "env.json").write_text(json.dumps(env, indent=1))
 
-        raw = model
-        if device.type == "cuda" and t["compile"]:
-            model = torch.compile(model)
-        if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            # Routers all-reduce their loads before the loss-free bias step, so biases stay identical on
-            # every rank without DDP re-broadcasting rank 0's buffers (which would drop the other ranks'
-            # load counts between micro-batches).
-            model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                        broadcast_buffers=False)
         model.train()
 
         progress = Progress(t["progress"], max_steps, step, main, label)
@@ -244,8 +248,8 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                 x, y = sampler.train_batch(step, micro)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 sync = contextlib.nullcontext()
-                if info.enabled and micro < t["grad_accum"] - 1:
-                    sync = model.no_sync()
+                if info.enabled:
+                    sync = D.gradient_sync(model, enabled=micro == t["grad_accum"] - 1)
                 with sync:
                     with autocast(device, dtype):
                         out = model(x, y)
@@ -300,9 +304,10 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                 interval_time, interval_steps = 0.0, 0
             progress.update(step, rec)
             if step == stop or step == max_steps or (t["ckpt_every"] and step % t["ckpt_every"] == 0):
-                if main:
-                    ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
-                              tokens=step * tokens_per_step, extra={"run_dir": str(run_dir)})
+                ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
+                          tokens=step * tokens_per_step, extra={"parallel": t["parallel"],
+                                                               "world_size": info.world_size},
+                          write=main)
             if step == stop and stop < max_steps:
                 status = "stopped"
                 break
@@ -314,7 +319,8 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                    "train_flops_per_token": flops_per_token,
                    "train_flops": flops_per_token * step * tokens_per_step,
                    "wall_time_s": time.perf_counter() - t_start, "world_size": info.world_size,
-                   "replica_max_abs_diff": replica_diff, "run_dir": str(run_dir)}
+                   "replica_max_abs_diff": replica_diff, "parallel": t["parallel"] if info.enabled else None,
+                   "run_dir": _portable(run_dir)}
         if main:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"[{label}] {status} at step {step}: train loss {_fmt(last_train)}, val loss "

@@ -62,7 +62,7 @@ def corrections() -> dict:
         f"{REPORTED['gpu_hours_context_extension'] / 1e6:.3g}M of {hours_all / 1e6:.4g}M GPU-hours")
     add("exact MLA + MoE accounting (causal)", exact["flops_mac_per_token"] / note4k["flops_mac_per_token"],
         "accounting.flops on the shipped config: MLA, 8 routed + 1 shared expert, 3 dense layers, causal halving")
-    add("+ multi-token-prediction module", exact_mtp["flops_mac_per_token"] / exact["flops_mac_per_token"],
+    add("+ multi-token prediction (MTP) module", exact_mtp["flops_mac_per_token"] / exact["flops_mac_per_token"],
         "the depth-1 MTP module trained alongside")
     add(f"H800 at ${h800.usd_per_hour:g}/h and {peak / 1e12:g} TFLOP/s peak",
         AC.usd_per_flop(h800, FLOP) / AC.NOTE_ROUNDED_USD_PER_MAC,

@@ -29,7 +29,7 @@ def _save(fig, figdir: Path, name: str) -> Path:
 
 def waterfall(steps, reported_usd: float, figdir: Path, reported_label: str = "reported") -> Path:
     """Cost after each correction, from the note's estimate to the reported cost (bars, log-free $M)."""
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(11, 5.2))
     prev = 0.0
     labels = []
     for i, st in enumerate(steps):
@@ -45,7 +45,7 @@ def waterfall(steps, reported_usd: float, figdir: Path, reported_label: str = "r
         labels.append(st.label)
     ax.bar(len(steps), reported_usd / 1e6, color=pal.FAMILY["deepseek"])
     labels.append(reported_label)
-    ax.set_xticks(range(len(labels)), [_wrap(s, 18) for s in labels], fontsize=7)
+    ax.set_xticks(range(len(labels)), [_wrap(s, 15) for s in labels], fontsize=7)
     ax.set_ylabel("training cost (million USD)")
     ax.set_title("DeepSeek-V3 training cost: the note's estimate corrected step by step")
     return _save(fig, figdir, "deepseek_waterfall")

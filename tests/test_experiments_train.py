@@ -1,4 +1,5 @@
-"""Training loop: short dense/MoE runs, kill-and-resume equality, NaN stop, 2-process gloo DDP, bench CSV.
+"""Training loop: short dense/MoE runs, kill-and-resume equality, NaN stop, 2-process gloo DDP and FSDP2,
+bench CSV.
 
 Needs the models (``moe.build_model``); skipped until they exist.
 """
@@ -114,21 +115,69 @@ def test_flops_budget_sets_steps(tmp_path, cache):
     assert T.train(spec, tmp_path)["step"] == 3
 
 
-def test_two_process_gloo_keeps_replicas_identical(tmp_path, cache):
+def _torchrun(tmp_path, cache, name, *overrides):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "experiments.train", "model=deepseek", *FAST, "train.max_steps=3", "train.log_every=1",
-           "train.grad_accum=2",
-           "train.progress=lines", f"paths.runs={tmp_path}", f"paths.cache={cache}", "name=ddp"]
+           "train.grad_accum=2", "train.progress=lines", f"paths.runs={tmp_path}", f"paths.cache={cache}",
+           f"name={name}", *overrides]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    run = tmp_path / "ddp" / "deepseek" / "tiny-seed0"
+    run = tmp_path / name / "deepseek" / "tiny-seed0"
+    (run / "launcher.log").write_text(p.stdout + p.stderr)
+    return run
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, cache):
+    return _torchrun(tmp_path_factory.mktemp("ddp"), cache, "ddp")
+
+
+def test_two_process_gloo_keeps_replicas_identical(ddp_run):
+    run = ddp_run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["replica_max_abs_diff"] == 0.0
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]  # rank 0 alone wrote
     rows = read_metrics(run)
     assert rows[0]["tokens"] == 2 * 2 * 4 * 32  # ranks x micro-batches x batch x seq_len
     assert any(b != 0 for b in rows[-1]["router"][0]["bias"])  # loss-free biases moved (identical: checked)
+
+
+def test_fsdp_matches_ddp_and_its_checkpoint_resumes_anywhere(tmp_path, cache, ddp_run):
+    """FSDP2 (sharded parameters, gradients, optimizer state) sees the same batches as DDP, so its losses
+    agree up to reduction order; its checkpoint holds full tensors and loads into a single-process model."""
+    run = _torchrun(tmp_path, cache, "fsdp", "train.parallel=fsdp")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["replica_max_abs_diff"] == 0.0
+    fsdp_rows, ddp_rows = read_metrics(run), read_metrics(ddp_run)
+    assert [r["step"] for r in fsdp_rows] == [1, 2, 3]
+    for a, b in zip(fsdp_rows, ddp_rows):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+        assert a["router"][0]["bias"] == pytest.approx(b["router"][0]["bias"], abs=1e-6)
+    assert fsdp_rows[-1]["val_loss"] == pytest.approx(ddp_rows[-1]["val_loss"], abs=1e-4)
+    assert fsdp_rows[-1]["train_loss"] != fsdp_rows[0]["train_loss"]
+
+    from experiments import checkpoint as ckpt
+    spec = spec_for(cache, "model=deepseek")
+    model = T.build_model(spec)
+    optimizer = T.make_optimizer(model, spec.cfg["optim"], torch.device("cpu"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, T.lr_lambda(2, 3, 0.1))  # as train() builds them
+    state = ckpt.load(run / ckpt.CHECKPOINT, model=model, optimizer=optimizer, scheduler=scheduler)
+    assert state["step"] == 3 and state["extra"]["parallel"] == "fsdp"
+    assert sum(p.numel() for p in model.parameters()) == summary["parameters_total"]
+    assert len(optimizer.state) == len(list(model.parameters()))  # full Adam moments for every parameter
+
+
+def test_ddp_checkpoint_resumes_under_fsdp_to_the_same_losses(tmp_path, cache, ddp_run):
+    """Pre-empted after step 2 under DDP, resumed under FSDP2: step 3 matches the uninterrupted DDP run."""
+    _torchrun(tmp_path, cache, "switch", "train.stop_at_step=2")
+    run = _torchrun(tmp_path, cache, "switch", "train.parallel=fsdp", "resume=true")
+    log = (run / "launcher.log").read_text()
+    assert "resumed from" in log and "at step 2" in log  # it resumed (a fresh start would match too)
+    rows, ref = read_metrics(run), read_metrics(ddp_run)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["train_loss"] == pytest.approx(ref[-1]["train_loss"], abs=1e-4)
+    assert rows[-1]["val_loss"] == pytest.approx(ref[-1]["val_loss"], abs=1e-4)
 
 
 def test_bench_writes_csv(tmp_path):
