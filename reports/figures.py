@@ -62,6 +62,19 @@ def _wrap(s: str, width: int) -> str:
     return "\n".join(lines + [cur])
 
 
+def _cost_scatter(ax, costs: pd.DataFrame, x: str, y: str) -> None:
+    """Log-log scatter of ``y`` against ``x``, one colour and marker per family, each point labelled."""
+    for fam, g in costs.groupby("family"):
+        key = "real MoE" if fam == "MoE" else "note (dense)"
+        ax.scatter(g[x], g[y], color=pal.FAMILY[key], marker=pal.MARKER[key], s=45, label=fam)
+        for _, r in g.iterrows():
+            ax.annotate(r["model"], (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(x.replace("_", " ") + " (count)")
+    ax.legend()
+
+
 def cost_vs_params(costs: pd.DataFrame, figdir: Path) -> Path | None:
     """Training cost (Chinchilla tokens on total params) against total and active parameters."""
     if costs.empty:
@@ -69,18 +82,10 @@ def cost_vs_params(costs: pd.DataFrame, figdir: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     for ax, x, y, title in ((axes[0], "total_params", "train_usd_total", "vs total parameters"),
                             (axes[1], "active_params", "train_usd_total", "vs active parameters"),
-                            (axes[2], "active_params", "train_usd_active", "tokens = 20 x active")):
-        for fam, g in costs.groupby("family"):
-            key = "real MoE" if fam == "MoE" else "note (dense)"
-            ax.scatter(g[x], g[y], color=pal.FAMILY[key], marker=pal.MARKER[key], s=45, label=fam)
-            for _, r in g.iterrows():
-                ax.annotate(r["model"], (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(x.replace("_", " ") + " (count)")
+                            (axes[2], "active_params", "train_usd_active", "vs active, tokens = 20 x active")):
+        _cost_scatter(ax, costs, x, y)
         ax.set_ylabel("training cost (USD)")
         ax.set_title(f"Training cost {title}")
-        ax.legend()
     return _save(fig, figdir, "cost_vs_params")
 
 
@@ -90,19 +95,9 @@ def inference_cost(costs: pd.DataFrame, figdir: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, x in zip(axes, ("active_params", "total_params")):
-        for fam, g in costs.groupby("family"):
-            key = "real MoE" if fam == "MoE" else "note (dense)"
-            ax.scatter(g[x], g["infer_usd_per_mtok"], color=pal.FAMILY[key], marker=pal.MARKER[key], s=45,
-                       label=fam)
-            for _, r in g.iterrows():
-                ax.annotate(r["model"], (r[x], r["infer_usd_per_mtok"]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(x.replace("_", " ") + " (count)")
+        _cost_scatter(ax, costs, x, "infer_usd_per_mtok")
         ax.set_ylabel("inference cost (USD per million tokens)")
         ax.set_title(f"Decode cost vs {x.split('_')[0]} parameters")
-        ax.legend()
     return _save(fig, figdir, "inference_cost")
 
 
