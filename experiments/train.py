@@ -341,7 +341,7 @@ def precheck(argv: list[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import compose
+    from .config import CONF_DIR, compose
 
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
@@ -368,8 +368,13 @@ def precheck(argv: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as e:
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         m = re.match(r"Could not override '([^']+)'", msg)
-        raise ConfigError(f"unknown config key '{m.group(1)}' (prefix it with + to add a new key)"
-                          if m else msg) from None
+        if m:
+            raise ConfigError(f"unknown config key '{m.group(1)}' (prefix it with + to add a new key)") from None
+        m = re.search(r"Could not find '([\w-]+)/([^']+)'", msg)
+        if m and (CONF_DIR / m.group(1)).is_dir():
+            options = ", ".join(sorted(f.stem for f in (CONF_DIR / m.group(1)).glob("*.yaml")))
+            raise ConfigError(f"{m.group(1)}={m.group(2)}: no such option; choose one of {options}") from None
+        raise ConfigError(msg) from None
     return len(jobs)
 
 
