@@ -28,7 +28,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m accounting table3
 	$(PY) -m accounting deepseek
-	$(PY) -m experiments.train -m model=dense,moe,deepseek experiment=demo
+	$(PY) -m experiments.train -m model=dense,moe,deepseek,deepseek_mla experiment=demo
 	$(PY) -m experiments.train model=moe model.name=moe-nobalance model.router.balancing=none \
 	    model.router.z_loss_coef=0 experiment=demo
 	$(PY) -m reports

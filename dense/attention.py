@@ -18,14 +18,25 @@ from .kv_cache import KVCache
 from .rope import RotaryEmbedding
 
 
+def attention_mask(T: int, start: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+    """``(attn_mask, is_causal)`` for ``scaled_dot_product_attention``: T new queries after ``start``
+    cached keys."""
+    if start == 0:          # no prefix: the usual causal mask (query i sees keys 0..i)
+        return None, True
+    if T == 1:              # one new token sees the whole cache
+        return None, False
+    # T new tokens after a prefix: query i sees keys 0 .. start + i
+    return torch.ones(T, start + T, dtype=torch.bool, device=device).tril(diagonal=start), False
+
+
 class CausalSelfAttention(nn.Module):
     """Input and output [B, T, d]. With a ``KVCache`` the T new tokens attend to the cached prefix too."""
 
     def __init__(self, shape: ModelShape, layer: int = 0):
         super().__init__()
         if shape.attention not in ("mha", "gqa"):
-            raise ValueError(f"attention={shape.attention!r} is priced by accounting but not implemented by "
-                             "the torch model; use 'mha' or 'gqa'")
+            raise ValueError(f"attention={shape.attention!r}: CausalSelfAttention builds 'mha' or 'gqa' "
+                             "(MLA is dense.mla.MultiHeadLatentAttention)")
         d, self.n_heads, self.n_kv_heads, self.head_dim = (shape.d_model, shape.n_heads, shape.n_kv_heads,
                                                            shape.head_dim)
         self.layer = layer
@@ -45,13 +56,7 @@ class CausalSelfAttention(nn.Module):
             q, k = rope(q, start), rope(k, start)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)                                  # [B, KV, start+T, hd]
-        if start == 0:          # no prefix: the usual causal mask (query i sees keys 0..i)
-            mask, causal = None, True
-        elif T == 1:            # one new token sees the whole cache
-            mask, causal = None, False
-        else:                   # T new tokens after a prefix: query i sees keys 0 .. start + i
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            causal = False
+        mask, causal = attention_mask(T, start, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            enable_gqa=self.n_kv_heads != self.n_heads)  # [B, H, T, hd]
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -1,5 +1,7 @@
 """A pre-norm transformer block: x + attn(norm1(x)), then x + ffn(norm2(x)).
 
+Attention is ``CausalSelfAttention`` (MHA/GQA) or, for ``attention='mla'``, ``MultiHeadLatentAttention``.
+
 The FFN is any module mapping [B, T, d] -> [B, T, d]: the dense ``FFN`` here, or ``moe.MoEFFN`` (the MoE
 model builds the same block with its FFN swapped).
 """
@@ -13,6 +15,7 @@ from accounting.shapes import ModelShape
 from .attention import CausalSelfAttention
 from .ffn import FFN
 from .kv_cache import KVCache
+from .mla import MultiHeadLatentAttention
 from .norm import make_norm
 from .rope import RotaryEmbedding
 
@@ -24,7 +27,8 @@ class Block(nn.Module):
         super().__init__()
         self.layer = layer
         self.norm1 = make_norm(shape)
-        self.attn = CausalSelfAttention(shape, layer)
+        self.attn = (MultiHeadLatentAttention(shape, layer) if shape.attention == "mla"
+                     else CausalSelfAttention(shape, layer))
         self.norm2 = make_norm(shape)
         self.ffn = ffn if ffn is not None else FFN(shape, shape.d_ff)
 

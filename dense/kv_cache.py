@@ -1,8 +1,9 @@
-"""A preallocated key/value cache for incremental decoding.
+"""Preallocated caches for incremental decoding, as ``accounting.memory`` prices them per token.
 
-Holds, per layer, keys and values of the ``n_kv_heads`` KV heads (grouped-query attention caches fewer
-heads): ``2 * L * n_kv_heads * head_dim`` elements per token (K and V), as
-``accounting`` prices it. Keys are stored after RoPE.
+``KVCache`` (MHA/GQA): per layer, keys and values of the ``n_kv_heads`` KV heads (grouped-query attention
+caches fewer heads): ``2 * L * n_kv_heads * head_dim`` elements per token. ``LatentCache`` (MLA): per
+layer the normed latent and the shared rotary key, ``L * (kv_lora_rank + qk_rope_head_dim)`` elements per
+token. Keys are stored after RoPE.
 """
 from __future__ import annotations
 
@@ -49,3 +50,30 @@ class KVCache:
     def numel(self) -> int:
         """Cached elements in use: 2 (K and V) x L x B x KV x pos x hd."""
         return 2 * self.n_layers * self.batch * self.n_kv_heads * self.pos * self.head_dim
+
+
+class LatentCache(KVCache):
+    """MLA's compressed cache: per layer the latent c [B, max_len, kv_rank] and the shared rotary key
+    k_pe [B, max_len, rope_dim] for positions ``0 .. pos - 1`` (``dense.mla``)."""
+
+    def __init__(self, n_layers: int, batch: int, max_len: int, kv_rank: int, rope_dim: int):
+        super().__init__(n_layers, batch, 1, max_len, 0)
+        self.kv_rank, self.rope_dim = kv_rank, rope_dim
+
+    def update(self, layer: int, c: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``c`` [B, T, kv_rank] and ``k_pe`` [B, T, rope_dim] at positions ``pos .. pos + T - 1``;
+        return everything cached so far, [B, pos + T, kv_rank] and [B, pos + T, rope_dim] (views)."""
+        T = c.size(1)
+        if self.pos + T > self.max_len:
+            raise ValueError(f"KV cache full: {self.pos} + {T} tokens > max_len={self.max_len}")
+        if self.k[layer] is None:
+            self.k[layer] = torch.empty(self.batch, self.max_len, self.kv_rank, dtype=c.dtype, device=c.device)
+            self.v[layer] = torch.empty(self.batch, self.max_len, self.rope_dim, dtype=k_pe.dtype,
+                                        device=k_pe.device)
+        self.k[layer][:, self.pos:self.pos + T] = c
+        self.v[layer][:, self.pos:self.pos + T] = k_pe
+        return self.k[layer][:, :self.pos + T], self.v[layer][:, :self.pos + T]
+
+    def numel(self) -> int:
+        """Cached elements in use: L x B x pos x (kv_rank + rope_dim)."""
+        return self.n_layers * self.batch * self.pos * (self.kv_rank + self.rope_dim)

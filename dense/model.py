@@ -26,7 +26,7 @@ from accounting.shapes import ModelShape
 from . import flop_formulas  # noqa: F401  (FlopCounterMode formula for the CPU attention kernel)
 from .block import Block
 from .embedding import TokenEmbedding
-from .kv_cache import KVCache
+from .kv_cache import KVCache, LatentCache
 from .norm import make_norm
 from .rope import RotaryEmbedding
 
@@ -51,14 +51,20 @@ class ModelOutput:
 
 def check_buildable(shape: ModelShape) -> None:
     """Raise one ValueError for shapes ``accounting`` can price but the torch model does not build."""
-    if shape.attention == "mla":
-        raise ValueError("attention='mla' is priced by accounting but not implemented by the torch model; "
-                         "use attention='mha' or 'gqa'")
     if shape.mtp_modules:
         raise ValueError(f"mtp_modules={shape.mtp_modules}: multi-token-prediction modules are priced by "
                          "accounting but not built by the torch model; set mtp_modules=0")
-    if shape.position == "rope" and shape.head_dim % 2:
-        raise ValueError(f"position='rope' needs an even head_dim, got {shape.head_dim}")
+    if shape.position == "rope" and rope_dim(shape) % 2:
+        name = "qk_rope_head_dim" if shape.attention == "mla" else "head_dim"
+        raise ValueError(f"position='rope' needs an even {name}, got {rope_dim(shape)}")
+    if shape.attention == "mla" and shape.position == "rope" and rope_dim(shape) < 2:
+        raise ValueError("attention='mla' with position='rope' needs qk_rope_head_dim >= 2 "
+                         "(or position='none')")
+
+
+def rope_dim(shape: ModelShape) -> int:
+    """Width RoPE rotates: the head width, or MLA's decoupled rotary part ``qk_rope_head_dim``."""
+    return shape.qk_rope_head_dim if shape.attention == "mla" else shape.head_dim
 
 
 class Transformer(nn.Module):
@@ -76,7 +82,7 @@ class Transformer(nn.Module):
             raise ValueError(f"shape has n_experts={shape.n_experts}: build it with moe.build_model(shape)")
         self.shape = shape
         self.embedding = TokenEmbedding(shape)
-        self.rope = RotaryEmbedding(shape.head_dim, shape.seq_len) if shape.position == "rope" else None
+        self.rope = RotaryEmbedding(rope_dim(shape), shape.seq_len) if shape.position == "rope" else None
         self.blocks = nn.ModuleList(
             Block(shape, i, ffn_factory(i) if ffn_factory is not None else None) for i in range(shape.n_layers))
         self.norm = make_norm(shape)
@@ -145,8 +151,11 @@ class Transformer(nn.Module):
 
     # ----- decoding -----------------------------------------------------------------------------
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
-        """An empty KV cache for ``batch`` sequences of up to ``max_len`` (default ``seq_len``) tokens."""
+        """An empty cache for ``batch`` sequences of up to ``max_len`` (default ``seq_len``) tokens: a
+        ``KVCache``, or for MLA the compressed ``LatentCache``."""
         s = self.shape
+        if s.attention == "mla":
+            return LatentCache(s.n_layers, batch, max_len or s.seq_len, s.kv_lora_rank, s.qk_rope_head_dim)
         return KVCache(s.n_layers, batch, s.n_kv_heads, max_len or s.seq_len, s.head_dim)
 
     @torch.no_grad()

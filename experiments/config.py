@@ -36,14 +36,19 @@ def _mul(*xs: Any) -> int | float:
     return int(out) if float(out).is_integer() else out
 
 
+def _div(a: int, b: int) -> int:
+    """Integer division ``a // b`` (at least 1), for sizes derived from others, e.g. a head's width."""
+    return max(1, int(a) // int(b))
+
+
 def _vocab(tokenizer: str, vocab_size: int) -> int:
     """Model vocabulary: 256 for the byte tokenizer, else the configured size."""
     return 256 if tokenizer == "bytes" else vocab_size
 
 
 def register_resolvers() -> None:
-    """Register ``${mul:a,b}`` and ``${vocab:tokenizer,size}`` (idempotent)."""
-    for name, fn in (("mul", _mul), ("vocab", _vocab)):
+    """Register ``${mul:a,b}``, ``${div:a,b}`` and ``${vocab:tokenizer,size}`` (idempotent)."""
+    for name, fn in (("mul", _mul), ("div", _div), ("vocab", _vocab)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

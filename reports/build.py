@@ -30,6 +30,14 @@ BENCH_CMD = ("`python -m experiments.bench --grid gpu --out reports/data/bench_h
              "(set up with `scripts/gpu/setup.sh`); `python -m experiments.bench --out reports/data/bench_cpu.csv` on a CPU")
 
 
+def _count(x) -> str:
+    """An integer count with thousands separators; '-' when unknown."""
+    try:
+        return f"{int(x):,}"
+    except (TypeError, ValueError):
+        return "-"
+
+
 class Report:
     def __init__(self, col: Collected, out: Path):
         self.col, self.out, self.figdir = col, out, out / "figures"
@@ -176,11 +184,16 @@ class Report:
         if summ.empty:
             out.append(f"No run folders under {', '.join(col.roots)}. Produce them with {TRAIN_CMD}.\n")
         else:
-            rows = [[r.run, r.family, r.balancing, r.device_name, r.steps, si(r.tokens), sci(r.train_flops),
-                     f"{r.final_train_loss:.3f}", f"{r.final_val_loss:.3f}", pct(r.mfu), si(r.tokens_per_s)]
+            rows = [[r.run, r.family, r.balancing, r.attention, _count(r.parameters_total),
+                     _count(r.parameters_active), _count(r.kv_cache_per_token), r.device_name, r.steps,
+                     si(r.tokens), sci(r.train_flops), f"{r.final_train_loss:.3f}", f"{r.final_val_loss:.3f}",
+                     pct(r.mfu), si(r.tokens_per_s)]
                     for r in summ.itertuples()]
-            out.append(markdown(rows, ["run", "family", "balancing", "device", "steps", "tokens", "train FLOP",
-                                       "train loss", "val loss", "MFU", "tokens/s"], "lllllrrrrrr"))
+            out.append(markdown(rows, ["run", "family", "balancing", "attention", "params total", "params active",
+                                       "KV cache / token", "device", "steps", "tokens", "train FLOP",
+                                       "train loss", "val loss", "MFU", "tokens/s"], "llllrrrlrrrrrrr"))
+            out.append("Parameters and the decode cache per token (elements, all layers: 2 L KV hd for MHA/GQA, "
+                       "L (kv_lora_rank + rope) for MLA) are `accounting`'s counts for the run's shape.\n")
             out.append("\n" + self.fig(F.loss_curves(col.metrics, self.figdir),
                                        f"loss against tokens and training FLOP (accounting, 2 per multiply-add); data: {paths}"))
             if not col.router_load.empty:

@@ -120,7 +120,21 @@ def run_info(run_dir: Path) -> dict:
         "dtype": env.get("dtype", ""), "torch": env.get("torch", ""), "git_commit": env.get("git_commit", ""),
         "peak_flops_per_s": _float(env.get("peak_flops_per_s")), "peak_source": env.get("peak_source", ""),
         "status": summ.get("status", "running or killed"), "final_val_loss": _float(summ.get("final_val_loss")),
+        "attention": shape.get("attention", "mha"), "kv_cache_per_token": _kv_cache_per_token(shape),
     }
+
+
+def _kv_cache_per_token(shape: dict) -> float:
+    """Decode-cache elements per token (``accounting.memory``) of a run's shape; NaN if it does not load."""
+    from dataclasses import fields
+
+    from accounting import ModelShape
+    from accounting.memory import kv_cache_elements_per_token
+    names = {f.name for f in fields(ModelShape)}
+    try:
+        return float(kv_cache_elements_per_token(ModelShape(**{k: v for k, v in shape.items() if k in names})))
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def load_run(run_dir: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:

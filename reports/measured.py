@@ -23,7 +23,9 @@ def run_summary(col: Collected) -> pd.DataFrame:
                      "final_train_loss": float(g["train_loss"].iloc[-1]),
                      "final_val_loss": float(val.iloc[-1]) if len(val) else np.nan,
                      "mfu": float(g["mfu"].iloc[1:].median() if len(g) > 1 else g["mfu"].median()),
-                     "tokens_per_s": float(g["tokens_per_s"].median())})
+                     "tokens_per_s": float(g["tokens_per_s"].median()),
+                     "attention": info["attention"], "kv_cache_per_token": info["kv_cache_per_token"],
+                     "parameters_total": info["parameters_total"], "parameters_active": info["parameters_active"]})
     return pd.DataFrame(rows)
 
 

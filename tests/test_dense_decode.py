@@ -5,15 +5,29 @@ import pytest
 import torch
 
 import dense
+from torch.utils.flop_counter import FlopCounterMode
+
 from accounting import ModelShape
+from accounting.flops import decode_flops_per_token
+from accounting.memory import kv_cache_elements
 from dense.decode_timing import format_table, time_decode
 from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32; differences come only from summation order in attention
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(attention="gqa", n_kv_heads=2, ffn_kind="swiglu",
-                                             norm_kind="rmsnorm", tied_embeddings=True)])
+CACHED = {
+    "mha": dict(),
+    "gqa-swiglu-tied": dict(attention="gqa", n_kv_heads=2, ffn_kind="swiglu", norm_kind="rmsnorm",
+                            tied_embeddings=True),
+    "mla": dict(attention="mla", q_lora_rank=12, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                v_head_dim=6),
+    "mla-noqlora": dict(attention="mla", kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=6, v_head_dim=8,
+                        norm_kind="rmsnorm"),
+}
+
+
+@pytest.mark.parametrize("kw", list(CACHED.values()), ids=list(CACHED))
 def test_cached_logits_equal_full_forward(kw):
     torch.manual_seed(0)
     shape = ModelShape(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=24, **kw)
@@ -26,8 +40,28 @@ def test_cached_logits_equal_full_forward(kw):
         pieces.append(model(idx[:, 9:13], cache=cache).logits)  # a chunk of 4 after a prefix
         for t in range(13, 24):                                 # then one token at a time
             pieces.append(model(idx[:, t:t + 1], cache=cache).logits)
-    assert cache.pos == 24 and cache.numel() == 2 * 2 * 2 * shape.n_kv_heads * 24 * shape.head_dim
+    # the cache holds what accounting prices: 2 L KV hd per token (MHA/GQA), L (kv_rank + rope) (MLA)
+    assert cache.pos == 24 and cache.numel() == kv_cache_elements(shape, 24, batch=2)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, **TOL)
+
+
+@pytest.mark.parametrize("kw", list(CACHED.values()), ids=list(CACHED))
+@pytest.mark.parametrize("context", [0, 9])
+def test_decode_step_flops_match_accounting(kw, context):
+    """One cached decode step under FlopCounterMode equals accounting's incremental-decode flops (2 per
+    multiply-add): projections, attention to context + 1 keys (MLA: the absorbed latent form), FFNs and
+    the head at one position."""
+    torch.manual_seed(0)
+    shape = ModelShape(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=24, **kw)
+    model = dense.Transformer(shape).eval()
+    idx = torch.randint(0, 64, (3, context + 1))
+    with torch.no_grad():
+        cache = model.new_cache(3)
+        if context:
+            model(idx[:, :context], cache=cache)
+        with FlopCounterMode(display=False) as counter:
+            model(idx[:, context:], cache=cache, last_only=True)
+    assert counter.get_total_flops() == 3 * decode_flops_per_token(shape, context, flops_per_mac=2)
 
 
 def test_generate_with_and_without_cache_agree_past_the_window():

@@ -15,6 +15,10 @@ SHAPES = {
     "swiglu-rmsnorm-tied": dict(ffn_kind="swiglu", norm_kind="rmsnorm", tied_embeddings=True, d_ff=48),
     "gqa": dict(attention="gqa", n_kv_heads=2),
     "gqa-headdim-nopos": dict(attention="gqa", n_kv_heads=1, head_dim=12, position="none"),
+    "mla-qlora": dict(attention="mla", q_lora_rank=12, kv_lora_rank=16, qk_nope_head_dim=8,
+                      qk_rope_head_dim=4, v_head_dim=6),
+    "mla-noqlora-swiglu-rms": dict(attention="mla", kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=6,
+                                   v_head_dim=8, ffn_kind="swiglu", norm_kind="rmsnorm"),
 }
 
 
@@ -88,7 +92,8 @@ def test_bad_shapes_raise_one_clear_error(bad, match):
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(attention="mla", kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8), "mla"),
+    (dict(attention="mla", kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=3, v_head_dim=8),
+     "even qk_rope_head_dim"),
     (dict(mtp_modules=1), "mtp_modules"),
     (dict(n_experts=4, top_k=2), "moe.build_model"),
     (dict(head_dim=7), "even head_dim"),

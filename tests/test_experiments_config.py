@@ -77,7 +77,7 @@ def test_precheck_expands_sweeps_and_experiment_params():
         precheck(["train.foo=1"])
     with pytest.raises(ConfigError, match=r"job: model=dense"):
         precheck(["-m", "model=moe,dense", "model.shape.top_k=2"])
-    with pytest.raises(ConfigError, match="model=nope: no such option; choose one of deepseek, dense, moe"):
+    with pytest.raises(ConfigError, match="model=nope: no such option; choose one of deepseek, deepseek_mla, dense, moe"):
         precheck(["-m", "model=dense,nope"])
 
 

@@ -43,7 +43,7 @@ def spec_for(cache, *overrides):
     return validate(compose(FAST + [f"paths.cache={cache}", *overrides]))
 
 
-@pytest.mark.parametrize("model", ["dense", "moe", "deepseek"])
+@pytest.mark.parametrize("model", ["dense", "moe", "deepseek", "deepseek_mla"])
 def test_two_steps_write_run_folder(tmp_path, cache, model):
     summary = T.train(spec_for(cache, f"model={model}", "train.max_steps=2", "train.log_every=1",
                                "train.eval_every=2"), tmp_path)

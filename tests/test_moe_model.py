@@ -19,6 +19,9 @@ SHAPES = {
     "first-dense-gqa": dict(first_dense_layers=1, attention="gqa", n_kv_heads=2, d_ff=40, top_k=1),
     "deepseekish": dict(ffn_kind="swiglu", norm_kind="rmsnorm", n_experts=8, top_k=3, n_shared_experts=1,
                         first_dense_layers=1, n_layers=3),
+    "deepseek-mla": dict(ffn_kind="swiglu", norm_kind="rmsnorm", n_experts=8, top_k=2, n_shared_experts=1,
+                         first_dense_layers=1, attention="mla", q_lora_rank=12, kv_lora_rank=16,
+                         qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8),
 }
 ROUTERS = {
     "softmax-aux": moe.RouterConfig(balancing="aux_loss", z_loss_coef=1e-3),
@@ -154,8 +157,16 @@ def test_bad_moe_shapes(bad, match):
         moe.build_model(ModelShape(**{**BASE, **bad}))
 
 
-def test_mla_is_refused():
-    shape = ModelShape(**BASE, attention="mla", kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4,
-                       v_head_dim=8)
-    with pytest.raises(ValueError, match="mla"):
-        moe.build_model(shape)
+def test_mla_moe_decodes_from_the_compressed_cache():
+    """DeepSeek-style MoE with MLA: cached decode (absorbed latent attention) equals the full forward."""
+    torch.manual_seed(0)
+    shape = ModelShape(**{**BASE, **SHAPES["deepseek-mla"]})
+    model = moe.build_model(shape, router=ROUTERS["sigmoid-lossfree"]).eval()
+    idx = torch.randint(0, shape.vocab_size, (2, 12))
+    with torch.no_grad():
+        full = model(idx).logits
+        cache = model.new_cache(2)
+        pieces = [model(idx[:, :5], cache=cache).logits]
+        pieces += [model(idx[:, t:t + 1], cache=cache).logits for t in range(5, 12)]
+    assert type(cache).__name__ == "LatentCache"
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
