@@ -161,7 +161,8 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 def load_config(spec: str, seq_len: int | None = None) -> tuple[ModelShape, str]:
     """``--config``: an HF config.json, a JSON/YAML of ModelShape fields (top level or under ``shape:``),
-    or a shipped config name (``deepseek-v3``). ``seq_len`` overrides the file's context length."""
+    a run folder's resolved ``config.yaml`` (fields under ``model.shape``), or a shipped config name
+    (``deepseek-v3``). ``seq_len`` overrides the file's context length."""
     path = Path(spec)
     if path.is_file():
         data, source, stem = _read_mapping(path), str(path), path.stem
@@ -176,6 +177,8 @@ def load_config(spec: str, seq_len: int | None = None) -> tuple[ModelShape, str]
         raise CliError(f"no such file or shipped config: {spec!r} (shipped: {', '.join(shipped_configs())})")
     if "model_type" in data or "architectures" in data:
         return shape_from_hf_config(data, seq_len=seq_len, name=stem), source
+    if isinstance(data.get("model"), dict) and "shape" in data["model"]:  # a run folder's resolved config.yaml
+        data = data["model"]
     fields = data.get("shape", data)
     if not isinstance(fields, dict):
         raise CliError(f"{source}: 'shape' must be a mapping of ModelShape fields")
@@ -183,7 +186,8 @@ def load_config(spec: str, seq_len: int | None = None) -> tuple[ModelShape, str]
     unresolved = sorted(k for k, v in fields.items() if isinstance(v, str) and "${" in v)
     if unresolved:
         raise CliError(f"{source}: Hydra interpolations are not resolved here ({', '.join(unresolved)}); "
-                       "give plain numbers or compose the config with Hydra first")
+                       "give plain numbers, or pass a run folder's resolved config.yaml "
+                       "(runs/<experiment>/<model>/<size>-seed<seed>/config.yaml)")
     if seq_len is not None:
         fields["seq_len"] = seq_len
     fields.setdefault("name", str(data.get("name") or stem))

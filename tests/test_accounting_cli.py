@@ -62,6 +62,17 @@ def test_params_shipped_hf_file_and_yaml(tmp_path):
     assert int(flat["components.routed_experts.total_params"]) == 40 * 16 * 3 * 6144 * 10752
 
 
+def test_params_of_a_committed_run_config_equals_what_the_run_counted():
+    """A run folder's resolved config.yaml prices the model that run trained (sum of numel, in env.json)."""
+    runs = sorted((ROOT / "reports" / "data" / "runs").glob("*/*/*/config.yaml"))
+    assert runs
+    for cfg in runs:
+        env = json.loads((cfg.parent / "env.json").read_text())
+        d = json.loads(run("params", "--config", str(cfg), "--format", "json").stdout)
+        assert d["total_params"] == env["parameters_counted"] == env["parameters_total"], cfg
+        assert d["active_params"] == env["parameters_active"], cfg
+
+
 def test_cost():
     d = json.loads(run("cost", "--config", "deepseek-v3", "--tokens", "14.8T", "--seq-len", "4096", "--gpu",
                        "h800", "--usd-per-hour", "2", "--mfu", "0.391", "--format", "json").stdout)
