@@ -278,11 +278,13 @@ class Report:
             self.values[f"mfu_ratio_{label}"] = r
             rows.append([label, ratio(r), usd(c["reported_usd"] * r),
                          usd(at_peak / c["mfu"] / r)])
-        out.append(f"\nThe note prices every flop alike. If an MoE reaches only r x the MFU of a dense model, a dense "
-                   f"model doing DeepSeek-V3's {sci(c['flops'])} FLOP at DeepSeek's implied {pct(c['mfu'])} MFU x 1/r... "
-                   f"equivalently: DeepSeek's reported {usd(c['reported_usd'])} would be {usd(c['reported_usd'])} x r if "
-                   f"those FLOP ran at dense efficiency, and a dense-efficiency estimate of {usd(at_peak / c['mfu'])} "
-                   "(pretraining, corrected accounting) becomes that / r for an MoE:\n")
+        est = at_peak / c["mfu"]
+        out.append(f"\nThe note prices every FLOP alike, but an MoE step need not run at a dense step's efficiency. "
+                   f"With r = MoE MFU / dense MFU as measured above: (a) DeepSeek's reported {usd(c['reported_usd'])} "
+                   f"would have been {usd(c['reported_usd'])} x r had the same FLOP run at dense efficiency; (b) an "
+                   f"estimate that assumes a dense model's efficiency at DeepSeek's implied {pct(c['mfu'])} MFU "
+                   f"({usd(est)} for {sci(c['flops'])} pretraining FLOP, corrected accounting) becomes {usd(est)} / r "
+                   "for an MoE that reaches only r times that efficiency:\n")
         out.append(markdown(rows, ["ratio from", "r = MoE/dense MFU", "reported $ at dense efficiency",
                                    "pretraining estimate / r"], "lrrr"))
         if not any(("H100" in str(d) or "H200" in str(d)) for d in summ.get("device_name", [])):

@@ -191,3 +191,18 @@ def test_costs_use_accounting(report):
     assert ds["total_params"] == est["total_params"] and ds["active_params"] == est["active_params"]
     assert ds["train_flops_per_token"] == pytest.approx(est["methods"]["exact_causal_n4096"]["flops_fma2_per_token"])
     assert ds["train_flops_per_token"] == tfpt(press2025.deepseek_v3_shape(), C.TRAIN_WINDOW, flops_per_mac=FLOP, causal=True)
+
+
+def test_committed_report_cites_only_files_in_the_checkout():
+    """Every data file and figure that the committed REPORT.md names exists in this checkout (a fresh clone
+    included): a measurement cited but ignored by git would make the report unreproducible."""
+    import re
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "reports" / "REPORT.md").read_text()
+    cited = set(re.findall(r"`(reports/data/[^`]+)`", text))
+    figures = set(re.findall(r"\]\((figures/[^)]+\.png)\)", text))
+    assert cited and figures
+    missing = sorted(p for p in cited if not (root / p).is_file())
+    missing += sorted(f for f in figures if not (root / "reports" / f).is_file())
+    assert not missing, missing
+    assert "runs/demo" not in re.sub(r"reports/data/runs/", "", text)  # nothing from the uncommitted runs/
