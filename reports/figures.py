@@ -111,7 +111,7 @@ def loss_curves(metrics: pd.DataFrame, figdir: Path) -> Path | None:
             g = g.sort_values("step")
             fam = g["family"].iloc[0]
             ax.plot(g[x], g["train_loss"], color=pal.family_colour(fam), lw=1.4, label=f"{run} (train)",
-                    ls=["-", "--", ":", "-."][i % 4])
+                    ls=pal.LINESTYLES[i % len(pal.LINESTYLES)])
             v = g.dropna(subset=["val_loss"])
             if not v.empty:
                 ax.plot(v[x], v["val_loss"], "o", color=pal.family_colour(fam), ms=4)
@@ -150,7 +150,8 @@ def maxvio(layers: pd.DataFrame, figdir: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (run, r) in enumerate(g.groupby("run")):
         bal = r["balancing"].iloc[0]
-        ax.plot(r["step"], r["max_vio"], color=pal.colour(pal.BALANCING, bal, i), label=f"{bal}: {run}", lw=1.4)
+        ax.plot(r["step"], r["max_vio"], color=pal.colour(pal.BALANCING, bal, i), label=f"{bal}: {run}", lw=1.4,
+                ls=pal.LINESTYLES[i % len(pal.LINESTYLES)])
     ax.set_xlabel("training step")
     ax.set_ylabel("MaxVio (max/mean load - 1, mean over layers)")
     ax.set_title("Load imbalance over training by balancing method")

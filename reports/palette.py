@@ -18,8 +18,19 @@ WATERFALL = {"up": _CB[3], "down": _CB[2], "total": _CB[7]}
 
 
 def family_colour(family: str):
-    """Colour for a model family: 'dense', 'moe', 'deepseek' (others fall back to grey)."""
-    return FAMILY.get(str(family), _CB[7])
+    """Colour for a model family: 'dense', 'moe', 'deepseek', or a variant named after one of them
+    ('moe-nobalance', 'deepseek-mla'); anything else is grey."""
+    name = str(family)
+    if name in FAMILY:
+        return FAMILY[name]
+    for base in ("deepseek", "moe", "dense"):
+        if name.startswith(base):
+            return FAMILY[base]
+    return _CB[7]
+
+
+LINESTYLES = ["-", "--", ":", "-."]
+"""Cycled per run, so runs that share a colour stay apart."""
 
 
 def colour(mapping: dict, key: str, index: int = 0):
