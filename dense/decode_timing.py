@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from accounting.flops import FLOP, decode_flops_per_token, full_recompute_flops
+from accounting.memory import kv_cache_elements_per_token
 from accounting.shapes import ModelShape
 
 from .model import Transformer
@@ -152,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                    "overhead per step, so the attention term shows); times are per token")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--attention", choices=["mha", "mla"], default="mha",
+                   help="mla: DeepSeek's latent attention with ranks d/2, nope = v = d/H, rope = d/2H "
+                        "(as conf/model/deepseek_mla.yaml)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1: steadier timings on a shared "
                    "machine; 0 keeps torch's default)")
@@ -159,10 +163,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    mla = {}
+    if a.attention == "mla":
+        hd = a.d_model // a.heads
+        mla = dict(attention="mla", q_lora_rank=a.d_model // 2, kv_lora_rank=a.d_model // 2,
+                   qk_nope_head_dim=hd, qk_rope_head_dim=max(2, hd // 2), v_head_dim=hd)
     shape = ModelShape(vocab_size=a.vocab, d_model=a.d_model, n_layers=a.layers, n_heads=a.heads,
-                       seq_len=max(a.contexts) + 1)
+                       seq_len=max(a.contexts) + 1, **mla)
     rows = time_decode(shape, a.contexts, warmup=a.warmup, repeats=a.repeats, batch=a.batch, device=a.device)
-    print(f"# d={a.d_model} L={a.layers} H={a.heads} V={a.vocab} batch={a.batch} device={a.device} "
+    print(f"# d={a.d_model} L={a.layers} H={a.heads} V={a.vocab} attention={a.attention} (cache "
+          f"{kv_cache_elements_per_token(shape)} elements/token) batch={a.batch} device={a.device} "
           f"threads={torch.get_num_threads()} torch={torch.__version__}; median of {a.repeats}; "
           "exp = growth exponent vs previous row (1 = linear, 2 = quadratic)")
     print(format_table(rows))
