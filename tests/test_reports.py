@@ -206,3 +206,10 @@ def test_committed_report_cites_only_files_in_the_checkout():
     missing += sorted(f for f in figures if not (root / "reports" / f).is_file())
     assert not missing, missing
     assert "runs/demo" not in re.sub(r"reports/data/runs/", "", text)  # nothing from the uncommitted runs/
+
+
+def test_cli_rejects_a_missing_runs_folder(tmp_path, capsys):
+    from reports.__main__ import main
+    assert main(["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
