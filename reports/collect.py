@@ -126,13 +126,10 @@ def run_info(run_dir: Path) -> dict:
 
 def _kv_cache_per_token(shape: dict) -> float:
     """Decode-cache elements per token (``accounting.memory``) of a run's shape; NaN if it does not load."""
-    from dataclasses import fields
-
     from accounting import ModelShape
     from accounting.memory import kv_cache_elements_per_token
-    names = {f.name for f in fields(ModelShape)}
     try:
-        return float(kv_cache_elements_per_token(ModelShape(**{k: v for k, v in shape.items() if k in names})))
+        return float(kv_cache_elements_per_token(ModelShape.from_dict(shape)))
     except (TypeError, ValueError):
         return float("nan")
 
