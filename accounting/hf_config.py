@@ -66,6 +66,15 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any = ...) -> Any:
     return default
 
 
+def _experts(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> int:
+    """The routed-expert count under the first of ``keys`` present (transformers 5 writes
+    ``num_local_experts`` where 4.x wrote ``num_experts``)."""
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    raise ValueError(f"config has no {keys[0]!r}")
+
+
 def model_type_of(cfg: Mapping[str, Any]) -> str:
     """The supported ``model_type`` this config describes; ValueError naming it when unsupported."""
     mt = cfg.get("model_type")
@@ -164,7 +173,8 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
     elif mt in ("mixtral", "olmoe"):
         _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
-        e = _get(cfg, "num_local_experts") if mt == "mixtral" else _get(cfg, "num_experts")
+        e = _experts(cfg, ("num_local_experts", "num_experts") if mt == "mixtral" else
+                     ("num_experts", "num_local_experts"))
         f.update(n_experts=e, top_k=_get(cfg, "num_experts_per_tok"), d_expert=f["d_ff"])
         if mt == "olmoe":
             f.update(qk_norm="full", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
@@ -175,8 +185,8 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
         if mt == "qwen3_moe":
             _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
-        f.update(n_experts=_get(cfg, "num_experts"), top_k=_get(cfg, "num_experts_per_tok"),
-                 d_expert=_get(cfg, "moe_intermediate_size"),
+        f.update(n_experts=_experts(cfg, ("num_experts", "num_local_experts")),
+                 top_k=_get(cfg, "num_experts_per_tok"), d_expert=_get(cfg, "moe_intermediate_size"),
                  router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
         shared = _get(cfg, "shared_expert_intermediate_size", 0) if mt == "qwen2_moe" else 0
         if shared:
