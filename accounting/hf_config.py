@@ -211,7 +211,9 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
              "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
              "attention": "mha" if kv == heads else "gqa",
              "n_experts": _get(ffn, "moe_num_experts"), "top_k": _get(ffn, "moe_top_k"),
-             "rope_theta": float(_get(attn, "rope_theta", 10000.0))}
+             # transformers 5 reads the top-level rope_parameters; older configs keep it in attn_config
+             "rope_theta": float((cfg.get("rope_parameters") or {}).get("rope_theta")
+                                 or _get(attn, "rope_theta", 10000.0))}
         f["d_expert"] = f["d_ff"]
         if attn.get("clip_qkv") is not None:
             f["clip_qkv"] = float(attn["clip_qkv"])

@@ -42,15 +42,16 @@ BALANCINGS = ("none", "aux_loss", "loss_free")
 class RouterConfig:
     """Router settings (validated on construction; a bad value raises one ValueError naming the field).
 
-    gating: ``softmax`` or ``sigmoid``. normalize_topk: renormalise the k chosen weights to sum to 1.
-    balancing: ``none``, ``aux_loss`` or ``loss_free``. aux_loss_coef: alpha of the Switch loss.
-    z_loss_coef: weight of the router z-loss (0 = off). bias_update_rate: gamma of the loss-free update.
-    capacity_factor: None (dropless) or C > 0. route_scale: multiplies the routed weights (DeepSeek-V3's
-    routed_scaling_factor).
+    gating: ``softmax`` or ``sigmoid``; None: the shape's ``router_scoring``. normalize_topk: renormalise
+    the k chosen weights to sum to 1; None: the shape's ``router_norm_topk``. balancing: ``none``,
+    ``aux_loss`` or ``loss_free``. aux_loss_coef: alpha of the Switch loss. z_loss_coef: weight of the
+    router z-loss (0 = off). bias_update_rate: gamma of the loss-free update. capacity_factor: None
+    (dropless) or C > 0. route_scale: multiplies the routed weights (DeepSeek-V3's routed_scaling_factor);
+    None: the shape's ``router_scale``. jitter_eps: training-time multiplicative input noise (0 = off).
     """
 
-    gating: str = "softmax"
-    normalize_topk: bool = True
+    gating: str | None = None
+    normalize_topk: bool | None = None
     balancing: str = "none"
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.0
