@@ -127,3 +127,158 @@ def test_greedy_generation_equals_transformers(pair):
     same = (want == got).all().item()
     print(f"{family}: greedy 16 steps {'identical' if same else 'DIFFER'}")
     assert got.tolist() == want.tolist()
+
+
+# ----- DeepSeek routers against transformers' own router modules ----------------------------------------
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_group_limited_router_chooses_what_deepseek_chooses(version):
+    """Same weights and inputs: identical expert sets and gate weights on 512 tokens (16 experts in 4 groups)."""
+    from accounting.hf_config import shape_from_hf_config
+    from moe.router import Router
+    torch.manual_seed(3)
+    kw = {**COMMON, **MLA, "n_routed_experts": 16, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2,
+          "routed_scaling_factor": 2.5}
+    if version == "v2":
+        cfg = tf.DeepseekV2Config(**kw, topk_method="group_limited_greedy", q_lora_rank=None)
+        theirs = tf.models.deepseek_v2.modeling_deepseek_v2.DeepseekV2TopkRouter(cfg)
+    else:
+        cfg = tf.DeepseekV3Config(**kw, q_lora_rank=24)
+        theirs = tf.models.deepseek_v3.modeling_deepseek_v3.DeepseekV3TopkRouter(cfg)
+        theirs.e_score_correction_bias.normal_(0.0, 0.2)
+    with torch.no_grad():
+        theirs.weight.normal_(0.0, 0.5)
+    shape = shape_from_hf_config(cfg.to_dict())
+    ours = Router(shape, moe.RouterConfig())
+    with torch.no_grad():
+        ours.gate.weight.copy_(theirs.weight)
+        if ours.bias is not None:
+            ours.bias.copy_(theirs.e_score_correction_bias)
+    x = torch.randn(512, 32)
+    _, w_theirs, i_theirs = theirs(x)
+    r = ours(x)
+    order_t, order_o = i_theirs.argsort(-1), r.indices.argsort(-1)
+    assert torch.equal(i_theirs.gather(-1, order_t), r.indices.gather(-1, order_o))
+    torch.testing.assert_close(w_theirs.gather(-1, order_t), r.weights.gather(-1, order_o), rtol=0, atol=1e-6)
+    # the group limit binds: some token's best 4 experts (by selection score) are NOT what was chosen
+    select = r.probs if version == "v2" else torch.sigmoid(r.logits) + ours.bias
+    ungrouped = select.topk(4, dim=-1).indices.sort(-1).values
+    assert (ungrouped != r.indices.sort(-1).values).any(-1).float().mean() > 0.05
+
+
+def test_loss_free_balancing_updates_the_loaded_correction_bias(tmp_path):
+    hf = tiny_hf_model("deepseek_v3")
+    hf.save_pretrained(tmp_path)
+    model = moe.from_hf(tmp_path, router=moe.RouterConfig(balancing="loss_free", bias_update_rate=0.01))
+    loaded = hf.model.layers[1].mlp.gate.e_score_correction_bias
+    router = model.blocks[1].ffn.router
+    assert torch.equal(router.bias, loaded)          # the same buffer: DeepSeek's bias is our balancing bias
+    model.train()
+    model(torch.randint(0, 96, (2, 16)))
+    load = router.load_accum.clone()
+    model.update_router_biases()
+    step = router.bias - loaded
+    assert torch.allclose(step.abs(), torch.full_like(step, 0.01)) or (load == load.float().mean()).any()
+    assert torch.equal(torch.sign(step), torch.sign(load.float().mean() - load.float()))
+    assert int(router.load_accum.sum()) == 0
+
+
+# ----- the MTP module ----------------------------------------------------------------------------------
+def v3_config(**extra):
+    cfg = tf.DeepseekV3Config(**{**COMMON, **MLA, "n_routed_experts": 8, "q_lora_rank": 24, "n_group": 4,
+                                 "topk_group": 2, **extra})
+    return cfg.to_dict()
+
+
+def test_mtp_module_parameters_and_loss():
+    from accounting.hf_config import shape_from_hf_config
+    cfg = v3_config(num_nextn_predict_layers=1)
+    shape = shape_from_hf_config(cfg)
+    torch.manual_seed(0)
+    model = moe.from_hf(cfg, mtp_loss_weight=0.3).train()
+    counts = count_parameters(shape)
+    assert shape.mtp_modules == 1 and len(model.mtp) == 1
+    assert sum(p.numel() for p in model.mtp.parameters()) == counts.mtp_total
+    assert sum(p.numel() for p in model.parameters()) == counts.total_with_mtp
+    idx = torch.randint(0, 96, (2, 12))
+    out = model(idx[:, :-1], targets=idx[:, 1:])
+    assert set(out.aux_losses) == {"mtp"}
+    assert 0 < out.aux_losses["mtp"].item() < 0.3 * 2 * torch.log(torch.tensor(96.0)).item()
+    torch.testing.assert_close(out.loss, out.lm_loss + out.aux_losses["mtp"])
+    out.loss.backward()
+    assert model.mtp[0].proj.weight.grad.abs().sum() > 0 and len(out.router_stats) == shape.n_moe_layers + 1
+    model.mtp_loss_weight = 0.0
+    assert "mtp" not in model(idx[:, :-1], targets=idx[:, 1:]).aux_losses
+    with torch.no_grad():   # generation never runs the MTP module
+        assert model.eval().generate(idx[:, :3], 4, temperature=0.0).shape == (2, 7)
+
+
+def test_mtp_weights_load_from_deepseeks_layer_names(tmp_path):
+    """A checkpoint carrying DeepSeek's MTP layer (model.layers.{L}.*: enorm, hnorm, eh_proj, shared_head,
+    a block) loads into model.mtp[0]; transformers' save_pretrained omits it, so we add it by hand."""
+    from safetensors.torch import load_file, save_file
+    hf = tiny_hf_model("deepseek_v3")
+    hf.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["num_nextn_predict_layers"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    extra = {k.replace("model.layers.1.", "model.layers.2."): v.clone() for k, v in tensors.items()
+             if k.startswith("model.layers.1.")}
+    extra.update({"model.layers.2.enorm.weight": torch.rand(32), "model.layers.2.hnorm.weight": torch.rand(32),
+                  "model.layers.2.eh_proj.weight": torch.randn(32, 64),
+                  "model.layers.2.shared_head.norm.weight": torch.rand(32),
+                  "model.layers.2.shared_head.head.weight": tensors["lm_head.weight"].clone(),
+                  "model.layers.2.embed_tokens.weight": tensors["model.embed_tokens.weight"].clone()})
+    save_file({**tensors, **extra}, str(tmp_path / "model.safetensors"))
+    model = moe.from_hf(tmp_path)
+    assert len(model.mtp) == 1
+    assert torch.equal(model.mtp[0].proj.weight, extra["model.layers.2.eh_proj.weight"])
+    assert torch.equal(model.mtp[0].block.attn.wkv_b.weight, model.blocks[1].attn.wkv_b.weight)
+    assert torch.equal(model.mtp[0].block.ffn.router.bias, model.blocks[1].ffn.router.bias)
+    idx = torch.randint(0, 96, (1, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx).logits, hf(idx).logits, rtol=0, atol=1e-4)
+
+
+# ----- folders, configs, dtypes and errors --------------------------------------------------------------
+def test_sharded_checkpoint_and_config_mapping(tmp_path):
+    hf = tiny_hf_model("qwen2_moe")
+    hf.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file() and len(list(tmp_path.glob("*.safetensors"))) > 2
+    idx = torch.randint(0, 96, (1, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(moe.from_hf(tmp_path)(idx).logits, hf(idx).logits, rtol=0, atol=1e-4)
+    random_init = moe.from_hf(hf.config)              # a config object (or mapping): same architecture
+    assert sum(p.numel() for p in random_init.parameters()) == sum(p.numel() for p in hf.parameters())
+    bf16 = moe.from_hf(tmp_path, dtype=torch.bfloat16)
+    assert next(bf16.parameters()).dtype == torch.bfloat16
+
+
+def _edit_tensors(folder, fn):
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file(fn(dict(tensors)), str(folder / "model.safetensors"))
+
+
+def test_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="unsupported architecture 'gpt2'"):
+        moe.from_hf({"model_type": "gpt2", "n_embd": 64})
+    with pytest.raises(ValueError, match="RoPE type 'llama3'"):
+        moe.from_hf({**tf.LlamaConfig(**COMMON).to_dict(),
+                     "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}})
+    with pytest.raises(ValueError, match="no config.json"):
+        moe.from_hf(tmp_path)
+    hf = tiny_hf_model("mixtral")
+    hf.save_pretrained(tmp_path)
+    _edit_tensors(tmp_path, lambda t: {k: v for k, v in t.items() if "experts.3.w2" not in k})
+    with pytest.raises(ValueError, match=r"missing tensor\(s\) in the checkpoint: model.layers.0.block_sparse_moe.experts.3.w2"):
+        moe.from_hf(tmp_path)
+    hf.save_pretrained(tmp_path)
+    _edit_tensors(tmp_path, lambda t: {**t, "model.layers.0.mlp.extra.weight": torch.zeros(2)})
+    with pytest.raises(ValueError, match=r"unexpected tensor\(s\) in the checkpoint: model.layers.0.mlp.extra"):
+        moe.from_hf(tmp_path)
+    hf.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 40}))
+    with pytest.raises(ValueError, match=r"shape mismatch for blocks.0.ffn.experts.w_gate: checkpoint gives \(4, 32, 48\), the model built from config.json has \(4, 32, 40\)"):
+        moe.from_hf(tmp_path)
