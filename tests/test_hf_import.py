@@ -282,3 +282,27 @@ def test_one_line_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 40}))
     with pytest.raises(ValueError, match=r"shape mismatch for blocks.0.ffn.experts.w_gate: checkpoint gives \(4, 32, 48\), the model built from config.json has \(4, 32, 40\)"):
         moe.from_hf(tmp_path)
+
+
+def test_eval_hf_cli_loss_equals_transformers_loss(tmp_path, capsys):
+    """experiments.eval_hf: our loaded model's loss on a text equals transformers' own loss on the same windows."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from experiments.eval_hf import main
+    text = ("To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer "
+            "the slings and arrows of outrageous fortune, or to take arms against a sea of troubles. ") * 20
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=96, special_tokens=["[UNK]"]))
+    hf = tiny_hf_model("llama")
+    hf.save_pretrained(tmp_path)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "text.txt").write_text(text)
+    assert main([str(tmp_path), "--text", str(tmp_path / "text.txt"), "--window", "16", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    ids = tok.encode(text).ids
+    x = torch.tensor(ids[: len(ids) // 16 * 16]).view(-1, 16)
+    with torch.no_grad():
+        want = hf(x, labels=x).loss.item()
+    assert got["windows"] == x.size(0) and got["predicted_tokens"] == x.size(0) * 15
+    assert abs(got["loss_nats"] - want) < 1e-5
+    assert main([str(tmp_path), "--window", "4096"]) == 2     # one-line error: window beyond seq_len
