@@ -120,3 +120,20 @@ def test_bad_values_are_rejected():
         shape_from_hf_config({**cfg, "hidden_size": 2048.5})
     with pytest.raises(ValueError, match="num_hidden_layers"):
         shape_from_hf_config({k: v for k, v in cfg.items() if k != "num_hidden_layers"})
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(router_groups=3, router_topk_groups=1), "must divide n_experts"),
+    (dict(router_groups=4, router_topk_groups=0), "both be 0"),
+    (dict(router_groups=4, router_topk_groups=1, top_k=3), "exceeds the 2 experts"),
+    (dict(qk_norm="layer"), "qk_norm must be one of"),
+    (dict(norm_eps=-1.0), "norm_eps must be a number"),
+    (dict(qkv_bias=1), "qkv_bias must be true or false"),
+    (dict(shared_expert_gate=True), "needs n_shared_experts"),
+    (dict(rope_scaling="yarn"), "rope_factor >= 1 and rope_original_max_len"),
+])
+def test_new_shape_fields_are_validated(bad, match):
+    from accounting.shapes import ModelShape, ShapeError
+    base = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=8, top_k=2)
+    with pytest.raises(ShapeError, match=match):
+        ModelShape(**{**base, **bad})

@@ -46,6 +46,8 @@ MLA = dict(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8
 FAMILIES = {
     "llama": ("LlamaConfig", dict(num_key_value_heads=2, rope_theta=50000.0, rms_norm_eps=1e-5)),
     "mistral": ("MistralConfig", dict(num_key_value_heads=2, sliding_window=48)),
+    "qwen2-tied": ("Qwen2Config", dict(num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1e6)),
+    "qwen3": ("Qwen3Config", dict(num_key_value_heads=2, head_dim=16)),
     "mixtral": ("MixtralConfig", dict(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)),
     "qwen2_moe": ("Qwen2MoeConfig", dict(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
                                          moe_intermediate_size=16, shared_expert_intermediate_size=24,
