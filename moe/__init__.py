@@ -16,7 +16,7 @@ from accounting.shapes import ModelShape
 from . import flop_formulas  # noqa: F401  (registers the _grouped_mm flop formula)
 from .balance import Collapse, RouterStats, detect_collapse
 from .experts import BACKENDS, make_experts
-from .hf import from_hf
+from .hf import from_hf, to_hf
 from .model import MoETransformer, routed_assignments
 from .mtp import MTPModule
 from .moe_ffn import MoEFFN
@@ -40,4 +40,4 @@ def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, ba
 
 
 __all__ = ["BACKENDS", "Collapse", "MTPModule", "MoEFFN", "MoETransformer", "Router", "RouterConfig", "RouterStats",
-           "build_model", "from_hf", "detect_collapse", "make_experts", "routed_assignments"]
+           "build_model", "from_hf", "to_hf", "detect_collapse", "make_experts", "routed_assignments"]

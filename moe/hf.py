@@ -25,6 +25,11 @@ Layout conventions handled here:
 
 Errors are one-line ``ValueError``s: unsupported ``model_type`` or RoPE type, missing or unexpected
 tensors, shape mismatches, no weights in the folder.
+
+``to_hf(model, folder)`` writes a model loaded with ``from_hf`` from a folder back in that checkpoint's layout
+(``config.json`` + ``model.safetensors``, loadable by ``transformers.AutoModelForCausalLM.from_pretrained``),
+e.g. after fine-tuning it here. It inverts ``weight_map`` itself: every mapping is a gather, so pushing
+element ids through it tells where each of our elements goes.
 """
 from __future__ import annotations
 
@@ -272,8 +277,10 @@ def from_hf(path_or_config: Any, dtype: torch.dtype | None = None, *, router: Ro
     model = build_model(shape, router=config, backend=backend, **kwargs)
     if tensors is not None:
         load_weights(model, shape, cfg, tensors)
+        model.hf_layout = {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}  # for to_hf
         if dtype is None:
             dtype = next(iter(tensors.values())).dtype if tensors else torch.float32
+    model.hf_config = dict(cfg)
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
@@ -328,3 +335,54 @@ def load_weights(model: nn.Module, shape: ModelShape, cfg: Mapping[str, Any],
     with torch.no_grad():
         for key, value in new.items():
             ours[key].copy_(value.to(ours[key].dtype))
+
+
+def to_hf(model: nn.Module, folder: str | Path) -> Path:
+    """Write ``model`` (loaded with ``from_hf`` from a folder) as ``config.json`` + ``model.safetensors`` in
+    the layout of the checkpoint it came from. Returns the folder.
+
+    The inverse of ``weight_map`` is derived from it: each checkpoint tensor is replaced by the ids of its
+    elements (float64, exact below 2**53), the mapping gathers those ids into our layout, and our values are
+    scattered back to the positions the ids name. The MTP layer's embedding/head copies and a tied
+    ``lm_head`` are written from the shared tensors.
+    """
+    from safetensors.torch import save_file
+    layout, cfg = getattr(model, "hf_layout", None), getattr(model, "hf_config", None)
+    if layout is None or cfg is None:
+        raise ValueError("to_hf writes models loaded with moe.from_hf from a folder (it reuses that "
+                         "checkpoint's tensor names and layout)")
+    names = list(layout)
+    sizes = [int(torch.Size(layout[n][0]).numel()) for n in names]
+    starts = torch.tensor([0] + sizes).cumsum(0)
+    ids = {n: torch.arange(int(starts[i]), int(starts[i + 1]), dtype=torch.float64).view(layout[n][0])
+           for i, n in enumerate(names)}
+    get: Any = lambda name: ids[name]  # noqa: E731
+    get.available = ids
+    shape, state = model.shape, model.state_dict()
+    out = {n: torch.empty(layout[n][0], dtype=layout[n][1]) for n in names}
+    filled = {n: torch.zeros(layout[n][0], dtype=torch.bool) for n in names}
+    for key, fn in weight_map(shape, cfg, mtp_layers=shape.mtp_modules).items():
+        pos = fn(get).reshape(-1).long()
+        value = state[key].detach().reshape(-1).cpu()
+        which = torch.searchsorted(starts, pos, right=True) - 1
+        for i in which.unique().tolist():
+            sel = which == i
+            n = names[i]
+            out[n].view(-1)[pos[sel] - starts[i]] = value[sel].to(out[n].dtype)
+            filled[n].view(-1)[pos[sel] - starts[i]] = True
+    shared = {"lm_head.weight": "embedding.wte.weight"}
+    for j in range(shape.mtp_modules):
+        shared[f"model.layers.{shape.n_layers + j}.embed_tokens.weight"] = "embedding.wte.weight"
+        shared[f"model.layers.{shape.n_layers + j}.shared_head.head.weight"] = (
+            "embedding.wte.weight" if shape.tied_embeddings else "embedding.head.weight")
+    for n in names:
+        if not bool(filled[n].all()):
+            if n not in shared:
+                raise ValueError(f"to_hf: checkpoint tensor {n} is not produced by the mapping")
+            out[n] = state[shared[n]].detach().cpu().to(layout[n][1]).clone()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous() for n, t in out.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    return folder

@@ -308,3 +308,21 @@ def test_eval_hf_cli_loss_equals_transformers_loss(tmp_path, capsys):
     assert got["windows"] == x.size(0) and got["predicted_tokens"] == x.size(0) * 15
     assert abs(got["loss_nats"] - want) < 1e-5
     assert main([str(tmp_path), "--window", "4096"]) == 2     # one-line error: window beyond seq_len
+
+
+@pytest.mark.parametrize("family", ["dbrx", "deepseek_v3", "qwen2_moe"])
+def test_export_back_to_transformers(tmp_path, family):
+    """from_hf -> change our weights -> to_hf -> transformers' from_pretrained computes what our model does."""
+    hf = tiny_hf_model(family)
+    hf.save_pretrained(tmp_path / "in")
+    ours = moe.from_hf(tmp_path / "in")
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.mul_(1.05)
+    moe.to_hf(ours, tmp_path / "out")
+    back = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "out").float().eval()
+    idx = torch.randint(0, 96, (1, 12))
+    with torch.no_grad():
+        want, got = ours(idx).logits, back(idx).logits
+    assert (want - got).abs().max().item() < 1e-4
+    assert (want - hf(idx).logits).abs().max().item() > 1e-3      # the change is visible
