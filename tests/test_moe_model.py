@@ -181,3 +181,22 @@ def test_mla_moe_decodes_from_the_compressed_cache():
         pieces += [model(idx[:, t:t + 1], cache=cache).logits for t in range(5, 12)]
     assert type(cache).__name__ == "LatentCache"
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_mtp_module_parameters_and_flops_match_accounting():
+    """DeepSeek-V3's MTP module: parameters == accounting's mtp_total; the flops it adds to a forward with
+    targets == forward_flops(include_mtp=True)['mtp'] over the T - 1 positions it predicts."""
+    shape = ModelShape(**{**BASE, **SHAPES["v3-router-yarn"], "mtp_modules": 1})
+    torch.manual_seed(0)
+    model = moe.build_model(shape, moe.RouterConfig(), "loop")
+    c = count_parameters(shape)
+    assert n_params(model.mtp) == c.mtp_total and n_params(model) == c.total_with_mtp
+    batch, n = 2, 16
+    idx = torch.randint(0, shape.vocab_size, (batch, n + 1))
+    with FlopCounterMode(display=False) as plain:
+        model(idx[:, :-1])
+    with FlopCounterMode(display=False) as with_targets:
+        out = model(idx[:, :-1], targets=idx[:, 1:])
+    assert "mtp" in out.aux_losses
+    expected = forward_flops(shape, n - 1, batch=batch, flops_per_mac=2, include_mtp=True)["mtp"]
+    assert with_targets.get_total_flops() - plain.get_total_flops() == expected
