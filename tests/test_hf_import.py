@@ -105,6 +105,19 @@ def pair(request, tmp_path_factory):
     return family, hf, moe.from_hf(folder)
 
 
+def test_tiny_totals_equal_transformers(pair):
+    """The tiny configs too: accounting's total == our module's numel == transformers' numel."""
+    family, hf, ours = pair
+    shape = shape_from_config(hf.config.to_dict())
+    hf_total = sum(p.numel() for p in hf.parameters())
+    assert count_parameters(shape).total == sum(p.numel() for p in ours.parameters()) == hf_total
+
+
+def shape_from_config(cfg):
+    from moe.hf import shape_for_import
+    return shape_for_import(cfg).replace(mtp_modules=0)
+
+
 def test_logits_equal_transformers(pair):
     family, hf, ours = pair
     torch.manual_seed(1)
