@@ -51,7 +51,8 @@ def ffn_macs_per_token(shape: ModelShape, layer: int) -> dict[str, int]:
         return {"dense_ffn": ffn_params(shape, shape.d_ff), "router": 0, "shared_experts": 0,
                 "routed_experts": 0}
     return {"dense_ffn": 0, "router": shape.n_experts * shape.d_model,
-            "shared_experts": shape.n_shared_experts * ffn_params(shape, shape.d_shared_expert),
+            "shared_experts": (shape.n_shared_experts * ffn_params(shape, shape.d_shared_expert)
+                               + (shape.d_model if shape.shared_expert_gate else 0)),  # + Qwen2-MoE's gate
             "routed_experts": shape.top_k * ffn_params(shape, shape.d_expert)}
 
 

@@ -4,10 +4,15 @@ Supported (keyed on ``model_type``, else on ``architectures``): Llama, Mistral, 
 Mixtral, Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B), Qwen3-MoE, OLMoE, DBRX (nested ``ffn_config`` /
 ``attn_config``), DeepSeek-V2 / V2-Lite / V3. An unknown architecture raises ``ValueError`` naming it.
 
-What the shape does NOT model (small; listed per model in ``docs/accounting.md``): attention biases
-(Qwen2-MoE's q/k/v biases), Qwen2-MoE's ``shared_expert_gate`` (d x 1 per layer), the q/k norms of OLMoE
-and Qwen3, DeepSeek-V3's ``e_score_correction_bias`` (a buffer of E per MoE layer). DBRX's bias-free
-LayerNorm has the parameter count of an RMSNorm and is loaded as ``rmsnorm``.
+Besides the sizes, the loader carries what a model built from the shape needs to compute what the
+original computes: Qwen2-MoE's q/k/v biases and sigmoid-gated shared expert, the q/k norms of OLMoE
+(full width) and Qwen3 (per head), DBRX's bias-free LayerNorm and ``clip_qkv`` (OLMoE's too), the norm
+eps, the RoPE base and YaRN scaling (DeepSeek-V3), and the routing function: ``scoring_func``,
+``norm_topk_prob``, ``routed_scaling_factor``, DeepSeek's group-limited routing (``n_group``,
+``topk_group``; V2 ``group_limited_greedy`` scores a group by its best expert, V3 ``noaux_tc`` by its two
+best biased scores) and V3's ``e_score_correction_bias`` (a buffer, not a parameter). Parameter totals then
+equal transformers' own modules exactly. RoPE types other than default/yarn (e.g. Llama-3.1's ``llama3``)
+do not change counts; they load here for pricing, and ``moe.from_hf`` refuses them.
 
 ``seq_len`` defaults to ``max_position_embeddings`` (DBRX: ``max_seq_len``); pass ``seq_len=`` to price
 a training window instead (e.g. 4096 for DeepSeek-V3's pretraining).
@@ -61,6 +66,15 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any = ...) -> Any:
     return default
 
 
+def _experts(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> int:
+    """The routed-expert count under the first of ``keys`` present (transformers 5 writes
+    ``num_local_experts`` where 4.x wrote ``num_experts``)."""
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    raise ValueError(f"config has no {keys[0]!r}")
+
+
 def model_type_of(cfg: Mapping[str, Any]) -> str:
     """The supported ``model_type`` this config describes; ValueError naming it when unsupported."""
     mt = cfg.get("model_type")
@@ -73,6 +87,45 @@ def model_type_of(cfg: Mapping[str, Any]) -> str:
     named = mt or (archs[0] if isinstance(archs, list) and archs else archs) or "<none given>"
     raise ValueError(f"unsupported architecture {named!r} (model_type={mt!r}, architectures={archs!r}); "
                      f"supported model_type: {', '.join(MODEL_TYPES)}")
+
+
+def rope_settings(cfg: Mapping[str, Any], theta_default: float = 10000.0) -> dict[str, Any]:
+    """``rope_theta`` and YaRN fields from a config's ``rope_theta``/``rope_scaling`` (transformers 4.x) or
+    ``rope_parameters`` (5.x). Other scaling types leave ``rope_scaling='none'`` (see ``rope_type_of``)."""
+    params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), Mapping) else {}
+    scaling = cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), Mapping) else {}
+    out: dict[str, Any] = {"rope_theta": float(params.get("rope_theta") or cfg.get("rope_theta") or theta_default)}
+    sc = {**scaling, **params}
+    if rope_type_of(cfg) == "yarn":
+        mpe = cfg.get("max_position_embeddings")
+        orig = sc.get("original_max_position_embeddings")
+        factor = sc.get("factor") or (mpe / orig if mpe and orig else None)
+        if factor is None or orig is None:
+            raise ValueError("rope_scaling type 'yarn' needs factor and original_max_position_embeddings")
+        out.update(rope_scaling="yarn", rope_factor=float(factor), rope_original_max_len=int(orig),
+                   rope_beta_fast=float(sc.get("beta_fast") or 32), rope_beta_slow=float(sc.get("beta_slow") or 1),
+                   rope_mscale=float(sc.get("mscale") or 0), rope_mscale_all_dim=float(sc.get("mscale_all_dim") or 0))
+        if sc.get("attention_factor") is not None:
+            raise ValueError("rope_scaling: an explicit yarn attention_factor is not supported")
+    return out
+
+
+def rope_type_of(cfg: Mapping[str, Any]) -> str:
+    """The RoPE scaling type a config asks for: ``default``, ``yarn``, or another name (e.g. ``llama3``)."""
+    for key in ("rope_parameters", "rope_scaling"):
+        sc = cfg.get(key)
+        if isinstance(sc, Mapping):
+            kind = sc.get("rope_type") or sc.get("type")
+            if kind:
+                return str(kind)
+    return "default"
+
+
+def _no_extra_biases(cfg: Mapping[str, Any], mt: str) -> None:
+    """Attention/MLP biases beyond Qwen2-MoE's q/k/v ones are not modelled."""
+    for key in ("attention_bias", "mlp_bias"):
+        if cfg.get(key):
+            raise ValueError(f"{mt}: {key}=true is not modelled (only Qwen2-MoE's q/k/v biases are)")
 
 
 def _dense_common(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
@@ -89,6 +142,9 @@ def _dense_common(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]
     }
     if cfg.get("head_dim") is not None:
         out["head_dim"] = cfg["head_dim"]
+    if cfg.get("rms_norm_eps") is not None:
+        out["norm_eps"] = float(cfg["rms_norm_eps"])
+    out.update(rope_settings(cfg))
     return out
 
 
@@ -107,19 +163,38 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
     mt = model_type_of(cfg)
     name = name or str(cfg.get("_name_or_path") or mt)
     if mt in ("llama", "mistral", "qwen2", "qwen3"):
+        if mt != "qwen2":
+            _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
+        if mt == "qwen2":
+            f["qkv_bias"] = True
+        if mt == "qwen3":
+            f["qk_norm"] = "head"
     elif mt in ("mixtral", "olmoe"):
+        _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
-        e = _get(cfg, "num_local_experts") if mt == "mixtral" else _get(cfg, "num_experts")
+        e = _experts(cfg, ("num_local_experts", "num_experts") if mt == "mixtral" else
+                     ("num_experts", "num_local_experts"))
         f.update(n_experts=e, top_k=_get(cfg, "num_experts_per_tok"), d_expert=f["d_ff"])
+        if mt == "olmoe":
+            f.update(qk_norm="full", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
+            if cfg.get("clip_qkv") is not None:
+                f["clip_qkv"] = float(cfg["clip_qkv"])
     elif mt in ("qwen2_moe", "qwen3_moe"):
         _moe_every_layer(cfg, mt)
+        if mt == "qwen3_moe":
+            _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
-        f.update(n_experts=_get(cfg, "num_experts"), top_k=_get(cfg, "num_experts_per_tok"),
-                 d_expert=_get(cfg, "moe_intermediate_size"))
+        f.update(n_experts=_experts(cfg, ("num_experts", "num_local_experts")),
+                 top_k=_get(cfg, "num_experts_per_tok"), d_expert=_get(cfg, "moe_intermediate_size"),
+                 router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
         shared = _get(cfg, "shared_expert_intermediate_size", 0) if mt == "qwen2_moe" else 0
         if shared:
-            f.update(n_shared_experts=1, d_shared_expert=shared)
+            f.update(n_shared_experts=1, d_shared_expert=shared, shared_expert_gate=True)
+        if mt == "qwen2_moe":
+            f["qkv_bias"] = bool(_get(cfg, "qkv_bias", True))
+        else:
+            f["qk_norm"] = "head"
     elif mt == "dbrx":
         ffn, attn = _get(cfg, "ffn_config"), _get(cfg, "attn_config")
         if not isinstance(ffn, Mapping) or not isinstance(attn, Mapping):
@@ -132,11 +207,20 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
              "n_layers": _get(cfg, "n_layers"), "n_heads": heads, "n_kv_heads": kv,
              "seq_len": seq_len if seq_len is not None else _get(cfg, "max_seq_len"),
              "d_ff": _get(ffn, "ffn_hidden_size"), "ffn_kind": "swiglu" if act == "silu" else "gelu",
-             "norm_kind": "rmsnorm",  # bias-free LayerNorm: d parameters, as RMSNorm
+             "norm_kind": "layernorm_nobias", "norm_eps": 1e-5,  # nn.LayerNorm(d, bias=False)
              "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
              "attention": "mha" if kv == heads else "gqa",
-             "n_experts": _get(ffn, "moe_num_experts"), "top_k": _get(ffn, "moe_top_k")}
+             "n_experts": _get(ffn, "moe_num_experts"), "top_k": _get(ffn, "moe_top_k"),
+             # transformers 5 reads the top-level rope_parameters; older configs keep it in attn_config
+             "rope_theta": float((cfg.get("rope_parameters") or {}).get("rope_theta")
+                                 or _get(attn, "rope_theta", 10000.0))}
         f["d_expert"] = f["d_ff"]
+        if attn.get("clip_qkv") is not None:
+            f["clip_qkv"] = float(attn["clip_qkv"])
+        p = ffn.get("moe_normalize_expert_weights", 1)
+        if p not in (None, 1, 1.0):
+            raise ValueError(f"dbrx: moe_normalize_expert_weights={p!r} is not modelled (only 1 or null)")
+        f["router_norm_topk"] = p is not None
     else:  # deepseek_v2, deepseek_v3
         freq = cfg.get("moe_layer_freq", 1)
         if freq != 1:
@@ -148,13 +232,34 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
              "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
              "attention": "mla", "q_lora_rank": _get(cfg, "q_lora_rank", 0),
              "kv_lora_rank": _get(cfg, "kv_lora_rank"), "qk_nope_head_dim": _get(cfg, "qk_nope_head_dim"),
-             "qk_rope_head_dim": _get(cfg, "qk_rope_head_dim"), "v_head_dim": _get(cfg, "v_head_dim")}
+             "qk_rope_head_dim": _get(cfg, "qk_rope_head_dim"), "v_head_dim": _get(cfg, "v_head_dim"),
+             "norm_eps": float(_get(cfg, "rms_norm_eps", 1e-6))}
+        if cfg.get("attention_bias"):
+            raise ValueError(f"{mt}: attention_bias=true is not modelled")
+        f.update(rope_settings(cfg))
         experts = _get(cfg, "n_routed_experts", 0)
         if experts:
             moe_width = _get(cfg, "moe_intermediate_size")
             f.update(n_experts=experts, top_k=_get(cfg, "num_experts_per_tok"),
                      n_shared_experts=_get(cfg, "n_shared_experts", 0), d_expert=moe_width,
-                     d_shared_expert=moe_width, first_dense_layers=_get(cfg, "first_k_dense_replace", 0))
+                     d_shared_expert=moe_width, first_dense_layers=_get(cfg, "first_k_dense_replace", 0),
+                     router_scale=float(_get(cfg, "routed_scaling_factor", 1.0)))
+            f["d_shared_expert"] = moe_width
+            if mt == "deepseek_v3":  # transformers' V3 router: sigmoid, noaux_tc groups, correction bias
+                scoring = _get(cfg, "scoring_func", "sigmoid")
+                if scoring != "sigmoid":
+                    raise ValueError(f"deepseek_v3: scoring_func={scoring!r} is not modelled (only sigmoid)")
+                f.update(router_scoring="sigmoid", router_norm_topk=bool(_get(cfg, "norm_topk_prob", True)),
+                         router_groups=_get(cfg, "n_group", 1), router_topk_groups=_get(cfg, "topk_group", 1),
+                         router_group_score="top2_sum", router_score_bias=True)
+            else:  # DeepSeek-V2: softmax; greedy or group_limited_greedy (group score = its best expert)
+                method = _get(cfg, "topk_method", "greedy")
+                if method not in ("greedy", "group_limited_greedy"):
+                    raise ValueError(f"deepseek_v2: topk_method={method!r} is not modelled")
+                f.update(router_scoring="softmax", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
+                if method == "group_limited_greedy":
+                    f.update(router_groups=_get(cfg, "n_group"), router_topk_groups=_get(cfg, "topk_group"),
+                             router_group_score="max")
         f["mtp_modules"] = _get(cfg, "num_nextn_predict_layers", 0)
     return ModelShape(name=name, **f)
 

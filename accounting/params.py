@@ -18,15 +18,27 @@ from .shapes import ModelShape
 
 
 def norm_params(shape: ModelShape, width: int | None = None) -> int:
-    """Parameters of one norm over ``width`` (default d): 2 per element for LayerNorm, 1 for RMSNorm."""
+    """Parameters of one norm over ``width`` (default d): 2 per element for LayerNorm, 1 for RMSNorm and
+    the bias-free LayerNorm."""
     width = shape.d_model if width is None else width
     return (2 if shape.norm_kind == "layernorm" else 1) * width
 
 
-def attention_params(shape: ModelShape) -> int:
-    """Weights of one attention block (no biases).
+def qk_norm_params(shape: ModelShape) -> int:
+    """Weights of one attention block's q/k norms (RMSNorm): ``head`` 2 hd (one weight per head width,
+    shared by the heads, Qwen3), ``full`` H hd + KV hd (OLMoE), ``none`` 0. Counted as ``norms``."""
+    if shape.qk_norm == "head":
+        return 2 * shape.head_dim
+    if shape.qk_norm == "full":
+        return (shape.n_heads + shape.n_kv_heads) * shape.head_dim
+    return 0
 
-    MHA/GQA: W_q (d x H*hd), W_k and W_v (d x KV*hd each), W_o (H*hd x d).
+
+def attention_params(shape: ModelShape) -> int:
+    """Weights of one attention block (the q/k norms are counted apart, in ``norms``).
+
+    MHA/GQA: W_q (d x H*hd), W_k and W_v (d x KV*hd each), W_o (H*hd x d); with ``qkv_bias`` also the
+    biases of q, k, v (H hd + 2 KV hd).
     MLA (DeepSeek-V2/V3): q down (d x q_rank) + its norm + q up (q_rank x H*(nope+rope)) -- or one
     d x H*(nope+rope) matrix when q_lora_rank == 0 --, kv down (d x (kv_rank + rope)) + its norm,
     kv up (kv_rank x H*(nope + v)), output (H*v x d).
@@ -42,7 +54,8 @@ def attention_params(shape: ModelShape) -> int:
         kv += s.kv_lora_rank * h * (s.qk_nope_head_dim + s.v_head_dim)
         return q + kv + h * s.v_head_dim * d
     q_width, kv_width = h * s.head_dim, s.n_kv_heads * s.head_dim
-    return d * q_width + 2 * d * kv_width + q_width * d
+    bias = q_width + 2 * kv_width if s.qkv_bias else 0
+    return d * q_width + 2 * d * kv_width + q_width * d + bias
 
 
 def ffn_params(shape: ModelShape, width: int) -> int:
@@ -51,17 +64,19 @@ def ffn_params(shape: ModelShape, width: int) -> int:
 
 
 def moe_layer_params(shape: ModelShape) -> dict[str, int]:
-    """One MoE FFN: routed experts, shared experts and router (total, not active)."""
+    """One MoE FFN: routed experts, shared experts (with Qwen2-MoE's d -> 1 gate when ``shared_expert_gate``)
+    and router (total, not active)."""
     return {
         "routed_experts": shape.n_experts * ffn_params(shape, shape.d_expert),
-        "shared_experts": shape.n_shared_experts * ffn_params(shape, shape.d_shared_expert),
+        "shared_experts": (shape.n_shared_experts * ffn_params(shape, shape.d_shared_expert)
+                           + (shape.d_model if shape.shared_expert_gate else 0)),
         "router": shape.n_experts * shape.d_model,
     }
 
 
 def block_params(shape: ModelShape, moe: bool) -> dict[str, int]:
     """One transformer block, by component."""
-    out = {"attention": attention_params(shape), "norms": 2 * norm_params(shape),
+    out = {"attention": attention_params(shape), "norms": 2 * norm_params(shape) + qk_norm_params(shape),
            "dense_ffn": 0, "routed_experts": 0, "shared_experts": 0, "router": 0}
     if moe:
         out.update(moe_layer_params(shape))

@@ -8,14 +8,22 @@ or DeepSeek's multi-head latent attention (``mla``, with low-rank query and key/
 Architectural conventions that the parameter and flop counts (``accounting``) and the PyTorch modules
 (``dense``, ``moe``) share, so that they agree exactly:
 
-* No linear layer has a bias. Norms: ``layernorm`` has weight and bias (2 d parameters, as the note's
-  Table 1 counts ``4 L d``), ``rmsnorm`` has a weight only (d).
+* No linear layer has a bias, except the q/k/v projections when ``qkv_bias`` (Qwen2-MoE). Norms:
+  ``layernorm`` has weight and bias (2 d parameters, as the note's Table 1 counts ``4 L d``), ``rmsnorm``
+  and ``layernorm_nobias`` (DBRX's bias-free LayerNorm) a weight only (d).
 * Each block has two norms (before attention, before the FFN); one final norm precedes the output head.
 * Positions are rotary (RoPE, no parameters) or absent; there is no learned position table.
 * FFN kind ``gelu`` is two matrices (d -> d_ff -> d, as in the note); ``swiglu`` is three
   (gate, up: d -> d_ff; down: d_ff -> d). Experts use the same kind with width ``d_expert``.
-* The router is one bias-free linear map d -> n_experts per MoE layer. DeepSeek-style balancing biases are
-  buffers, not parameters.
+* The router is one bias-free linear map d -> n_experts per MoE layer. DeepSeek-style balancing biases
+  (V3's ``e_score_correction_bias``) are buffers, not parameters. ``shared_expert_gate`` adds Qwen2-MoE's
+  d -> 1 sigmoid gate on the shared experts (d parameters per MoE layer).
+* Optional per-attention q/k norms (``qk_norm``): ``head`` normalises each head's query and key over its
+  head_dim with one weight of head_dim shared by the heads (Qwen3), ``full`` normalises the whole query
+  (H hd) and key (KV hd) projections (OLMoE). Their weights are counted as ``norms``.
+
+Fields that change numbers but not parameter counts (RoPE base and YaRN scaling, norm eps, clip_qkv, the
+routing function) are carried so that a model built from the shape computes what the original does.
 """
 from __future__ import annotations
 
@@ -24,7 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 FFN_KINDS = ("gelu", "swiglu")
-NORM_KINDS = ("layernorm", "rmsnorm")
+NORM_KINDS = ("layernorm", "rmsnorm", "layernorm_nobias")
+QK_NORMS = ("none", "head", "full")
+ROPE_SCALINGS = ("none", "yarn")
+ROUTER_SCORINGS = ("softmax", "sigmoid")
+GROUP_SCORES = ("max", "top2_sum")
+STR_FIELDS = ("ffn_kind", "norm_kind", "position", "attention", "qk_norm", "rope_scaling", "router_scoring",
+              "router_group_score", "name")
+BOOL_FIELDS = ("tied_embeddings", "qkv_bias", "shared_expert_gate", "router_norm_topk", "router_score_bias")
+FLOAT_FIELDS = ("norm_eps", "clip_qkv", "rope_theta", "rope_factor", "rope_beta_fast", "rope_beta_slow",
+                "rope_mscale", "rope_mscale_all_dim", "router_scale")
 ATTENTION_KINDS = ("mha", "gqa", "mla")
 POSITION_KINDS = ("rope", "none")
 
@@ -60,6 +77,26 @@ class ModelShape:
         d_shared_expert: width of one shared expert; defaults to ``d_expert``.
         first_dense_layers: leading layers that keep a dense FFN of width ``d_ff``.
         mtp_modules: DeepSeek-V3 multi-token-prediction modules (each one extra block plus a projection).
+        norm_eps: epsilon of every norm; None keeps torch's default (LayerNorm 1e-5, RMSNorm the dtype's eps).
+        qkv_bias: biases on the q, k and v projections (Qwen2-MoE).
+        qk_norm: ``none``, ``head`` (Qwen3: RMSNorm per head over head_dim) or ``full`` (OLMoE: RMSNorm over
+            the whole query and key projections), applied before RoPE.
+        clip_qkv: clamp q, k, v to [-c, c] (DBRX after the projection; OLMoE after the q/k norms); None: off.
+        rope_theta: RoPE base.
+        rope_scaling: ``none`` or ``yarn`` (with ``rope_factor``, ``rope_original_max_len``,
+            ``rope_beta_fast``, ``rope_beta_slow``, ``rope_mscale``, ``rope_mscale_all_dim``: the fields of
+            an HF ``rope_scaling`` / ``rope_parameters`` entry; mscale 0 means not given).
+        router_scoring: ``softmax`` or ``sigmoid`` (DeepSeek-V3's ``scoring_func``).
+        router_norm_topk: divide the k chosen weights by their sum (``norm_topk_prob``).
+        router_scale: multiplies the routed weights (``routed_scaling_factor``).
+        router_groups, router_topk_groups: group-limited routing (DeepSeek ``n_group``/``topk_group``): the
+            experts form ``router_groups`` equal groups, only the best ``router_topk_groups`` groups are
+            eligible; 0 = no grouping.
+        router_group_score: how a group is scored: ``max`` (DeepSeek-V2 ``group_limited_greedy``, over
+            the scores) or ``top2_sum`` (DeepSeek-V3 ``noaux_tc``, sum of the two best biased scores).
+        router_score_bias: the router carries a per-expert selection bias buffer (DeepSeek-V3's
+            ``e_score_correction_bias``; also what ``loss_free`` balancing updates).
+        shared_expert_gate: the shared experts' output is scaled by sigmoid(x w), w of d (Qwen2-MoE).
         name: a label for tables.
     """
 
@@ -88,17 +125,43 @@ class ModelShape:
     d_shared_expert: int | None = None
     first_dense_layers: int = 0
     mtp_modules: int = 0
+    norm_eps: float | None = None
+    qkv_bias: bool = False
+    qk_norm: str = "none"
+    clip_qkv: float | None = None
+    rope_theta: float = 10000.0
+    rope_scaling: str = "none"
+    rope_factor: float = 1.0
+    rope_original_max_len: int = 0
+    rope_beta_fast: float = 32.0
+    rope_beta_slow: float = 1.0
+    rope_mscale: float = 0.0
+    rope_mscale_all_dim: float = 0.0
+    router_scoring: str = "softmax"
+    router_norm_topk: bool = True
+    router_scale: float = 1.0
+    router_groups: int = 0
+    router_topk_groups: int = 0
+    router_group_score: str = "max"
+    router_score_bias: bool = False
+    shared_expert_gate: bool = False
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("ffn_kind", "norm_kind", "position", "attention", "name"):
+            if f.name in STR_FIELDS:
                 if not isinstance(value, str):
                     raise ShapeError(f"{f.name} must be a string, got {value!r}")
-            elif f.name == "tied_embeddings":
+            elif f.name in BOOL_FIELDS:
                 if not isinstance(value, bool):
-                    raise ShapeError(f"tied_embeddings must be true or false, got {value!r}")
+                    raise ShapeError(f"{f.name} must be true or false, got {value!r}")
+            elif f.name in FLOAT_FIELDS:
+                if value is None and f.name in ("norm_eps", "clip_qkv"):
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                    raise ShapeError(f"{f.name} must be a number >= 0, got {value!r}")
+                object.__setattr__(self, f.name, float(value))
             elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ShapeError(f"{f.name} must be an integer, got {value!r}")
             elif value is not None and value < 0:
@@ -114,6 +177,17 @@ class ModelShape:
             raise ShapeError(f"position must be one of {POSITION_KINDS}, got {self.position!r}")
         if self.attention not in ATTENTION_KINDS:
             raise ShapeError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        for name, choices in (("qk_norm", QK_NORMS), ("rope_scaling", ROPE_SCALINGS),
+                              ("router_scoring", ROUTER_SCORINGS), ("router_group_score", GROUP_SCORES)):
+            if getattr(self, name) not in choices:
+                raise ShapeError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.qk_norm != "none" and self.attention == "mla":
+            raise ShapeError("qk_norm applies to attention 'mha'/'gqa' (MLA has its own latent norms)")
+        if self.rope_theta <= 0 or self.router_scale <= 0:
+            raise ShapeError(f"rope_theta and router_scale must be > 0, got {self.rope_theta} and "
+                             f"{self.router_scale}")
+        if self.rope_scaling == "yarn" and (self.rope_factor < 1 or self.rope_original_max_len < 1):
+            raise ShapeError("rope_scaling='yarn' needs rope_factor >= 1 and rope_original_max_len >= 1")
 
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass defaults)
         if self.n_kv_heads is None:
@@ -160,6 +234,20 @@ class ModelShape:
             if self.first_dense_layers > self.n_layers:
                 raise ShapeError(f"first_dense_layers={self.first_dense_layers} exceeds "
                                  f"n_layers={self.n_layers}")
+            if bool(self.router_groups) != bool(self.router_topk_groups):
+                raise ShapeError("router_groups and router_topk_groups must both be 0 or both >= 1")
+            if self.router_groups:
+                g, tg = self.router_groups, self.router_topk_groups
+                if self.n_experts % g or tg > g:
+                    raise ShapeError(f"router_groups={g} must divide n_experts={self.n_experts} and be >= "
+                                     f"router_topk_groups={tg}")
+                if self.top_k > tg * (self.n_experts // g):
+                    raise ShapeError(f"top_k={self.top_k} exceeds the {tg * (self.n_experts // g)} experts of "
+                                     f"router_topk_groups={tg} groups")
+                if self.router_group_score == "top2_sum" and self.n_experts // g < 2:
+                    raise ShapeError("router_group_score='top2_sum' needs at least 2 experts per group")
+        if self.shared_expert_gate and not self.n_shared_experts:
+            raise ShapeError("shared_expert_gate needs n_shared_experts >= 1")
 
     # ----- derived sizes -------------------------------------------------------------------------
     @property

@@ -1,7 +1,10 @@
 """Causal self-attention (multi-head or grouped-query) through ``F.scaled_dot_product_attention``.
 
-Parameters (no biases): W_q d x H*hd, W_k and W_v d x KV*hd, W_o H*hd x d, as
-``accounting.params.attention_params`` counts. Flops per forward over T tokens (2 per multiply-add, the
+Parameters: W_q d x H*hd, W_k and W_v d x KV*hd, W_o H*hd x d, as ``accounting.params.attention_params``
+counts; with ``shape.qkv_bias`` q, k and v have biases (Qwen2-MoE). Optional q/k RMSNorms
+(``shape.qk_norm``: ``head`` per head over hd, Qwen3; ``full`` over the whole projection, OLMoE) run
+before RoPE, and ``shape.clip_qkv`` clamps q, k, v to [-c, c] after them (DBRX, OLMoE). Softmax scale
+1/sqrt(hd). Flops per forward over T tokens (2 per multiply-add, the
 FlopCounterMode convention): projections ``2 T (2 d H hd + 2 d KV hd)``; scores and the weighted sum of
 values ``2 * 2 H hd T^2`` counted over the FULL T x T matrix (FlopCounterMode does not halve causal
 attention, and neither does ``accounting.flops.forward_flops(causal=False)``).
@@ -15,6 +18,7 @@ from torch import nn
 from accounting.shapes import ModelShape
 
 from .kv_cache import KVCache
+from .norm import make_norm
 from .rope import RotaryEmbedding
 
 
@@ -40,17 +44,32 @@ class CausalSelfAttention(nn.Module):
         d, self.n_heads, self.n_kv_heads, self.head_dim = (shape.d_model, shape.n_heads, shape.n_kv_heads,
                                                            shape.head_dim)
         self.layer = layer
-        self.wq = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.wo = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        self.wq = nn.Linear(d, q_width, bias=shape.qkv_bias)
+        self.wk = nn.Linear(d, kv_width, bias=shape.qkv_bias)
+        self.wv = nn.Linear(d, kv_width, bias=shape.qkv_bias)
+        self.wo = nn.Linear(q_width, d, bias=False)
+        self.qk_norm, self.clip = shape.qk_norm, shape.clip_qkv
+        if shape.qk_norm != "none":
+            widths = (self.head_dim, self.head_dim) if shape.qk_norm == "head" else (q_width, kv_width)
+            self.q_norm = make_norm(shape, widths[0], kind="rmsnorm")
+            self.k_norm = make_norm(shape, widths[1], kind="rmsnorm")
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # [B, H, T, hd]
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.clip is not None:
+            q, k, v = q.clamp(-self.clip, self.clip), k.clamp(-self.clip, self.clip), v.clamp(-self.clip, self.clip)
+        q = q.transpose(1, 2)                                                      # [B, H, T, hd]
+        k = k.transpose(1, 2)                                                      # [B, KV, T, hd]
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)           # [B, KV, T, hd]
         start = 0 if cache is None else cache.pos
         if rope is not None:
             q, k = rope(q, start), rope(k, start)

@@ -8,7 +8,8 @@ widths n (``qk_nope_head_dim``), p (``qk_rope_head_dim``), v (``v_head_dim``):
 * keys/values: ``x -> W_kva (d x (r_kv + p))`` gives the latent c (r_kv, then normed) and ONE rotary key
   k_pe (p) shared by all heads; ``c -> W_kvb (r_kv x H (n + v))`` gives each head's non-rotary key and value;
 * output: ``W_o (H v x d)``. Queries and keys are ``[non-rotary | rotary]`` of width n + p; the softmax
-  scale is ``1 / sqrt(n + p)``.
+  scale is ``1 / sqrt(n + p)``, times YaRN's ``mscale(factor, mscale_all_dim)^2`` when the shape scales
+  RoPE with YaRN (DeepSeek-V2/V3).
 
 Parameters equal ``accounting.params.attention_params`` (no biases; the two norms count as their weights).
 
@@ -35,7 +36,7 @@ from accounting.shapes import ModelShape
 from .attention import attention_mask
 from .kv_cache import LatentCache
 from .norm import make_norm
-from .rope import RotaryEmbedding
+from .rope import RotaryEmbedding, yarn_softmax_scale
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -58,7 +59,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.kv_norm = make_norm(s, self.kv_rank)
         self.wkv_b = nn.Linear(self.kv_rank, s.n_heads * (self.nope + self.v_dim), bias=False)
         self.wo = nn.Linear(s.n_heads * self.v_dim, d, bias=False)
-        self.scale = q_head ** -0.5
+        self.scale = q_head ** -0.5 * yarn_softmax_scale(s)
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding | None = None,
                 cache: LatentCache | None = None) -> torch.Tensor:

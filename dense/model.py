@@ -49,9 +49,12 @@ class ModelOutput:
     router_stats: list[Any] = field(default_factory=list)
 
 
-def check_buildable(shape: ModelShape) -> None:
-    """Raise one ValueError for shapes ``accounting`` can price but the torch model does not build."""
-    if shape.mtp_modules:
+def check_buildable(shape: ModelShape, mtp: bool = False) -> None:
+    """Raise one ValueError for shapes ``accounting`` can price but the torch model does not build.
+
+    ``mtp``: the caller builds multi-token-prediction modules (``moe.MoETransformer`` does).
+    """
+    if shape.mtp_modules and not mtp:
         raise ValueError(f"mtp_modules={shape.mtp_modules}: multi-token-prediction modules are priced by "
                          "accounting but not built by the torch model; set mtp_modules=0")
     if shape.position == "rope" and rope_dim(shape) % 2:
@@ -75,14 +78,16 @@ class Transformer(nn.Module):
         ffn_factory: ``layer -> nn.Module | None``; None keeps the dense FFN of width ``d_ff``.
     """
 
+    builds_mtp = False  # subclasses that build multi-token-prediction modules set this
+
     def __init__(self, shape: ModelShape, ffn_factory: Callable[[int], nn.Module | None] | None = None):
         super().__init__()
-        check_buildable(shape)
+        check_buildable(shape, mtp=self.builds_mtp)
         if shape.is_moe and ffn_factory is None:
             raise ValueError(f"shape has n_experts={shape.n_experts}: build it with moe.build_model(shape)")
         self.shape = shape
         self.embedding = TokenEmbedding(shape)
-        self.rope = RotaryEmbedding(rope_dim(shape), shape.seq_len) if shape.position == "rope" else None
+        self.rope = RotaryEmbedding.from_shape(shape, rope_dim(shape)) if shape.position == "rope" else None
         self.blocks = nn.ModuleList(
             Block(shape, i, ffn_factory(i) if ffn_factory is not None else None) for i in range(shape.n_layers))
         self.norm = make_norm(shape)
@@ -96,6 +101,8 @@ class Transformer(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     # ----- forward ------------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
@@ -114,11 +121,14 @@ class Transformer(nn.Module):
             x = block(x, self.rope, cache)
         if cache is not None:
             cache.advance(T)
+        hidden = x                                   # last block's output, before the final norm
         x = self.norm(x)
         if last_only:
             x = x[:, -1:, :]
         logits = self.embedding.unembed(x)
+        extra = self.extra_losses(hidden, idx, targets) if targets is not None else {}
         aux_losses, router_stats = self._collect_aux()
+        aux_losses.update(extra)
         out = ModelOutput(logits=logits, aux_losses=aux_losses, router_stats=router_stats)
         if targets is not None:
             if last_only:
@@ -128,11 +138,20 @@ class Transformer(nn.Module):
             out.loss = out.lm_loss + sum(aux_losses.values()) if aux_losses else out.lm_loss
         return out
 
+    def extra_losses(self, hidden: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Weighted losses beyond next-token prediction, from the last block's output ``hidden`` [B, T, d]
+        (before the final norm). None here; ``moe.MoETransformer`` adds its MTP loss."""
+        return {}
+
+    def extra_blocks(self) -> list[nn.Module]:
+        """Blocks outside ``self.blocks`` whose FFN statistics the forward collects (MTP blocks)."""
+        return []
+
     def _collect_aux(self) -> tuple[dict[str, torch.Tensor], list[Any]]:
         """Sum the FFNs' weighted auxiliary losses by name and list their stats (see module docstring)."""
         losses: dict[str, torch.Tensor] = {}
         stats: list[Any] = []
-        for block in self.blocks:
+        for block in [*self.blocks, *self.extra_blocks()]:
             ffn_losses = getattr(block.ffn, "last_aux_losses", None)
             if ffn_losses is None:
                 continue
@@ -144,7 +163,7 @@ class Transformer(nn.Module):
 
     def update_router_biases(self) -> None:
         """Loss-free balancing step (``moe``); a no-op for a dense model and other balancing methods."""
-        for block in self.blocks:
+        for block in [*self.blocks, *self.extra_blocks()]:
             update = getattr(block.ffn, "update_router_bias", None)
             if update is not None:
                 update()

@@ -1,6 +1,7 @@
 """Mixture-of-experts models on top of ``dense``: router, balancing, expert backends, MoE FFN and model.
 
     model = moe.build_model(shape, router=moe.RouterConfig(balancing="loss_free"), backend="grouped")
+    model = moe.from_hf("folder/with/config.json+safetensors")   # a transformers checkpoint (moe.hf)
     out = model(idx, targets)          # out.loss includes the auxiliary losses; out.router_stats per layer
     out.loss.backward(); opt.step(); model.update_router_biases()
 
@@ -15,14 +16,17 @@ from accounting.shapes import ModelShape
 from . import flop_formulas  # noqa: F401  (registers the _grouped_mm flop formula)
 from .balance import Collapse, RouterStats, detect_collapse
 from .experts import BACKENDS, make_experts
+from .hf import from_hf, to_hf
 from .model import MoETransformer, routed_assignments
+from .mtp import MTPModule
 from .moe_ffn import MoEFFN
 from .router import Router, RouterConfig
 
 
 def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, backend: str = "loop",
-                **backend_kwargs) -> nn.Module:
-    """A ``dense.Transformer`` when ``shape.n_experts == 0``, else a ``MoETransformer``.
+                mtp_loss_weight: float = 0.3, **backend_kwargs) -> nn.Module:
+    """A ``dense.Transformer`` when ``shape.n_experts == 0``, else a ``MoETransformer`` (with DeepSeek-V3's
+    MTP modules when ``shape.mtp_modules``; ``mtp_loss_weight`` weighs their loss).
 
     ``router`` and ``backend`` are validated in both cases (a dense model ignores them).
     """
@@ -32,8 +36,8 @@ def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, ba
     if not shape.is_moe:
         from dense import Transformer
         return Transformer(shape)
-    return MoETransformer(shape, router=config, backend=backend, **backend_kwargs)
+    return MoETransformer(shape, router=config, backend=backend, mtp_loss_weight=mtp_loss_weight, **backend_kwargs)
 
 
-__all__ = ["BACKENDS", "Collapse", "MoEFFN", "MoETransformer", "Router", "RouterConfig", "RouterStats",
-           "build_model", "detect_collapse", "make_experts", "routed_assignments"]
+__all__ = ["BACKENDS", "Collapse", "MTPModule", "MoEFFN", "MoETransformer", "Router", "RouterConfig", "RouterStats",
+           "build_model", "from_hf", "to_hf", "detect_collapse", "make_experts", "routed_assignments"]

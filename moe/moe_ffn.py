@@ -2,8 +2,10 @@
 
 Input and output [B, T, d]. Parameters (as ``accounting.params.moe_layer_params``): router ``E d``,
 routed experts ``E * m * d * f``, shared experts ``S * m * d * f_s`` (m = 2 GELU, 3 SwiGLU; the S shared
-experts run as one FFN of width ``S f_s``: same parameters and flops). Flops per token (2 per
-multiply-add): router ``2 E d``, shared ``2 S m d f_s``, routed ``2 m d f`` per kept assignment.
+experts run as one FFN of width ``S f_s``: same parameters and flops; with ``shape.shared_expert_gate``
+their output is scaled by ``sigmoid(x w_g)``, w_g of d, as in Qwen2-MoE). Flops per token (2 per
+multiply-add): router ``2 E d``, shared ``2 S m d f_s`` (+ ``2 d`` for the gate), routed ``2 m d f`` per
+kept assignment.
 
 After each forward, ``last_aux_losses`` holds the weighted losses this layer adds to the model's loss
 (``load_balance`` = alpha E sum f_i P_i when balancing='aux_loss'; ``z_loss`` when z_loss_coef > 0) and
@@ -35,6 +37,7 @@ class MoEFFN(nn.Module):
         self.experts = make_experts(shape, backend, **backend_kwargs)
         width = shape.n_shared_experts * shape.d_shared_expert
         self.shared_experts = FFN(shape, width) if shape.n_shared_experts else None
+        self.shared_gate = nn.Linear(shape.d_model, 1, bias=False) if shape.shared_expert_gate else None
         self.last_aux_losses: dict[str, torch.Tensor] | None = None
         self.last_stats: RouterStats | None = None
 
@@ -44,7 +47,10 @@ class MoEFFN(nn.Module):
         r = self.router(x)
         y = self.experts(x, r.indices, r.weights, r.keep)
         if self.shared_experts is not None:
-            y = y + self.shared_experts(x)
+            shared = self.shared_experts(x)
+            if self.shared_gate is not None:
+                shared = torch.sigmoid(self.shared_gate(x)) * shared
+            y = y + shared
         losses = {}
         if self.config.balancing == "aux_loss" and self.config.aux_loss_coef > 0:
             losses["load_balance"] = self.config.aux_loss_coef * r.aux_loss

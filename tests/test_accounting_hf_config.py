@@ -2,8 +2,9 @@
 
 Tolerances: totals within 1% (all are within 0.35%); active within the per-model tolerance below,
 against each vendor's own convention (DeepSeek counts one input-embedding row, the others the whole
-V x d table). Where the exact Hugging Face parameter count is known, total + the extras we do not model
-must equal it exactly.
+V x d table). Where the exact Hugging Face parameter count is known, our total equals it exactly (q/k norms, Qwen2-MoE's
+q/k/v biases and shared-expert gate included; tests/test_hf_import.py checks every shipped config against
+transformers' own modules built on the meta device).
 """
 import json
 
@@ -20,10 +21,10 @@ ACTIVE = {"deepseek-v3": ("row", 0.011), "deepseek-v2-lite": ("row", 0.025),
           "mixtral-8x7b": ("table", 0.01), "qwen1.5-moe-a2.7b": ("table", 0.01),
           "olmoe-1b-7b": ("table", 0.02), "dbrx": ("table", 0.015), "llama-3-8b": ("table", 0.001),
           "qwen3-30b-a3b": ("table", 0.02)}
-# exact HF numel = ours + unmodelled extras
-HF_NUMEL = {"llama-3-8b": (8_030_261_248, 0), "mixtral-8x7b": (46_702_792_704, 0),
-            "olmoe-1b-7b": (6_919_161_856, 16 * 2 * 2048),                       # q_norm + k_norm
-            "qwen1.5-moe-a2.7b": (14_315_784_192, 24 * (3 * 2048 + 2048))}       # qkv biases + shared_expert_gate
+# exact HF numel (transformers 5.23 on the meta device) = ours
+HF_NUMEL = {"llama-3-8b": 8_030_261_248, "mixtral-8x7b": 46_702_792_704, "olmoe-1b-7b": 6_919_161_856,
+            "qwen1.5-moe-a2.7b": 14_315_784_192, "qwen3-30b-a3b": 30_532_122_624, "dbrx": 131_596_523_520,
+            "deepseek-v2-lite": 15_706_484_224, "deepseek-v3": 671_026_404_352}
 
 
 def test_required_configs_are_shipped():
@@ -44,8 +45,24 @@ def test_published_counts(name):
 
 @pytest.mark.parametrize("name", sorted(HF_NUMEL))
 def test_exact_hf_numel(name):
-    numel, extras = HF_NUMEL[name]
-    assert count_parameters(load_shipped(name)).total + extras == numel
+    assert count_parameters(load_shipped(name)).total == HF_NUMEL[name]
+
+
+def test_routing_and_numerics_fields_are_loaded():
+    v3 = load_shipped("deepseek-v3")
+    assert (v3.router_scoring, v3.router_norm_topk, v3.router_scale) == ("sigmoid", True, 2.5)
+    assert (v3.router_groups, v3.router_topk_groups, v3.router_group_score, v3.router_score_bias) == (
+        8, 4, "top2_sum", True)
+    assert (v3.rope_scaling, v3.rope_factor, v3.rope_original_max_len, v3.rope_mscale_all_dim) == (
+        "yarn", 40.0, 4096, 1.0)
+    v2 = load_shipped("deepseek-v2-lite")
+    assert (v2.router_scoring, v2.router_norm_topk, v2.router_groups, v2.norm_eps) == ("softmax", False, 0, 1e-6)
+    olmoe, qwen3, qwen2 = load_shipped("olmoe-1b-7b"), load_shipped("qwen3-30b-a3b"), load_shipped("qwen1.5-moe-a2.7b")
+    assert (olmoe.qk_norm, olmoe.router_norm_topk, olmoe.norm_eps) == ("full", False, 1e-5)
+    assert (qwen3.qk_norm, qwen3.router_norm_topk, qwen3.rope_theta) == ("head", True, 1e6)
+    assert (qwen2.qkv_bias, qwen2.shared_expert_gate, qwen2.router_norm_topk) == (True, True, False)
+    dbrx = load_shipped("dbrx")
+    assert (dbrx.norm_kind, dbrx.clip_qkv, dbrx.rope_theta) == ("layernorm_nobias", 8.0, 500000.0)
 
 
 def test_deepseek_v3_counts():
@@ -103,3 +120,20 @@ def test_bad_values_are_rejected():
         shape_from_hf_config({**cfg, "hidden_size": 2048.5})
     with pytest.raises(ValueError, match="num_hidden_layers"):
         shape_from_hf_config({k: v for k, v in cfg.items() if k != "num_hidden_layers"})
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(router_groups=3, router_topk_groups=1), "must divide n_experts"),
+    (dict(router_groups=4, router_topk_groups=0), "both be 0"),
+    (dict(router_groups=4, router_topk_groups=1, top_k=3), "exceeds the 2 experts"),
+    (dict(qk_norm="layer"), "qk_norm must be one of"),
+    (dict(norm_eps=-1.0), "norm_eps must be a number"),
+    (dict(qkv_bias=1), "qkv_bias must be true or false"),
+    (dict(shared_expert_gate=True), "needs n_shared_experts"),
+    (dict(rope_scaling="yarn"), "rope_factor >= 1 and rope_original_max_len"),
+])
+def test_new_shape_fields_are_validated(bad, match):
+    from accounting.shapes import ModelShape, ShapeError
+    base = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=8, top_k=2)
+    with pytest.raises(ShapeError, match=match):
+        ModelShape(**{**base, **bad})

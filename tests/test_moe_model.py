@@ -22,6 +22,17 @@ SHAPES = {
     "deepseek-mla": dict(ffn_kind="swiglu", norm_kind="rmsnorm", n_experts=8, top_k=2, n_shared_experts=1,
                          first_dense_layers=1, attention="mla", q_lora_rank=12, kv_lora_rank=16,
                          qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8),
+    # the fields of issue 15: biases, q/k norms, gated shared expert, bias-free LayerNorm, V3's router
+    "qwen2moe-like": dict(ffn_kind="swiglu", norm_kind="rmsnorm", attention="gqa", n_kv_heads=2, qkv_bias=True,
+                          qk_norm="head", n_shared_experts=1, d_shared_expert=24, shared_expert_gate=True,
+                          norm_eps=1e-6, rope_theta=1e6, router_norm_topk=False),
+    "olmoe-dbrx-like": dict(ffn_kind="swiglu", norm_kind="layernorm_nobias", qk_norm="full", clip_qkv=0.5),
+    "v3-router-yarn": dict(ffn_kind="swiglu", norm_kind="rmsnorm", n_experts=8, top_k=2, n_shared_experts=1,
+                           first_dense_layers=1, attention="mla", q_lora_rank=12, kv_lora_rank=16,
+                           qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, router_scoring="sigmoid",
+                           router_groups=4, router_topk_groups=2, router_group_score="top2_sum",
+                           router_score_bias=True, router_scale=2.5, rope_scaling="yarn", rope_factor=4.0,
+                           rope_original_max_len=8, rope_mscale=1.0, rope_mscale_all_dim=1.0),
 }
 ROUTERS = {
     "softmax-aux": moe.RouterConfig(balancing="aux_loss", z_loss_coef=1e-3),
@@ -170,3 +181,22 @@ def test_mla_moe_decodes_from_the_compressed_cache():
         pieces += [model(idx[:, t:t + 1], cache=cache).logits for t in range(5, 12)]
     assert type(cache).__name__ == "LatentCache"
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_mtp_module_parameters_and_flops_match_accounting():
+    """DeepSeek-V3's MTP module: parameters == accounting's mtp_total; the flops it adds to a forward with
+    targets == forward_flops(include_mtp=True)['mtp'] over the T - 1 positions it predicts."""
+    shape = ModelShape(**{**BASE, **SHAPES["v3-router-yarn"], "mtp_modules": 1})
+    torch.manual_seed(0)
+    model = moe.build_model(shape, moe.RouterConfig(), "loop")
+    c = count_parameters(shape)
+    assert n_params(model.mtp) == c.mtp_total and n_params(model) == c.total_with_mtp
+    batch, n = 2, 16
+    idx = torch.randint(0, shape.vocab_size, (batch, n + 1))
+    with FlopCounterMode(display=False) as plain:
+        model(idx[:, :-1])
+    with FlopCounterMode(display=False) as with_targets:
+        out = model(idx[:, :-1], targets=idx[:, 1:])
+    assert "mtp" in out.aux_losses
+    expected = forward_flops(shape, n - 1, batch=batch, flops_per_mac=2, include_mtp=True)["mtp"]
+    assert with_targets.get_total_flops() - plain.get_total_flops() == expected

@@ -140,3 +140,26 @@ def test_collapse_detected_without_balancing():
 def test_router_config_validation(bad):
     with pytest.raises(ValueError, match="RouterConfig"):
         RouterConfig(**bad)
+
+
+def test_router_jitter_only_in_training():
+    torch.manual_seed(0)
+    shape = make_shape(E=6, k=2)
+    router = Router(shape, RouterConfig(jitter_eps=0.5))
+    x = torch.randn(64, shape.d_model)
+    router.train()
+    assert not torch.equal(router(x).logits, router(x).logits)
+    router.eval()
+    assert torch.equal(router(x).logits, router(x).logits)
+
+
+def test_routing_function_comes_from_the_shape_unless_overridden():
+    torch.manual_seed(0)
+    shape = make_shape(E=8, k=2).replace(router_scoring="sigmoid", router_norm_topk=False, router_scale=2.0)
+    x = torch.randn(32, shape.d_model)
+    r = Router(shape, RouterConfig())
+    out = r(x)
+    torch.testing.assert_close(out.weights, 2.0 * torch.sigmoid(out.logits).gather(-1, out.indices))
+    r2 = Router(shape, RouterConfig(gating="softmax", normalize_topk=True, route_scale=1.0))
+    r2.load_state_dict(r.state_dict())
+    torch.testing.assert_close(r2(x).weights.sum(-1), torch.ones(32))
