@@ -267,3 +267,38 @@ def test_cli_serving_check(capsys):
     data = json.loads(out)
     assert data["deepseek"]["decode_fraction_of_bound"] < 1
     assert [r["case"] for r in data["note_case_d"]] == ["D low", "D high"]
+
+
+# ----- the decode bench and the report section ------------------------------------------------------------
+def test_decode_bench_quick_writes_well_formed_csv(tmp_path):
+    import csv
+    import subprocess
+    import sys
+    out = tmp_path / "decode_cpu.csv"
+    proc = subprocess.run([sys.executable, "-m", "experiments.decode_bench", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from experiments.decode_bench import FIELDS
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and list(rows[0]) == FIELDS
+    assert {r["model"] for r in rows} == {"dense", "moe-e8k2", "moe-e64k8", "mla"}
+    for r in rows:
+        med, q1, q3 = float(r["step_s_median"]), float(r["step_s_q1"]), float(r["step_s_q3"])
+        assert 0 < float(r["step_s_min"]) <= q1 <= med <= q3 <= float(r["step_s_max"])
+        assert float(r["predicted_step_s"]) > 0 and r["predicted_bound"] in S.BOUNDS
+        assert float(r["measured_over_predicted_tokens_per_s"]) == pytest.approx(
+            float(r["predicted_step_s"]) / med)
+        if int(r["n_experts"]):
+            k, E = int(r["top_k"]), int(r["n_experts"])
+            assert k <= float(r["distinct_experts_measured"]) <= min(E, k * int(r["batch"]))
+    env = json.loads((tmp_path / "decode_cpu_env.json").read_text())
+    for key in ("device", "cpu_model", "cpu_count", "torch_threads", "torch", "git_commit",
+                "measured_peak_flops_fma2_per_s", "measured_read_bandwidth_bytes_per_s"):
+        assert key in env
+
+    from reports import serving as SV
+    figures: list = []
+    md = SV.section(tmp_path / "report", figures, [tmp_path])
+    assert md.startswith("## ") and "decode_cpu.csv" in md and "could not be read" not in md
+    assert len(figures) == 3 and all(p.is_file() for p in figures)
