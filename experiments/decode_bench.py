@@ -7,7 +7,7 @@ peak and memory read bandwidth, which it feeds to ``accounting.serving.decode_st
 prediction per point. Repeats are interleaved over the batches (round r times every batch once), so a
 slow spell on a shared machine spreads over all points instead of sinking one.
 
-    python -m experiments.decode_bench                        # CPU, ~5 min on 2 cores; writes the files below
+    python -m experiments.decode_bench                        # CPU, ~4-6 min on one core; writes the files below
     python -m experiments.decode_bench --device cuda          # the same on a GPU (bf16, larger models)
     python -m experiments.decode_bench --quick --out /tmp/q.csv   # seconds; for tests
 
@@ -120,8 +120,9 @@ def _quartiles(xs: list[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def bench_block(model, shape: ModelShape, batches: list[int], context: int, repeats: int,
-                device: torch.device) -> dict[int, dict]:
-    """Interleaved timings of one decode step at each batch; distinct experts touched per MoE layer."""
+                device: torch.device, max_step_s: float = math.inf) -> dict[int, dict]:
+    """Interleaved timings of one decode step at each batch; distinct experts touched per MoE layer.
+    Batches above the first whose warm-up step takes longer than ``max_step_s`` are dropped (time budget)."""
     cache = filled_cache(model, max(batches), context, device)
     views = {b: batch_view(cache, b) for b in batches}
     gen = torch.Generator(device="cpu").manual_seed(context)
@@ -133,8 +134,16 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
         views[b].reset(context)
         return model(tokens[:b], cache=views[b], last_only=True)
 
-    for b in batches:  # warm-up
+    kept = []
+    for b in sorted(batches):  # warm-up, smallest first; stop growing the batch past the time budget
+        _sync(device)
+        t0 = time.perf_counter()
         step(b)
+        _sync(device)
+        kept.append(b)
+        if time.perf_counter() - t0 > max_step_s:
+            break
+    batches = kept
     for _ in range(repeats):
         for b in batches:
             _sync(device)
@@ -162,9 +171,11 @@ def parse_args(argv: Sequence[str] | None):
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--vocab", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--max-cache-gb", type=float, default=None,
                    help="skip batches whose KV cache exceeds this (default 2 on CPU, 20 on CUDA)")
+    p.add_argument("--max-step-s", type=float, default=None,
+                   help="stop growing the batch in a block once one step takes longer (default 1 s on CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1; 0 keeps torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny models, 2 batches, 1 context: for tests")
     a = p.parse_args(argv)
@@ -193,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         layers, repeats = a.layers, a.repeats
         batches = a.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256]
         contexts = a.contexts or [64, 512, 2048]
+    max_step = a.max_step_s if a.max_step_s is not None else (math.inf if gpu else 1.0)
     cap = (a.max_cache_gb if a.max_cache_gb is not None else (20.0 if gpu else 2.0)) * 1e9
     out = Path(a.out or f"reports/data/decode_{device.type}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
                 "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",
                 "models": {k: s.to_dict() for k, s in shapes.items()}, "batches": batches, "contexts": contexts,
-                "repeats": repeats, "max_cache_bytes": cap, "csv": str(out), "started_unix_s": time.time()})
+                "repeats": repeats, "max_cache_bytes": cap, "max_step_s": max_step, "csv": str(out), "started_unix_s": time.time()})
     env_path.write_text(json.dumps(env, indent=2))
     print(f"# {env['device_name']} ({env['cpu_model']}), {torch.get_num_threads()} thread(s), {dtype_name}: "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s, read bandwidth {bw / 1e9:.1f} GB/s -> {out}", flush=True)
@@ -239,7 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"(KV cache over {cap / 1e9:g} GB)", flush=True)
                 if not ok:
                     continue
-                res = bench_block(model, shape, ok, n, repeats, device)
+                res = bench_block(model, shape, ok, n, repeats, device, max_step)
+                if len(res) < len(ok):
+                    print(f"  {name} context {n}: stopped at batch {max(res)} (a step took over {max_step:g} s)",
+                          flush=True)
+                ok = sorted(res)
                 for b in ok:
                     ts = res[b]["times"]
                     med = statistics.median(ts)
