@@ -190,7 +190,8 @@ def memory_fit(shape: ModelShape, hw: Hardware, layout: Layout, batch: float, co
 
     Returns ``fits``, ``bytes_needed`` and ``bytes_available`` (per GPU), the parts (``weights_bytes``,
     ``kv_cache_bytes``, ``workspace_bytes``) and ``max_batch``: the largest batch per GPU that fits (a
-    multiple of 1/G, so that the replica holds a whole number of sequences; 0 when even the weights do not).
+    multiple of 1/G, so that the replica holds a whole number of sequences; 0 when even the weights do not;
+    None at context 0, where the cache sets no limit).
     """
     lay = layout.resolved(shape)
     _check_batch_context(batch, context)
@@ -200,7 +201,12 @@ def memory_fit(shape: ModelShape, hw: Hardware, layout: Layout, batch: float, co
     capacity = _need(hw, "memory_bytes")
     needed = weights + batch * per_seq + work
     room = capacity - weights - work
-    max_batch = 0.0 if room <= 0 else (math.floor(room / per_seq * lay.gpus) / lay.gpus if per_seq else math.inf)
+    if room <= 0:
+        max_batch: float | None = 0.0
+    elif per_seq:
+        max_batch = math.floor(room / per_seq * lay.gpus) / lay.gpus
+    else:
+        max_batch = None  # an empty cache (context 0) sets no limit
     return {"fits": needed <= capacity, "bytes_needed": needed, "bytes_available": capacity,
             "weights_bytes": weights, "kv_cache_bytes": batch * per_seq, "workspace_bytes": work,
             "kv_cache_bytes_per_sequence": per_seq, "max_batch": max_batch}
