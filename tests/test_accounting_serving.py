@@ -302,3 +302,27 @@ def test_decode_bench_quick_writes_well_formed_csv(tmp_path):
     md = SV.section(tmp_path / "report", figures, [tmp_path])
     assert md.startswith("## ") and "decode_cpu.csv" in md and "could not be read" not in md
     assert len(figures) == 3 and all(p.is_file() for p in figures)
+
+
+def test_h800_nvlink_is_slower_than_h100_for_the_same_layout():
+    # EP8 inside one node: all expert traffic rides NVLink, 200 vs 450 GB/s per direction
+    shape = deepseek_v3_shape(4096)
+    lay = S.Layout(gpus=8, weights_dtype="fp8")
+    h100 = S.decode_step(shape, get_hardware("h100-sxm"), lay, 64, 4096)
+    h800 = S.decode_step(shape, get_hardware("h800"), lay, 64, 4096)
+    assert h100["network_s"] == h800["network_s"] == 0
+    assert h800["communication_s"] == pytest.approx(h100["communication_s"] * 450 / 200)
+
+
+def test_prefill_is_the_causal_forward_at_the_peak():
+    from accounting.flops import FLOP, full_recompute_flops
+    shape = ModelShape(vocab_size=1000, d_model=256, n_layers=4, n_heads=4, seq_len=8192)
+    hw = get_hardware("h100-sxm")
+    short, long = (S.prefill(shape, hw, S.Layout(), p) for p in (512, 8192))
+    assert short["flops_fma2"] == full_recompute_flops(shape, 511, flops_per_mac=FLOP)
+    assert short["compute_s"] == pytest.approx(short["flops_fma2"] / 989e12)
+    # causal attention makes a token of a longer prompt dearer
+    assert long["flops_fma2"] / 8192 > short["flops_fma2"] / 512
+    # a small model's prefill of one prompt is bound by reading its weights; many prompts amortise them
+    many = S.prefill(shape, hw, S.Layout(), 512, prompts_per_gpu=64)
+    assert many["tokens_per_s_per_gpu"] >= short["tokens_per_s_per_gpu"]
