@@ -534,6 +534,10 @@ def serving_check_text(d: dict[str, Any]) -> str:
            f"memory {1e3 * k['decode_memory_s']:.1f} ms (weights {1e3 * k['decode_memory_weights_s']:.1f}, KV cache "
            f"{1e3 * k['decode_memory_kv_s']:.1f}); without MTP the bound is "
            f"{si(k['decode_bound_no_mtp_tokens_per_s_per_node'])} tok/s/node.",
+           "the context is not disclosed; decode bound (fraction achieved) at context " + ", ".join(
+               f"{n}: {si(v['bound_tokens_per_s_per_node'])} tok/s/node, {v['bound']}-bound ({v['fraction_of_bound']:.0%}"
+               + ("" if v["fits"] else f"; {k['decode_batch_per_gpu']:.0f} sequences do not fit") + ")"
+               for n, v in k["decode_by_context"].items()) + ".",
            f"prefill input tokens/s include {DEEPSEEK_HIT_TEXT}: computed-prefill bound "
            f"{si(k['prefill_bound_tokens_per_s_per_node'])} tok/s/node / (1 - hit share).",
            f"$ per million output tokens: roofline bound ${k['usd_per_million_output_tokens_bound']:.3g}; DeepSeek's "

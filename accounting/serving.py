@@ -557,6 +557,12 @@ def deepseek_disclosed_check(context: int = 4096, prompt_len: int = 4096, hw_nam
     disclosed_in_usd = usd_per_million_tokens(achieved_pre_gpu, price)
     day_usd_per_out = d["usd_per_day"] / (d["output_tokens_per_day"] / 1e6)
     parts = dec["parts"]
+    sensitivity = {}
+    for n in (1024, 4096, 8192):  # the context is not disclosed: how much the verdict depends on it
+        r = decode_step(deepseek_v3_shape(n), hw, dec_layout, batch, n, mtp_acceptance=a)
+        sensitivity[n] = {"fits": memory_fit(shape, hw, dec_layout, batch, n)["fits"],
+                          "bound_tokens_per_s_per_node": r["tokens_per_s_per_gpu"] * d["gpus_per_node"],
+                          "bound": r["bound"], "fraction_of_bound": achieved_dec_gpu / r["tokens_per_s_per_gpu"]}
     return {
         "source": d["source"], "hardware": hw.name, "context_assumed": context, "prompt_len_assumed": prompt_len,
         "decode_batch_per_gpu": batch, "decode_layout": {"gpus": dec_layout.gpus, "expert_copies_per_gpu":
@@ -587,7 +593,7 @@ def deepseek_disclosed_check(context: int = 4096, prompt_len: int = 4096, hw_nam
         "usd_per_million_input_tokens_disclosed": disclosed_in_usd,
         "usd_per_million_output_tokens_day_total": day_usd_per_out,
         "usd_per_million_output_tokens_note_method": note_method_usd_per_million_tokens(shape, hw, context, price),
-        "usd_per_gpu_hour": price,
+        "usd_per_gpu_hour": price, "decode_by_context": sensitivity,
     }
 
 
