@@ -1,7 +1,9 @@
 """``python -m accounting``: the note's Table 3, its DeepSeek section, and parameter/cost reports.
 
 Subcommands: ``table3``, ``deepseek``, ``params --config FILE``, ``cost --config FILE --tokens D
---seq-len n [--gpu NAME] [--usd-per-hour X] [--mfu X]``. ``--format table|json|csv`` (table: readable,
+--seq-len n [--gpu NAME] [--usd-per-hour X] [--mfu X]``, ``serve --config FILE --gpu NAME --gpus G --batch B
+[B ...] --context n`` (roofline of decode and prefill, accounting.serving) and ``serving-check``
+(DeepSeek-V3 in DeepSeek's disclosed layouts; the note's case D). ``--format table|json|csv`` (table: readable,
 SI suffixes; json/csv: full precision). Bad input exits with status 2 and ONE line ``error: ...``.
 JSON field names are documented in docs/accounting.md.
 """
@@ -18,9 +20,10 @@ from typing import Any, Sequence
 
 from . import cost as C
 from . import press2025 as P
+from . import serving as S
 from .chinchilla import FITS, chinchilla_tokens
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
-from .hardware import HARDWARE
+from .hardware import HARDWARE, get_hardware
 from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
 from .memory import kv_cache_elements_per_token
 from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
@@ -378,13 +381,193 @@ def deepseek_text(d: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+# ----- serving (accounting.serving) ----------------------------------------------------------------------
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
+    return value
+
+
+def add_serve_parsers(sub, fmt: _Parser) -> None:
+    ps = sub.add_parser("serve", parents=[fmt], help="roofline of decode and prefill, memory fit and $ per Mtok")
+    ps.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
+    ps.add_argument("--gpu", required=True, choices=sorted(k for k, h in HARDWARE.items() if h.memory_bytes),
+                    help="hardware preset (peaks, HBM, NVLink, network)")
+    ps.add_argument("--gpus", type=_positive_int, default=1, help="GPUs of one replica, G (expert-parallel degree)")
+    ps.add_argument("--batch", type=_positive_number, nargs="+", required=True,
+                    help="concurrent sequences per GPU; several values give a sweep table")
+    ps.add_argument("--context", type=_nonneg_int, required=True, help="tokens already in each sequence's cache")
+    ps.add_argument("--prompt-len", type=_positive_int, default=None, help="prefill prompt length (default: --context)")
+    ps.add_argument("--weights", choices=("bf16", "fp8"), default="bf16", help="weights precision (default bf16)")
+    ps.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16", help="KV cache precision (default bf16)")
+    ps.add_argument("--usd-per-hour", type=_nonneg, default=None, help="$ per GPU-hour (default: the preset's)")
+    ps.add_argument("--efficiency", type=_fraction, default=1.0,
+                    help="achieved fraction of every peak (compute, HBM, links), in (0, 1]; default 1.0 = the bound")
+    ps.add_argument("--tp", type=_positive_int, default=None,
+                    help="tensor-parallel degree of the non-expert weights (default: G for dense, 1 for MoE)")
+    ps.add_argument("--redundant-experts", type=_nonneg_int, default=0, help="extra routed-expert copies (DeepSeek: 32)")
+    ps.add_argument("--mtp-acceptance", type=_unit_interval, default=0.0,
+                    help="multi-token-prediction acceptance rate (0 = no speculative decoding)")
+    ps.add_argument("--cache-hit-share", type=_unit_interval, default=0.0,
+                    help="share of prompt tokens served from a prompt cache (priced at 0)")
+    ps.add_argument("--dense-equivalent", choices=("active", "total"), default=None,
+                    help="price instead a dense model with the config's attention and widths whose FFN makes its "
+                         "parameters equal the MoE's active or total count")
+    pk = sub.add_parser("serving-check", parents=[fmt],
+                        help="DeepSeek-V3 in DeepSeek's disclosed layouts vs what it achieved; the note's case D")
+    pk.add_argument("--context", type=_positive_int, default=4096, help="assumed decode context (not disclosed)")
+    pk.add_argument("--prompt-len", type=_positive_int, default=4096, help="assumed prompt length (not disclosed)")
+
+
+def serve_data(args) -> dict[str, Any]:
+    shape, source = load_config(args.config)
+    if args.dense_equivalent:
+        if not shape.is_moe:
+            raise CliError(f"--dense-equivalent needs an MoE config; {shape.name} is dense")
+        c = count_parameters(shape)
+        target = c.active if args.dense_equivalent == "active" else c.total
+        shape = S.dense_equivalent(shape, target, name=f"dense, {args.dense_equivalent} params of {shape.name}")
+    if args.cache_hit_share >= 1:
+        raise CliError("--cache-hit-share must be below 1")
+    hw = get_hardware(args.gpu)
+    layout = S.Layout(gpus=args.gpus, tp=args.tp, redundant_experts=args.redundant_experts,
+                      weights_dtype=args.weights, kv_dtype=args.kv_dtype)
+    layout.resolved(shape)  # one-line error for a bad layout before any work
+    rows = [S.serve(shape, hw, layout, b, args.context, prompt_len=args.prompt_len,
+                    usd_per_gpu_hour=args.usd_per_hour, efficiency=args.efficiency,
+                    mtp_acceptance=args.mtp_acceptance, cache_hit_share=args.cache_hit_share)
+            for b in args.batch]
+    for r in rows:
+        if r["batch"] == int(r["batch"]):
+            r["batch"] = int(r["batch"])
+    return {"name": shape.name, "config": source,
+            "convention": "flops: 2 per multiply-add; bytes (1 GB = 1e9); seconds; US dollars; "
+                          "batch = concurrent sequences per GPU; bound = the slowest of compute, memory, "
+                          "communication (full overlap)",
+            "rows": rows}
+
+
+def serve_text(d: dict[str, Any]) -> str:
+    r0 = d["rows"][0]
+    out = [f"{d['name']} ({d['config']}) on {r0['gpus']} x {r0['gpu']} (tp {r0['tp']}, ep {r0['ep']}, "
+           f"{r0['expert_copies_per_gpu']} expert copies/GPU), weights {r0['weights_dtype']}, KV {r0['kv_dtype']}, "
+           f"context {r0['context']}, efficiency {r0['efficiency']:g}, ${r0['usd_per_gpu_hour']:.4g}/GPU-hour"
+           + (f", MTP acceptance {r0['mtp_acceptance']:g}" if r0["mtp_acceptance"] else ""),
+           f"params: total {si(r0['total_params'])}, active {si(r0['active_params'])}; "
+           f"largest batch that fits: {si(r0['max_batch'])} sequences/GPU"]
+    rows = []
+    for r in d["rows"]:
+        fits = "yes" if r["fits"] else f"NO ({r['bytes_needed_per_gpu'] / 1e9:.1f} of {r['bytes_available_per_gpu'] / 1e9:.0f} GB)"
+        rows.append([si(r["batch"]), fits, f"{r['expected_distinct_experts_per_gpu']:.3g}" if r["ep"] > 1 or
+                     r["expected_distinct_experts_per_gpu"] else "-",
+                     f"{1e3 * r['decode_compute_s']:.3g}", f"{1e3 * r['decode_memory_s']:.3g}",
+                     f"{1e3 * r['decode_communication_s']:.3g}", r["bound"], si(r["decode_tokens_per_s_per_gpu"]),
+                     f"{r['usd_per_million_output_tokens']:.3g}", f"{r['note_method_usd_per_million_output_tokens']:.3g}"])
+    out.append(_grid(["batch/GPU", "fits", "experts read/GPU", "compute ms", "memory ms", "comm ms", "bound",
+                      "decode tok/s/GPU", "$/Mtok out", "note's $/Mtok"], rows))
+    out.append(f"prefill ({r0['prompt_len']}-token prompts): {si(r0['prefill_tokens_per_s_per_gpu'])} tokens/s/GPU "
+               f"({r0['prefill_bound']}-bound) -> ${r0['usd_per_million_input_tokens']:.3g} per million input tokens"
+               + (f" with {r0['cache_hit_share']:.0%} prompt-cache hits" if r0["cache_hit_share"] else ""))
+    out.append("note's $/Mtok: decode FLOP at the datasheet peak only (the note's method, kept for comparison); "
+               "experts read/GPU: expected distinct routed experts per MoE layer on one GPU; times per decode step")
+    return "\n".join(out)
+
+
+def serve_output(args) -> str:
+    data = serve_data(args)
+    if args.format == "json":
+        return json.dumps(data, indent=2)
+    if args.format == "csv":
+        return _csv([dict(flatten(r)) for r in data["rows"]])
+    return serve_text(data)
+
+
+def serving_check_data(context: int = 4096, prompt_len: int = 4096) -> dict[str, Any]:
+    return {"convention": "flops: 2 per multiply-add; tokens/s; US dollars",
+            "deepseek": S.deepseek_disclosed_check(context, prompt_len), "note_case_d": S.note_case_d_roofline()}
+
+
+def serving_check_text(d: dict[str, Any]) -> str:
+    k = d["deepseek"]
+    out = [f"DeepSeek-V3 on {k['hardware']} in DeepSeek's disclosed layouts ({k['source']}).",
+           f"Assumed (not disclosed): context {k['context_assumed']}, prompt length {k['prompt_len_assumed']}. "
+           f"Decode batch from the disclosure: {k['decode_batch_per_gpu']:.1f} sequences/GPU "
+           f"(14.8k tokens/s/node / 8 / 21 tokens/s per user); MTP acceptance {k['mtp_acceptance_bound']:g} "
+           "(the favourable end of 0.85-0.90).",
+           _grid(["phase", "layout", "bound (tok/s/node)", "binding", "achieved (tok/s/node)", "achieved/bound",
+                  "$/Mtok at bound", "$/Mtok achieved"], [
+               ["decode", f"EP{k['decode_layout']['gpus']}, {k['decode_layout']['expert_copies_per_gpu']} experts/GPU, FP8",
+                si(k["decode_bound_tokens_per_s_per_node"]), k["decode_bound"],
+                si(k["decode_achieved_tokens_per_s_per_node"]), f"{k['decode_fraction_of_bound']:.1%}",
+                f"{k['usd_per_million_output_tokens_bound']:.3g}", f"{k['usd_per_million_output_tokens_disclosed']:.3g}"],
+               ["prefill", f"EP{k['prefill_layout']['gpus']}, {k['prefill_layout']['expert_copies_per_gpu']} experts/GPU, FP8",
+                si(k["prefill_bound_with_cache_hits_tokens_per_s_per_node"]), k["prefill_bound"],
+                si(k["prefill_achieved_tokens_per_s_per_node"]), f"{k['prefill_fraction_of_bound']:.1%}",
+                f"{k['usd_per_million_input_tokens_bound']:.3g}", f"{k['usd_per_million_input_tokens_disclosed']:.3g}"]]),
+           f"decode step at the bound: communication {1e3 * k['decode_communication_s']:.1f} ms (network "
+           f"{1e3 * k['decode_network_s']:.1f}, NVLink {1e3 * k['decode_nvlink_s']:.1f}), compute "
+           f"{1e3 * k['decode_compute_s']:.1f} ms (attention over the cache {1e3 * k['decode_compute_attention_cache_s']:.1f}), "
+           f"memory {1e3 * k['decode_memory_s']:.1f} ms (weights {1e3 * k['decode_memory_weights_s']:.1f}, KV cache "
+           f"{1e3 * k['decode_memory_kv_s']:.1f}); without MTP the bound is "
+           f"{si(k['decode_bound_no_mtp_tokens_per_s_per_node'])} tok/s/node.",
+           "the context is not disclosed; decode bound (fraction achieved) at context " + ", ".join(
+               f"{n}: {si(v['bound_tokens_per_s_per_node'])} tok/s/node, {v['bound']}-bound ({v['fraction_of_bound']:.0%}"
+               + ("" if v["fits"] else f"; {k['decode_batch_per_gpu']:.0f} sequences do not fit") + ")"
+               for n, v in k["decode_by_context"].items()) + ".",
+           f"prefill input tokens/s include {DEEPSEEK_HIT_TEXT}: computed-prefill bound "
+           f"{si(k['prefill_bound_tokens_per_s_per_node'])} tok/s/node / (1 - hit share).",
+           f"$ per million output tokens: roofline bound ${k['usd_per_million_output_tokens_bound']:.3g}; DeepSeek's "
+           f"throughput ${k['usd_per_million_output_tokens_disclosed']:.3g}; their whole day's cost over output "
+           f"tokens ${k['usd_per_million_output_tokens_day_total']:.3g}; the note's method (FLOP at peak) "
+           f"${k['usd_per_million_output_tokens_note_method']:.3g} (all at ${k['usd_per_gpu_hour']:g}/GPU-hour).",
+           "",
+           "The note's case D ('$1-2 per million tokens') with the roofline: dense MHA at its own context, bf16, "
+           "tensor-parallel over the smallest power-of-two replica holding one sequence:",
+           _grid(["case", "context", "params", "GPUs", "sequences", "bound", "$/Mtok roofline", "$/Mtok KV floor",
+                  "note's $/Mtok"],
+                 [[r["case"], si(r["context"]), si(r["total_params"]), r["gpus"], f"{r['sequences_per_replica']:g}",
+                   r["bound"], f"{r['usd_per_million_output_tokens']:.4g}",
+                   f"{r['usd_per_million_output_tokens_kv_floor']:.4g}", f"{r['note_usd_per_million_tokens']:.3g}"]
+                  for r in d["note_case_d"]]),
+           f"(case D on {d['note_case_d'][0]['hardware']} at ${d['note_case_d'][0]['usd_per_gpu_hour']:g}/GPU-hour; "
+           "KV floor: reading one sequence's cache per token, whatever the batch)"]
+    return "\n".join(out)
+
+
+DEEPSEEK_HIT_TEXT = "prompt-cache hits (56.3% of input tokens, disclosed)"
+
+
 # ----- entry point ---------------------------------------------------------------------------------
 def build_parser() -> _Parser:
     fmt = _Parser(add_help=False)
     fmt.add_argument("--format", choices=("table", "json", "csv"), default="table",
                      help="table (readable, SI suffixes; default), json or csv (full precision)")
     p = _Parser(prog="python -m accounting", description=__doc__.split("\n\n")[0], parents=[fmt])
-    sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost}")
+    sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost,serve,serving-check}")
     sub.required = True
     sub.add_parser("table3", parents=[fmt], help="the note's Table 3 recomputed beside the printed values")
     sub.add_parser("deepseek", parents=[fmt], help="the note's section 6 and DeepSeek-V3 priced three ways")
@@ -401,6 +584,7 @@ def build_parser() -> _Parser:
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
     pc.add_argument("--year", type=float, default=C.NOTE_BASE_YEAR, help="price year (cost halves every 2 years from 2025)")
+    add_serve_parsers(sub, fmt)
     return p
 
 
@@ -418,6 +602,11 @@ def run(argv: Sequence[str] | None = None) -> str:
     elif args.command == "params":
         shape, source = load_config(args.config, args.seq_len)
         data, render = params_data(shape, source), params_text
+    elif args.command == "serve":
+        return serve_output(args)
+    elif args.command == "serving-check":
+        data = serving_check_data(args.context, args.prompt_len)
+        render = serving_check_text
     else:
         tokens = parse_count(args.tokens, "--tokens")
         shape, source = load_config(args.config, args.seq_len)

@@ -22,6 +22,13 @@ class Hardware:
     memory_bandwidth_bytes_per_s: float | None = None
     usd_per_hour: float | None = None
     note: str = ""
+    memory_bytes: float | None = None
+    """HBM capacity (bytes, 1 GB = 1e9)."""
+    nvlink_bytes_per_s: float | None = None
+    """GPU-to-GPU bandwidth inside a node, per GPU and per direction (bytes/s)."""
+    network_bytes_per_s: float | None = None
+    """Scale-out network (InfiniBand) bandwidth across nodes, per GPU and per direction (bytes/s)."""
+    gpus_per_node: int = 8
 
     def peak(self, dtype: str = "bf16") -> float:
         """Peak FLOP/s for ``dtype`` in {"bf16", "fp16", "fp8", "fp32"} (2 flops per multiply-add)."""
@@ -32,14 +39,28 @@ class Hardware:
         return value
 
 
+# Roofline fields (memory_bytes, nvlink_bytes_per_s, network_bytes_per_s), each with its source:
+# * H100 SXM: 80 GB HBM3 at 3.35 TB/s; NVLink 4 at 900 GB/s bidirectional = 450 GB/s per direction
+#   (NVIDIA H100 datasheet); one 400 Gb/s ConnectX-7 InfiniBand NIC per GPU = 50 GB/s per direction.
+# * H800 SXM: H100 compute and memory with NVLink cut to 400 GB/s bidirectional = 200 GB/s per direction
+#   (NVIDIA H800 product brief); InfiniBand 50 GB/s per GPU (DeepSeek-V3 report, arXiv 2412.19437,
+#   section 3.2.2: "IB ... 50 GB/s"; it measures NVLink at about 160 GB/s achievable, below the 200 here).
+# * H100 PCIe: 80 GB HBM2e at 2.0 TB/s, NVLink bridge 600 GB/s bidirectional (pairs only) (datasheet).
+# * H200 SXM: 141 GB HBM3e at 4.8 TB/s, NVLink 900 GB/s bidirectional (NVIDIA H200 datasheet).
+# * A100 SXM 80GB: 2.0 TB/s HBM2e, NVLink 3 at 600 GB/s bidirectional, 200 Gb/s HDR IB = 25 GB/s (datasheet).
 HARDWARE: dict[str, Hardware] = {
     "h100-sxm": Hardware("H100 SXM", 989e12, 1979e12, 67e12, 3.35e12, 2.0,
-                         "NVIDIA datasheet, dense; 1979 TFLOP/s bf16 assumes 2:4 sparsity"),
+                         "NVIDIA datasheet, dense; 1979 TFLOP/s bf16 assumes 2:4 sparsity",
+                         memory_bytes=80e9, nvlink_bytes_per_s=450e9, network_bytes_per_s=50e9),
     "h800": Hardware("H800 SXM", 989e12, 1979e12, 67e12, 3.35e12, 2.0,
-                     "H100 compute with slower NVLink; $2/GPU-hour is DeepSeek-V3's own assumption"),
-    "h100-pcie": Hardware("H100 PCIe", 756e12, 1513e12, 51e12, 2.0e12, 2.0, "NVIDIA datasheet, dense"),
-    "h200": Hardware("H200 SXM", 989e12, 1979e12, 67e12, 4.8e12, 3.0, "NVIDIA datasheet, dense"),
-    "a100": Hardware("A100 SXM 80GB", 312e12, None, 19.5e12, 2.0e12, 1.5, "NVIDIA datasheet, dense"),
+                     "H100 compute with slower NVLink; $2/GPU-hour is DeepSeek-V3's own assumption",
+                     memory_bytes=80e9, nvlink_bytes_per_s=200e9, network_bytes_per_s=50e9),
+    "h100-pcie": Hardware("H100 PCIe", 756e12, 1513e12, 51e12, 2.0e12, 2.0, "NVIDIA datasheet, dense",
+                          memory_bytes=80e9, nvlink_bytes_per_s=300e9, network_bytes_per_s=50e9),
+    "h200": Hardware("H200 SXM", 989e12, 1979e12, 67e12, 4.8e12, 3.0, "NVIDIA datasheet, dense",
+                     memory_bytes=141e9, nvlink_bytes_per_s=450e9, network_bytes_per_s=50e9),
+    "a100": Hardware("A100 SXM 80GB", 312e12, None, 19.5e12, 2.0e12, 1.5, "NVIDIA datasheet, dense",
+                     memory_bytes=80e9, nvlink_bytes_per_s=300e9, network_bytes_per_s=25e9),
     # The note's idealised GPU: 300 Tflop/s at $10,000 per GPU-year. The note counts a multiply-add as
     # ONE flop, so its "300 Tflop/s" is 300e12 multiply-adds per second here.
     "press2025": Hardware("Press (2025) GPU", 300e12, None, None, None, 10_000 / (365.25 * 24),

@@ -16,6 +16,7 @@ from accounting.chinchilla import TOKENS_PER_PARAMETER
 from . import costs as C
 from . import deepseek as DS
 from . import figures as F
+from . import serving as SV
 from .collect import Collected, collect
 from .flopcheck import flop_check
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
@@ -307,6 +308,7 @@ class Report:
                 if fn == self.section2:
                     raise
             parts.append("")
+        parts.append(SV.section(self.out, self.figures, self.col.roots))
         return "\n".join(parts)
 
 

@@ -1,0 +1,309 @@
+"""Measured cached decode vs the serving roofline (``accounting.serving``), on this machine.
+
+Times one decode step (one new token for each of B sequences with a filled KV cache) of four of our own
+models -- dense; MoE E=8 k=2; fine-grained MoE E=64 k=8 at the same active parameters; dense FFN with
+MLA attention -- for batches 1..256 at several contexts, and in the same run measures this device's matmul
+peak and memory read bandwidth, which it feeds to ``accounting.serving.decode_step`` (G = 1) for a
+prediction per point. Repeats are interleaved over the batches (round r times every batch once), so a
+slow spell on a shared machine spreads over all points instead of sinking one.
+
+    python -m experiments.decode_bench                        # CPU, ~4-6 min on one core; writes the files below
+    python -m experiments.decode_bench --device cuda          # the same on a GPU (bf16, larger models)
+    python -m experiments.decode_bench --quick --out /tmp/q.csv   # seconds; for tests
+
+Writes ``--out`` (CSV, one row per (model, context, batch), appended as each block of points completes,
+so a crash keeps what was measured) and ``<out stem>_env.json`` (device, CPU model, cores, threads, torch,
+git commit, the measured peak and bandwidth). Columns are documented in docs/experiments.md.
+MoE models use the ``loop`` expert backend, which only touches experts that received tokens: the weights
+read per step grow with the distinct experts a batch routes to, as in a real serving kernel.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from accounting.hardware import Hardware
+from accounting.params import count_parameters
+from accounting.serving import Layout, decode_step, expected_distinct_experts
+from accounting.shapes import ModelShape
+
+from .environment import environment, measure_matmul_peak
+
+FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "context", "batch", "repeats",
+          "step_s_median", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "tokens_per_s_median",
+          "predicted_step_s", "predicted_compute_s", "predicted_memory_s", "predicted_bound",
+          "predicted_bytes", "predicted_kv_bytes", "predicted_routed_bytes", "predicted_flops_fma2",
+          "measured_over_predicted_tokens_per_s", "distinct_experts_measured", "distinct_experts_predicted",
+          "total_params", "active_params", "peak_flops_per_s", "bandwidth_bytes_per_s"]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def model_shapes(d: int, layers: int, heads: int, vocab: int, ffn: int, max_len: int) -> dict[str, ModelShape]:
+    """The four models: same d, L, H, V; dense FFN width ``ffn``; MoEs with k x d_expert = ffn (equal
+    active parameters); MLA with ranks d/2, nope = v = d/H, rope = d/(2H)."""
+    base = dict(vocab_size=vocab, d_model=d, n_layers=layers, n_heads=heads, seq_len=max_len, d_ff=ffn)
+    hd = d // heads
+    return {
+        "dense": ModelShape(**base, name="dense"),
+        "moe-e8k2": ModelShape(**base, n_experts=8, top_k=2, d_expert=ffn // 2, name="moe-e8k2"),
+        "moe-e64k8": ModelShape(**base, n_experts=64, top_k=8, d_expert=ffn // 8, name="moe-e64k8"),
+        "mla": ModelShape(**base, attention="mla", q_lora_rank=d // 2, kv_lora_rank=d // 2, qk_nope_head_dim=hd,
+                          qk_rope_head_dim=max(2, hd // 2), v_head_dim=hd, name="mla"),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> float:
+    """Best read bandwidth (bytes/s) of summing an ``n_bytes`` fp32 tensor (reads it once)."""
+    x = torch.randn(n_bytes // 4, device=device)
+    x.sum()
+    best = math.inf
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        x.sum()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best
+
+
+def build(shape: ModelShape, device: torch.device, dtype: torch.dtype):
+    if shape.is_moe:
+        from moe.model import MoETransformer
+        model = MoETransformer(shape, backend="loop")
+    else:
+        from dense.model import Transformer
+        model = Transformer(shape)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def filled_cache(model, batch: int, context: int, device: torch.device):
+    """A cache for ``batch`` sequences holding ``context`` random entries (allocated by one real step,
+    then overwritten with noise: timing needs the sizes, not the values)."""
+    cache = model.new_cache(batch, max_len=context + 1)
+    model(torch.zeros(batch, 1, dtype=torch.long, device=device), cache=cache, last_only=True)
+    for t in cache.k + cache.v:
+        t.normal_()
+    cache.reset(context)
+    return cache
+
+
+def batch_view(cache, b: int):
+    """The first ``b`` sequences of ``cache`` as a cache of its own (views into the same storage)."""
+    view = copy.copy(cache)
+    view.k = [t[:b] for t in cache.k]
+    view.v = [t[:b] for t in cache.v]
+    view.batch = b
+    return view
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+@torch.no_grad()
+def bench_block(model, shape: ModelShape, batches: list[int], context: int, repeats: int,
+                device: torch.device, max_step_s: float = math.inf) -> dict[int, dict]:
+    """Interleaved timings of one decode step at each batch; distinct experts touched per MoE layer.
+    Batches above the first whose warm-up step takes longer than ``max_step_s`` are dropped (time budget)."""
+    cache = filled_cache(model, max(batches), context, device)
+    views = {b: batch_view(cache, b) for b in batches}
+    gen = torch.Generator(device="cpu").manual_seed(context)
+    tokens = torch.randint(0, shape.vocab_size, (max(batches), 1), generator=gen).to(device)
+    times: dict[int, list[float]] = {b: [] for b in batches}
+    distinct: dict[int, list[float]] = {b: [] for b in batches}
+
+    def step(b: int):
+        views[b].reset(context)
+        return model(tokens[:b], cache=views[b], last_only=True)
+
+    kept = []
+    for b in sorted(batches):  # warm-up, smallest first; stop growing the batch past the time budget
+        _sync(device)
+        t0 = time.perf_counter()
+        step(b)
+        _sync(device)
+        kept.append(b)
+        if time.perf_counter() - t0 > max_step_s:
+            break
+    batches = kept
+    for _ in range(repeats):
+        for b in batches:
+            _sync(device)
+            t0 = time.perf_counter()
+            out = step(b)
+            _sync(device)
+            times[b].append(time.perf_counter() - t0)
+            if out.router_stats:
+                distinct[b].append(statistics.fmean(float((s.tokens_per_expert > 0).sum())
+                                                    for s in out.router_stats))
+    del views, cache
+    return {b: {"times": times[b], "distinct": statistics.fmean(distinct[b]) if distinct[b] else None}
+            for b in batches}
+
+
+def parse_args(argv: Sequence[str] | None):
+    p = argparse.ArgumentParser(prog="python -m experiments.decode_bench", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp32 on CPU, bf16 on CUDA")
+    p.add_argument("--out", default=None, help="CSV path (default reports/data/decode_<device>.csv)")
+    p.add_argument("--models", nargs="+", default=None, help="subset of: dense moe-e8k2 moe-e64k8 mla")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 2 4 ... 256")
+    p.add_argument("--contexts", type=int, nargs="+", default=None, help="default 64 512 2048")
+    p.add_argument("--d-model", type=int, default=None, help="default 512 (CPU), 2048 (CUDA)")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--max-cache-gb", type=float, default=None,
+                   help="skip batches whose KV cache exceeds this (default 2 on CPU, 20 on CUDA)")
+    p.add_argument("--max-step-s", type=float, default=None,
+                   help="stop growing the batch in a block once one step takes longer (default 1 s on CPU)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1; 0 keeps torch's default)")
+    p.add_argument("--quick", action="store_true", help="tiny models, 2 batches, 1 context: for tests")
+    a = p.parse_args(argv)
+    for name in ("batches", "contexts"):
+        values = getattr(a, name)
+        if values is not None and min(values) < (1 if name == "batches" else 0):
+            p.error(f"--{name} must be positive")
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = parse_args(argv)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    if a.threads and device.type == "cpu":
+        torch.set_num_threads(a.threads)
+    dtype_name = a.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    dtype = DTYPES[dtype_name]
+    gpu = device.type == "cuda"
+    if a.quick:
+        d, layers, batches, contexts, repeats = 64, 1, [1, 4], [16], 2
+    else:
+        d = a.d_model or (2048 if gpu else 512)
+        layers, repeats = a.layers, a.repeats
+        batches = a.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256]
+        contexts = a.contexts or [64, 512, 2048]
+    max_step = a.max_step_s if a.max_step_s is not None else (math.inf if gpu else 1.0)
+    cap = (a.max_cache_gb if a.max_cache_gb is not None else (20.0 if gpu else 2.0)) * 1e9
+    out = Path(a.out or f"reports/data/decode_{device.type}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env_path = out.with_name(out.stem + "_env.json")
+    shapes = model_shapes(d, layers, a.heads, a.vocab, 4 * d, max(contexts) + 2)
+    if a.models:
+        unknown = sorted(set(a.models) - set(shapes))
+        if unknown:
+            print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(shapes)}", file=sys.stderr)
+            return 2
+        shapes = {k: v for k, v in shapes.items() if k in a.models}
+    torch.manual_seed(0)
+
+    # this device's roofline, measured now
+    peak = measure_matmul_peak(device, n=256 if a.quick else (8192 if gpu else 1024), dtype=dtype)
+    bw = measure_bandwidth(device, (16 if a.quick else (4096 if gpu else 512)) * 2 ** 20)
+    hw = Hardware(f"measured {device.type}", peak_bf16_flops_per_s=peak, peak_fp32_flops_per_s=peak,
+                  memory_bandwidth_bytes_per_s=bw)
+    layout = Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name)
+    env = environment(device, dtype_name)
+    env.update({"cpu_model": _cpu_model(), "command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
+                "measured_peak_flops_fma2_per_s": peak, "measured_read_bandwidth_bytes_per_s": bw,
+                "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
+                "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",
+                "models": {k: s.to_dict() for k, s in shapes.items()}, "batches": batches, "contexts": contexts,
+                "repeats": repeats, "max_cache_bytes": cap, "max_step_s": max_step, "csv": str(out), "started_unix_s": time.time()})
+    env_path.write_text(json.dumps(env, indent=2))
+    print(f"# {env['device_name']} ({env['cpu_model']}), {torch.get_num_threads()} thread(s), {dtype_name}: "
+          f"matmul peak {peak / 1e9:.1f} GFLOP/s, read bandwidth {bw / 1e9:.1f} GB/s -> {out}", flush=True)
+
+    t_start = time.time()
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        fh.flush()
+        for name, shape in shapes.items():
+            model = build(shape, device, dtype)
+            c = count_parameters(shape)
+            for n in contexts:
+                ok = [b for b in batches
+                      if b * (n + 1) * _kv_bytes_per_token(shape, dtype) <= cap]
+                if len(ok) < len(batches):
+                    print(f"  {name} context {n}: skipping batch {', '.join(map(str, sorted(set(batches) - set(ok))))} "
+                          f"(KV cache over {cap / 1e9:g} GB)", flush=True)
+                if not ok:
+                    continue
+                res = bench_block(model, shape, ok, n, repeats, device, max_step)
+                if len(res) < len(ok):
+                    print(f"  {name} context {n}: stopped at batch {max(res)} (a step took over {max_step:g} s)",
+                          flush=True)
+                ok = sorted(res)
+                for b in ok:
+                    ts = res[b]["times"]
+                    med = statistics.median(ts)
+                    q1, q3 = _quartiles(ts)
+                    pred = decode_step(shape, hw, layout, b, n)
+                    row = {"device": env["cpu_model"] if device.type == "cpu" else env["device_name"], "dtype": dtype_name, "model": name,
+                           "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
+                           "context": n, "batch": b, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
+                           "step_s_q3": q3, "step_s_min": min(ts), "step_s_max": max(ts),
+                           "tokens_per_s_median": b / med, "predicted_step_s": pred["step_s"],
+                           "predicted_compute_s": pred["compute_s"], "predicted_memory_s": pred["memory_s"],
+                           "predicted_bound": pred["bound"], "predicted_bytes": pred["bytes"],
+                           "predicted_kv_bytes": pred["parts"]["attention_cache"]["bytes"],
+                           "predicted_routed_bytes": pred["parts"]["routed_experts"]["bytes"],
+                           "predicted_flops_fma2": pred["flops_fma2"],
+                           "measured_over_predicted_tokens_per_s": pred["step_s"] / med,
+                           "distinct_experts_measured": res[b]["distinct"],
+                           "distinct_experts_predicted": (expected_distinct_experts(shape.n_experts, shape.top_k, b)
+                                                          if shape.is_moe else None),
+                           "total_params": c.total, "active_params": c.active,
+                           "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bw}
+                    w.writerow(row)
+                fh.flush()
+                print(f"  {name:10s} n={n:5d} " + " ".join(
+                    f"B{b}:{1e3 * statistics.median(res[b]['times']):.2f}ms" for b in ok)
+                      + f"  [{time.time() - t_start:.0f}s]", flush=True)
+            del model
+    env["finished_unix_s"] = time.time()
+    env_path.write_text(json.dumps(env, indent=2))
+    print(f"wrote {out} and {env_path} in {time.time() - t_start:.0f}s")
+    return 0
+
+
+def _kv_bytes_per_token(shape: ModelShape, dtype: torch.dtype) -> float:
+    from accounting.memory import kv_cache_elements_per_token
+    return kv_cache_elements_per_token(shape) * torch.finfo(dtype).bits / 8
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
