@@ -200,8 +200,14 @@ def prepare(data_cfg: dict, cache_dir: str | Path) -> TokenData:
             arrays[name] = _encode(tok, docs)
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_name(f"{f.stem}.{__import__('os').getpid()}.tmp.npy")  # pid: see train._clean_temporaries
-            np.save(tmp, arrays[name])
-            __import__("os").replace(tmp, f)
+            try:
+                np.save(tmp, arrays[name])
+                __import__("os").replace(tmp, f)
+            except OSError as e:  # a full or read-only cache: name the file, leave no temporary
+                tmp.unlink(missing_ok=True)
+                if e.filename is None:
+                    e.filename = str(tmp)
+                raise
     return TokenData(arrays["train"], arrays["val"], tok.vocab_size, tok.name, split.how,
                      [n for n, _ in split.train], [n for n, _ in split.val])
 

@@ -135,18 +135,20 @@ def replica_max_abs_diff(model: torch.nn.Module, info: DistInfo) -> float:
     return float(diff.item())
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, barrier: bool = True) -> None:
     """Tear the process group down cleanly: the caller first drops its DDP/FSDP model (whose reducer holds
     the group) and garbage-collects, then every rank meets at a barrier (no collective in flight), then the
     group is destroyed while the interpreter is fully alive. Destroying a gloo group that a live reducer
     still references leaves its worker threads to be torn down at interpreter exit, which could abort a
-    rank with "terminate called without an active exception" after a successful run."""
+    rank with "terminate called without an active exception" after a successful run. ``barrier=False`` after
+    a failure on this rank alone (the others may be inside another collective: never wait for them)."""
     if info.enabled and dist.is_initialized():
         import gc
         gc.collect()
-        try:
-            dist.barrier()
-        except Exception:  # a peer already gone (it failed): destroy anyway
-            pass
+        if barrier:
+            try:
+                dist.barrier()
+            except Exception:  # a peer already gone (it failed): destroy anyway
+                pass
         dist.destroy_process_group()
         gc.collect()

@@ -96,10 +96,15 @@ class MetricsWriter:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(_jsonable(record)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk: name the file
+            if e.filename is None:
+                e.filename = str(self.path)
+            raise
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -436,7 +436,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     signals = _Signals()
     signals.install()
     lock: RunLock | None = None
-    started = False
+    started = finished = False
     ckpt_path = run_dir / ckpt.CHECKPOINT
     summary_path = run_dir / "summary.json"
     try:
@@ -519,6 +519,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
             if main:
                 print(f"[{label}] already completed at step {state['step']}: nothing to do (summary.json kept)",
                       flush=True)
+            finished = True
             return summary
         wall_before = 0.0
         last_val, last_train = None, None
@@ -693,6 +694,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
             ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary), indent=1))
             print(f"[{label}] {status} at step {step}: train loss {_fmt(last_train)}, val loss "
                   f"{_fmt(last_val)}, {summary['wall_time_s']:.1f} s -> {run_dir}", flush=True)
+        finished = True
         return summary
     except BaseException:
         if main and not started:
@@ -705,7 +707,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         torch.set_num_threads(threads_before)
         # Drop the wrapped model, optimizer and state before the process group goes (see D.cleanup).
         model = raw = optimizer = scheduler = state = out = None  # noqa: F841
-        D.cleanup(info)
+        D.cleanup(info, barrier=finished)
 
 
 def _os_getpid() -> int:

@@ -375,6 +375,20 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_checkpoint(
     assert (run_dir(tmp_path) / "checkpoint.pt").read_bytes() == good and not list(run_dir(tmp_path).glob("*.tmp"))
 
 
+def test_disk_full_in_the_cache_is_one_line(tmp_path, monkeypatch):
+    import experiments.data as data
+
+    def full(path, arr, *a, **k):
+        Path(path).write_bytes(b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(data.np, "save", full)
+    status, err = run_cli(tmp_path, str(tmp_path / "fresh-cache"))
+    line = one_line(err)
+    assert status == T.EXIT_IO and line.startswith(f"I/O error: {tmp_path / 'fresh-cache' / 'tokens'}")
+    assert line.endswith(": disk full") and not list((tmp_path / "fresh-cache" / "tokens").iterdir())
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
+
+
 def test_read_only_folder_is_one_line(tmp_path, cache, monkeypatch):
     def ro(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "runs"))
