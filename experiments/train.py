@@ -836,7 +836,7 @@ def run(cfg) -> float | None:
         if status == 1:
             raise
         line = error_line(e)
-        if line and (int(os.environ.get("RANK", "0")) == 0 or status not in (EXIT_REFUSED, EXIT_DIVERGED)):
+        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)):  # one line per run
             print(line.splitlines()[0] if line.strip() else line, file=sys.stderr, flush=True)
         sys.exit(status)
     return (summary or {}).get("final_val_loss")
