@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -195,7 +197,6 @@ class RunLock:
 
     def acquire(self) -> None:
         import fcntl
-        import os
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -211,7 +212,6 @@ class RunLock:
 
     def release(self) -> None:
         import fcntl
-        import os
         if self.fd is not None:
             os.ftruncate(self.fd, 0)  # a pid left in the file means its holder died holding it
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -236,7 +236,6 @@ def io_error_line(e: OSError) -> str:
 def check_paths(cfg: dict) -> None:
     """``paths.runs``, ``paths.cache`` and the run folder must be (or be creatable as) writable folders:
     `RunError` with one line naming the path and the cause otherwise."""
-    import os
     for key, value in (("paths.runs", cfg["paths"]["runs"]), ("paths.cache", cfg["paths"]["cache"]),
                        ("run_dir", cfg["run_dir"])):
         p = Path(value).expanduser()
@@ -274,7 +273,6 @@ def available_memory(device: torch.device) -> tuple[int | None, str]:
                 return int(ln.split()[1]) * 1024, "available memory"
     except (OSError, ValueError, IndexError):
         pass
-    import os
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "physical memory"
     except (ValueError, OSError, AttributeError):
@@ -283,7 +281,6 @@ def available_memory(device: torch.device) -> tuple[int | None, str]:
 
 def check_memory(spec: RunSpec, device: torch.device | None = None) -> None:
     """Refuse (one line) a run whose `training_memory_bytes` exceed what the device or machine has."""
-    import os
     device = device or D.pick_device(spec.cfg["train"]["device"], int(os.environ.get("LOCAL_RANK", "0")))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     need = training_memory_bytes(spec, world)
@@ -327,7 +324,6 @@ def _remove_if_empty(run_dir: Path, runs_root: str, lock: RunLock | None) -> Non
 def _clean_temporaries(run_dir: Path, cache: str) -> list[Path]:
     """Delete the temporary files a killed save left: in the run folder (we hold its lock, so every one is
     stale) and in the cache (only those whose writer pid is no longer running)."""
-    import os
     removed = ckpt.stale_temporaries(run_dir)
     for p in removed:
         p.unlink(missing_ok=True)
@@ -340,7 +336,6 @@ def _clean_temporaries(run_dir: Path, cache: str) -> list[Path]:
 
 
 def _pid_alive(pid: int) -> bool:
-    import os
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -389,7 +384,6 @@ class _Signals:
         self.signum, self.previous = 0, {}
 
     def install(self) -> None:
-        import signal
         import threading
         if threading.current_thread() is not threading.main_thread():
             return
@@ -397,20 +391,18 @@ class _Signals:
             self.previous[s] = signal.signal(s, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        import signal
         if self.signum:
             raise Interrupted(signum, f"second {signal.Signals(signum).name}: stopped at once (the last "
                                       f"checkpoint is intact)")
         self.signum = signum
 
     def restore(self) -> None:
-        import signal
         for s, h in self.previous.items():
             signal.signal(s, h)
         self.previous = {}
 
 
-def _kept(ckpt_path: Path, saved_this_run: bool) -> str:
+def _kept(ckpt_path: Path) -> str:
     if ckpt_path.exists():
         return f"the last good checkpoint is kept at {ckpt_path}"
     return "no checkpoint was written"
@@ -578,7 +570,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
             nonlocal saved_step
             if not _all_ranks(ckpt.all_finite(list(raw.parameters()) + list(raw.buffers())), info):
                 raise TrainingDiverged(f"non-finite weights after step {step}; not saved; "
-                                       f"{_kept(ckpt_path, saved_step is not None)}")
+                                       f"{_kept(ckpt_path)}")
             ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
                       tokens=step * tokens_per_step, meta=meta,
                       extra={"parallel": t["parallel"], "world_size": info.world_size,
@@ -588,7 +580,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
 
         try:
             if signals.signum:
-                raise Interrupted(signals.signum, "before the first step")
+                raise Interrupted(signals.signum, f"{signal.Signals(signals.signum).name} before the first step")
             while step < max_steps:
                 log_now = (step + 1) % t["log_every"] == 0 or step + 1 == max_steps or step + 1 == stop
                 t0 = time.perf_counter()
@@ -624,7 +616,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                     what = "loss" if flags[0] < 1 else "gradient norm"
                     raise TrainingDiverged(
                         f"non-finite {what} at step {step + 1} (train loss {losses[0].item()}, gradient norm "
-                        f"{float(grad_norm)}); the update was not applied; {_kept(ckpt_path, saved_step is not None)}")
+                        f"{float(grad_norm)}); the update was not applied; {_kept(ckpt_path)}")
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
@@ -664,16 +656,15 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                     interval_time, interval_steps = 0.0, 0
                     if evaluated and not math.isfinite(last_val):
                         raise TrainingDiverged(f"non-finite validation loss {last_val} at step {step}; "
-                                               f"{_kept(ckpt_path, saved_step is not None)}")
+                                               f"{_kept(ckpt_path)}")
                 progress.update(step, rec)
                 if step == stop or step == max_steps or (t["ckpt_every"] and step % t["ckpt_every"] == 0):
                     save_checkpoint()
                 if flags[2] < 0:
-                    import signal as _signal
                     signum = int(-flags[2])
                     if saved_step != step:
                         save_checkpoint()
-                    raise Interrupted(signum, f"{_signal.Signals(signum).name} at step {step}")
+                    raise Interrupted(signum, f"{signal.Signals(signum).name} at step {step}")
                 if step == stop and stop < max_steps:
                     status = "stopped"
                     break
@@ -708,11 +699,6 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         # Drop the wrapped model, optimizer and state before the process group goes (see D.cleanup).
         model = raw = optimizer = scheduler = state = out = None  # noqa: F841
         D.cleanup(info, barrier=finished)
-
-
-def _os_getpid() -> int:
-    import os
-    return os.getpid()
 
 
 def _jsonable_summary(s: dict) -> dict:
@@ -827,7 +813,6 @@ def error_line(e: BaseException) -> str | None:
 def run(cfg) -> float | None:
     """Validate, then train; every expected failure exits with one line on stderr and its status
     (`EXIT_REFUSED`, `EXIT_DIVERGED`, `EXIT_IO`, 128 + signal); see docs/experiments.md."""
-    import os
     try:
         spec = validate(cfg)
         summary = train(spec, _run_dir_from_hydra(cfg))
