@@ -369,6 +369,15 @@ def changed_settings(saved: dict, now: dict) -> list[str]:
                                                  for m in RESUME_MAY_CHANGE)]
 
 
+def _saved_config(run_dir: Path) -> dict | None:
+    """The resolved config.yaml an earlier segment wrote (None when absent or unreadable)."""
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    except Exception:  # absent or damaged: nothing to compare with
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
 def _read_summary(run_dir: Path) -> dict | None:
     try:
         s = json.loads((run_dir / "summary.json").read_text())
@@ -481,10 +490,15 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                     state = ckpt.read(ckpt_path, map_location=device)
                     ckpt.check_compatible(state, ckpt_path, raw, shape=cfg["model"]["shape"],
                                           family=cfg["model"]["name"])
-                    saved = (state.get("meta") or {}).get("config")
+                    saved_meta = state.get("meta") or {}
+                    saved = saved_meta.get("config")
                     if saved is not None:
-                        changed = changed_settings({**saved, "world_size": state["meta"].get("world_size")},
-                                                   {**meta["config"], "world_size": info.world_size})
+                        saved = {**saved, "world_size": saved_meta.get("world_size")}
+                        now = {**meta["config"], "world_size": info.world_size}
+                    else:  # a checkpoint from before settings were recorded: the folder's config.yaml
+                        saved, now = _saved_config(run_dir), meta["config"]
+                    if saved is not None:
+                        changed = changed_settings(saved, now)
                         if changed:
                             raise RunError(f"resume=true with settings that differ from the checkpoint's run "
                                            f"({'; '.join(changed)}): resume with the original values, or "

@@ -309,6 +309,17 @@ def test_resume_with_changed_optimiser_or_schedule_is_refused(tmp_path, cache):
     assert "log_every: 2" in (run_dir(tmp_path) / "config.yaml").read_text()
 
 
+def test_resume_of_a_checkpoint_without_recorded_settings_compares_config_yaml(tmp_path, cache):
+    train(tmp_path, cache, "train.max_steps=4", "train.stop_at_step=2")
+    f = run_dir(tmp_path) / "checkpoint.pt"
+    state = torch.load(f, weights_only=False)
+    del state["meta"]["config"]  # as written before settings were recorded
+    torch.save(state, f)
+    with pytest.raises(T.RunError, match=r"optim.lr 0.003 -> 0.1"):
+        train(tmp_path, cache, "train.max_steps=4", "optim.lr=0.1", "resume=true")
+    assert train(tmp_path, cache, "train.max_steps=4", "resume=true")["status"] == "completed"
+
+
 # ----- 7. finished runs are kept; a used folder is not silently replaced --------------------------------
 def test_resuming_a_finished_run_is_a_no_op(tmp_path, cache):
     first = train(tmp_path, cache, "train.max_steps=2")
