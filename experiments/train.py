@@ -390,7 +390,7 @@ class _Signals:
     """SIGINT/SIGTERM set a flag read at the next step boundary; a second one raises at once."""
 
     def __init__(self):
-        self.signum, self.previous = 0, {}
+        self.signum, self.previous, self.in_loop = 0, {}, False
 
     def install(self) -> None:
         import threading
@@ -400,9 +400,10 @@ class _Signals:
             self.previous[s] = signal.signal(s, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if self.signum:
-            raise Interrupted(signum, f"second {signal.Signals(signum).name}: stopped at once (the last "
-                                      f"checkpoint is intact)")
+        if self.signum or not self.in_loop:  # outside the loop there is no step boundary to wait for
+            what = "second " if self.signum else ""
+            raise Interrupted(signum, f"{what}{signal.Signals(signum).name}: stopped at once (any checkpoint "
+                                      f"is intact)")
         self.signum = signum
 
     def restore(self) -> None:
@@ -442,10 +443,15 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
     try:
         preflight(spec, device)
-        # Data: rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache.
+        # Data: rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache
+        # (a failure on rank 0 is broadcast, so the other ranks stop with it instead of waiting).
+        err = None
         if main:
-            data = prepare(cfg["data"], cfg["paths"]["cache"])
-        D.barrier(info)
+            try:
+                data = prepare(cfg["data"], cfg["paths"]["cache"])
+            except Exception as e:
+                err = e
+        _agree(0, err, info)
         if not main:
             data = prepare(cfg["data"], cfg["paths"]["cache"])
         if data.vocab_size > shape.vocab_size:
@@ -513,13 +519,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                                    f"resume=true to continue it or overwrite=true to replace it")
             except BaseException as e:
                 err = e
-        flag = torch.tensor([decision if err is None else -_exit_status(err)], dtype=torch.int64, device=device)
-        D.broadcast_(flag, info)
-        decision = int(flag.item())
-        if err is not None:
-            raise err
-        if decision < 0:
-            raise _Follower(-decision)
+        decision = _agree(decision, err, info)
         if decision == 2:
             summary = _read_summary(run_dir) if main else {}
             if main:
@@ -593,8 +593,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
             saved_step = step
 
         try:
-            if signals.signum:
-                raise Interrupted(signals.signum, f"{signal.Signals(signals.signum).name} before the first step")
+            signals.in_loop = True
             while step < max_steps:
                 log_now = (step + 1) % t["log_every"] == 0 or step + 1 == max_steps or step + 1 == stop
                 t0 = time.perf_counter()
@@ -683,6 +682,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                     status = "stopped"
                     break
         except (TrainingDiverged, Interrupted) as e:
+            signals.in_loop = False
             progress.close()
             status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
             if main:
@@ -692,6 +692,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                 raise Interrupted(e.signum, f"{e} ({'checkpoint at step ' + str(saved_step) + ' in ' + str(ckpt_path) if saved_step is not None else 'no checkpoint'}); "
                                             f"continue with resume=true") from None
             raise
+        signals.in_loop = False
         progress.close()
         replica_diff = D.replica_max_abs_diff(raw, info)
         summary = summary_of(status, replica_max_abs_diff=replica_diff)
@@ -718,6 +719,18 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
 def _jsonable_summary(s: dict) -> dict:
     """Non-finite floats as null (summary.json stays strict JSON)."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
+
+
+def _agree(value: int, err: BaseException | None, info: D.DistInfo) -> int:
+    """Every rank takes rank 0's ``value`` (>= 0), or stops with rank 0's error: rank 0 raises ``err``, the
+    others raise `_Follower` with its exit status (printing nothing)."""
+    flag = torch.tensor([value if err is None else -_exit_status(err)], dtype=torch.int64, device=info.device)
+    D.broadcast_(flag, info)
+    if err is not None and info.is_main:
+        raise err
+    if flag.item() < 0:
+        raise _Follower(int(-flag.item()))
+    return int(flag.item())
 
 
 def _all_ranks(ok: bool, info: D.DistInfo) -> bool:

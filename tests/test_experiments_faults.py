@@ -554,3 +554,18 @@ def test_gloo_ddp_exits_cleanly_every_time(tmp_path, cache):
             assert p.returncode == 0, f"run {i} rank {rank}: {out[-3000:]}"
             assert "terminate called" not in out and "broadcast_buffers" not in out, out[-3000:]
         assert json.loads((run_dir(tmp_path, "moe", f"ddp{i}") / "summary.json").read_text())["world_size"] == 2
+
+
+def test_a_data_error_under_ddp_stops_every_rank_at_once(tmp_path, cache):
+    """Rank 0 prepares the data first; its failure is broadcast, so rank 1 exits with the same status at once
+    (silently) instead of waiting in a collective; one line in all."""
+    port = _free_port()
+    procs = [subprocess.Popen(cmd(tmp_path, cache, "data=text", f"data.path={tmp_path / 'absent.txt'}"),
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                                   "RANK": str(r), "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2"})
+             for r in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [2, 2], outs
+    assert one_line(outs[0][1]).startswith("data error: data.path=") and outs[1][1].strip() == ""
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
