@@ -400,6 +400,14 @@ def test_disk_full_in_the_cache_is_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
 
 
+def test_unwritable_runs_root_is_refused_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "runs").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "runs" else real(p, mode))
+    with pytest.raises(T.RunError, match=r"paths.runs=.*runs is not writable \(read-only or no permission\)"):
+        T.check_paths(validate(compose(FAST + [f"paths.runs={tmp_path / 'runs'}"])).cfg)
+
+
 def test_read_only_folder_is_one_line(tmp_path, cache, monkeypatch):
     def ro(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "runs"))
