@@ -148,6 +148,34 @@ def _nonneg(text: str) -> float:
     return value
 
 
+YEAR_RANGE = (1900.0, 2200.0)
+"""``--year``: price years the halving-cost model is asked about (outside: refused, not overflowed)."""
+
+
+def _year(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a year like 2027, got {text!r}") from None
+    lo, hi = YEAR_RANGE
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise argparse.ArgumentTypeError(f"must be a year in [{lo:g}, {hi:g}], got {text!r}")
+    return value
+
+
+def _check_finite(data: Any, what: str) -> None:
+    """Raise `CliError` naming the first non-finite number in ``data`` (an overflow), never print it."""
+    for key, value in flatten(data):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CliError(f"{what}: {key} is {value} (the numbers overflow); use smaller inputs")
+
+
+def _json(data: Any) -> str:
+    """Strict JSON: never ``Infinity`` or ``NaN``."""
+    _check_finite(data, "no JSON output")
+    return json.dumps(data, indent=2, allow_nan=False)
+
+
 def _read_mapping(path: Path) -> dict[str, Any]:
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml  # lazily: only YAML model files need it
@@ -500,7 +528,7 @@ def serve_text(d: dict[str, Any]) -> str:
 def serve_output(args) -> str:
     data = serve_data(args)
     if args.format == "json":
-        return json.dumps(data, indent=2)
+        return _json(data)
     if args.format == "csv":
         return _csv([dict(flatten(r)) for r in data["rows"]])
     return serve_text(data)
@@ -583,7 +611,7 @@ def build_parser() -> _Parser:
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
-    pc.add_argument("--year", type=float, default=C.NOTE_BASE_YEAR, help="price year (cost halves every 2 years from 2025)")
+    pc.add_argument("--year", type=_year, default=C.NOTE_BASE_YEAR, help="price year (cost halves every 2 years from 2025)")
     add_serve_parsers(sub, fmt)
     return p
 
@@ -595,7 +623,7 @@ def run(argv: Sequence[str] | None = None) -> str:
         data = table3_data()
         if args.format == "csv":
             return _csv(data["rows"])
-        return json.dumps(data, indent=2) if args.format == "json" else table3_text(data)
+        return _json(data) if args.format == "json" else table3_text(data)
     if args.command == "deepseek":
         data = deepseek_data()
         render = deepseek_text
@@ -612,9 +640,10 @@ def run(argv: Sequence[str] | None = None) -> str:
         shape, source = load_config(args.config, args.seq_len)
         rate = C.gpu_rate(args.gpu, usd_per_hour=args.usd_per_hour, mfu=args.mfu)
         data = cost_data(shape, source, tokens, args.seq_len, rate, causal=not args.full_attention, year=args.year)
+        _check_finite(data, f"cost of --tokens {args.tokens} at --seq-len {args.seq_len}")
         render = cost_text
     if args.format == "json":
-        return json.dumps(data, indent=2)
+        return _json(data)
     if args.format == "csv":
         return _kv_csv(data)
     return render(data)

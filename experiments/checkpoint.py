@@ -3,7 +3,14 @@ data position (the step; batches are a function of it) and every RNG state.
 
 A checkpoint is written to a temporary file in the run folder and moved into place with ``os.replace``,
 so ``checkpoint.pt`` is always either the previous complete checkpoint or the new complete one, never a
-torn file, even if the process is killed mid-write.
+torn file, even if the process is killed mid-write. The temporary file is flushed and ``fsync``-ed before
+the rename; a write that fails (a full disk: ``OSError`` ENOSPC) removes it and leaves the old checkpoint.
+A checkpoint file has the mode of its sibling files (umask), not mkstemp's 0600.
+
+A checkpoint records the run's model shape, model family and configuration (``meta``). `load` reads the
+file, compares its shape and family with the model it is asked to fill, and checks every tensor's shape
+BEFORE loading anything, raising `CheckpointError` (one line naming the file and what differs) for a
+damaged, empty or foreign file.
 
 Model and optimizer are stored as *full* state dicts keyed by parameter name (``torch.distributed.checkpoint``'s
 ``get_state_dict``), whether the run was single-process, DDP or FSDP2-sharded, so a checkpoint written by one
@@ -12,8 +19,10 @@ resumes under any other. Gathering a sharded state is a collective: every rank c
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +30,65 @@ import numpy as np
 import torch
 
 CHECKPOINT = "checkpoint.pt"
+FORMAT = 2
+"""Checkpoint layout version (2: ``meta`` with shape, family and config; ``wall_time_s``)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; ``str(err)`` is one line naming the file and the cause."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str | Path) -> None:
+    """``fsync`` a folder so that a rename in it survives a crash (best effort: not every OS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary file in the same folder (flushed, fsync-ed,
+    mode ``0666 & ~umask``), then ``os.replace`` it into place. On any failure the temporary file is removed
+    and ``path`` is left as it was."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name it
+            e.filename = str(path)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """`write_atomic` for a UTF-8 text file (config.yaml, env.json, summary.json)."""
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def stale_temporaries(folder: str | Path) -> list[Path]:
+    """Temporary files `write_atomic` leaves when killed mid-write (``<name>.<random>.tmp``)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*.tmp") if p.is_file()) if folder.is_dir() else []
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,18 +108,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    """``torch.save(obj)`` to ``path`` via `write_atomic` (the file object makes a full disk an ``OSError``
+    ENOSPC rather than torch's "unexpected pos" error)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def _is_sharded(model: torch.nn.Module) -> bool:
@@ -68,27 +129,100 @@ def full_state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
                           options=StateDictOptions(full_state_dict=True, cpu_offload=sharded))
 
 
+def all_finite(tensors) -> bool:
+    """True when every floating-point tensor in ``tensors`` (plain or the local shard of a DTensor) is
+    finite."""
+    for t in tensors:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return False
+    return True
+
+
 def save(path: str | Path, *, model: torch.nn.Module, optimizer, scheduler, step: int, tokens: int,
-         extra: dict | None = None, write: bool = True) -> Path:
+         extra: dict | None = None, meta: dict | None = None, write: bool = True) -> Path:
     """Write a training checkpoint; ``step`` is the number of optimizer steps done (the data position).
+    ``meta`` records what the checkpoint is of (``shape``, ``family``, ``config``; compared by `load`).
     Under FSDP every rank must call it (the state is gathered); only the caller with ``write=True`` writes."""
     model_state, optim_state = full_state_dicts(model, optimizer)
     if not write:
         return Path(path)
-    state = {"model": model_state, "optimizer": optim_state,
+    state = {"format": FORMAT, "meta": meta or {}, "model": model_state, "optimizer": optim_state,
              "scheduler": scheduler.state_dict(), "step": step, "tokens": tokens,
              "data_position": {"next_step": step}, "rng": rng_state(), "extra": extra or {}}
     return save_atomic(state, path)
 
 
+def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict; `CheckpointError` (one line) for a missing, empty, truncated or foreign
+    file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot read it ({e.strerror or e})") from None
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); delete it or pass overwrite=true")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, KeyError,
+            AttributeError, ImportError, IndexError, TypeError, UnicodeDecodeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"checkpoint {path} ({size} bytes) is damaged or not a training checkpoint "
+                              f"({type(e).__name__}: {first})") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path}: cannot read it ({e.strerror or e})") from None
+    missing = [k for k in ("model", "optimizer", "scheduler", "step", "rng") if not isinstance(state, dict)
+               or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint (missing "
+                              f"{', '.join(missing)})")
+    return state
+
+
+def _differences(saved: dict, wanted: dict) -> list[str]:
+    keys = sorted(set(saved) | set(wanted), key=str)
+    return [f"{k} {saved.get(k)!r} != {wanted.get(k)!r}" for k in keys if saved.get(k) != wanted.get(k)]
+
+
+def check_compatible(state: dict, path: str | Path, model: torch.nn.Module, *, shape: dict | None = None,
+                     family: str | None = None) -> None:
+    """Raise `CheckpointError` (one line) unless ``state`` fits ``model``: same family and shape fields
+    (when the checkpoint records them), then the same parameter/buffer names and tensor shapes."""
+    meta = state.get("meta") or {}
+    diffs = []
+    if family is not None and meta.get("family") is not None and meta["family"] != family:
+        diffs.append(f"model family {meta['family']!r} (checkpoint) != {family!r} (this run)")
+    if shape is not None and meta.get("shape") is not None:
+        d = _differences(meta["shape"], shape)
+        if d:
+            diffs.append("shape " + ", ".join(d) + " (checkpoint != this run)")
+    if not diffs:
+        ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in state["model"].items() if hasattr(v, "shape")}
+        only_ckpt, only_model = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+        shapes = [f"{k} {list(theirs[k])} != {list(ours[k])}" for k in sorted(set(ours) & set(theirs))
+                  if ours[k] != theirs[k]]
+        if only_ckpt:
+            diffs.append(f"{len(only_ckpt)} tensor(s) not in this model (e.g. {only_ckpt[0]})")
+        if only_model:
+            diffs.append(f"{len(only_model)} tensor(s) missing (e.g. {only_model[0]})")
+        if shapes:
+            diffs.append(f"{len(shapes)} tensor shape(s) differ (e.g. {shapes[0]})")
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {'; '.join(diffs)}")
+
+
 def load(path: str | Path, *, model: torch.nn.Module, optimizer=None, scheduler=None,
-         map_location: str | torch.device = "cpu") -> dict:
+         map_location: str | torch.device = "cpu", state: dict | None = None) -> dict:
     """Restore a checkpoint written by `save` into ``model`` (and optimizer, scheduler, RNGs); returns it.
     ``model`` may be plain, or already sharded with FSDP2 (every rank then loads the full file and keeps its
     shard); build the optimizer on the model as it will be trained before calling this."""
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_state_dict)
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    if state is None:
+        state = read(path, map_location)
+        check_compatible(state, path, model)
     options = StateDictOptions(full_state_dict=True)
     if optimizer is None:
         set_model_state_dict(model, state["model"], options=options)

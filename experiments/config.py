@@ -29,16 +29,30 @@ class ConfigError(ValueError):
 
 
 # ----- resolvers used by conf/*.yaml ----------------------------------------------------------------
+class _NotANumber(ValueError):
+    """A resolver got a non-number; `to_plain` reports the key that holds it, not the derived key."""
+
+    def __init__(self, value: Any):
+        super().__init__(f"{value!r} is not a number")
+        self.value = value
+
+
+def _number(x: Any) -> int | float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise _NotANumber(x)
+    return x
+
+
 def _mul(*xs: Any) -> int | float:
     out: int | float = 1
-    for x in xs:
+    for x in map(_number, xs):
         out *= x
     return int(out) if float(out).is_integer() else out
 
 
 def _div(a: int, b: int) -> int:
     """Integer division ``a // b`` (at least 1), for sizes derived from others, e.g. a head's width."""
-    return max(1, int(a) // int(b))
+    return max(1, int(_number(a)) // int(_number(b)))
 
 
 def _vocab(tokenizer: str, vocab_size: int) -> int:
@@ -72,7 +86,7 @@ INT, FLOAT, STR, BOOL = (int,), (int, float), (str,), (bool,)
 POS_INT = F(INT, positive=True)
 
 SCHEMA: dict[str, Any] = {
-    "name": F(STR), "seed": F(INT, min=0), "resume": F(BOOL), "run_dir": F(STR),
+    "name": F(STR), "seed": F(INT, min=0), "resume": F(BOOL), "overwrite": F(BOOL), "run_dir": F(STR),
     "paths": {"runs": F(STR), "cache": F(STR)},
     "model": {
         "name": F(STR), "size": F(STR), "shape": "ModelShape",
@@ -170,16 +184,59 @@ class RunSpec:
     shape: ModelShape
 
 
+def _leaves(node: Any, prefix: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif not isinstance(node, list):
+        yield prefix, node
+
+
 def to_plain(cfg: DictConfig | dict) -> dict:
-    """Resolve interpolations into a plain dict; a missing (``???``) or broken value -> `ConfigError`."""
+    """Resolve interpolations into a plain dict; a missing (``???``) or broken value -> `ConfigError`.
+    A non-number fed to ``${mul:..}``/``${div:..}`` is reported at the key the user set (e.g.
+    ``model.shape.d_model``), not at the derived key whose interpolation failed (``d_ff``)."""
     if isinstance(cfg, dict):
         return cfg
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, _NotANumber):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, _NotANumber):
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            raw.pop("hydra", None)
+            for k, v in _leaves(raw):
+                if v == cause.value and not (isinstance(v, str) and "${" in v):
+                    raise ConfigError(f"{k}={v!r} must be a number") from None
+            raise ConfigError(f"{key}: {cause}") from None
         msg = str(e).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
+
+
+SEED_MAX = 2**63 - 1
+"""Largest seed every RNG in the run accepts (torch.manual_seed takes a signed 64-bit integer)."""
+
+_SAFE_PART = __import__("re").compile(r"^[A-Za-z0-9_.+=,@-]+$")
+
+
+def check_run_dir(plain: dict) -> None:
+    """The run folder must lie strictly inside ``paths.runs``: ``name``, ``model.name`` and ``model.size``
+    are plain folder names (``name`` may hold ``/``-separated parts), none of them ``.`` or ``..``."""
+    for key, value in (("name", plain["name"]), ("model.name", plain["model"]["name"]),
+                       ("model.size", plain["model"]["size"])):
+        parts = str(value).split("/") if key == "name" else [str(value)]
+        if not value or any(p in ("", ".", "..") or not _SAFE_PART.match(p) for p in parts):
+            raise ConfigError(f"{key}={value!r} must be a plain folder name (letters, digits, . _ - + = , @; "
+                              f"no '..', no leading '/'): the run folder must stay inside "
+                              f"paths.runs={plain['paths']['runs']}")
+    import os
+    root = os.path.normpath(os.path.abspath(os.path.expanduser(plain["paths"]["runs"])))
+    run = os.path.normpath(os.path.abspath(os.path.expanduser(plain["run_dir"])))
+    if os.path.commonpath([root, run]) != root or run == root:
+        raise ConfigError(f"run_dir={plain['run_dir']} lies outside paths.runs={plain['paths']['runs']}")
 
 
 def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunSpec:
@@ -189,6 +246,11 @@ def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunS
     _walk("", plain, SCHEMA)
     shape = build_shape(plain["model"]["shape"])
     d, t, o = plain["data"], plain["train"], plain["optim"]
+    if plain["seed"] > SEED_MAX:
+        raise ConfigError(f"seed={plain['seed']} must be in [0, 2^63 - 1]")
+    check_run_dir(plain)
+    if plain["resume"] and plain["overwrite"]:
+        raise ConfigError("resume=true and overwrite=true contradict each other: pick one")
 
     betas = o["betas"]
     if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):

