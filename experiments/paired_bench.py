@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError, compose, one_line, validate
+from .config import ConfigError, compose, validate
 from .environment import environment
 from .metrics import train_flops_per_token
 
@@ -73,10 +73,22 @@ def verdict(median: float, low: float, high: float, width: float = CONCLUSIVE_WI
 
 def build(models: list[str], experiment: str, size: str, overrides: list[str]):
     """{name: (model spec, shape)} for ``model=<name> experiment=... size=...`` composed from conf/."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import CONF_DIR
     out = {}
     for name in models:
         ov = [f"model={name}", f"size={size}"] + ([f"experiment={experiment}"] if experiment else []) + overrides
-        out[name] = validate(compose(ov))
+        try:
+            out[name] = validate(compose(ov))
+        except (HydraException, OmegaConfBaseException) as e:
+            msg = (str(e).splitlines() or [type(e).__name__])[0]
+            for group, value in (("model", name), ("size", size), ("experiment", experiment)):
+                if f"'{group}/{value}'" in msg:
+                    options = ", ".join(sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")))
+                    msg = f"{group}={value}: no such option; choose one of {options}"
+            raise ConfigError(msg) from None
     return out
 
 
@@ -124,6 +136,7 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
         _sync(dev)
         return time.perf_counter() - t0
 
+    env = environment(dev, "bf16" if use_bf16 else "fp32")  # before timing: the commit as it was run
     names = list(specs)
     for _ in range(warmup):
         for n in names:
@@ -158,7 +171,6 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
             entry.update(cost_ratio_median=med, cost_ratio_low=lo, cost_ratio_high=hi,
                          verdict=verdict(med, lo, hi))
         summary["models"][n] = entry
-    env = environment(dev, "bf16" if use_bf16 else "fp32")
     env.update({"command": "python -m experiments.paired_bench " + " ".join(sys.argv[1:])
                 if sys.argv and sys.argv[0].endswith("paired_bench.py") else "experiments.paired_bench.run"})
     return rows, summary, env
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, summary, env = run(a.models, a.experiment, a.size, a.repeats, a.warmup, a.threads, a.device,
                                  a.batch_size, overrides=a.overrides)
     except (ConfigError, ValueError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     out = write(a.out, rows, summary, env)
     for n, m in summary["models"].items():
