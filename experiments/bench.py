@@ -55,7 +55,8 @@ class Grid:
 
 GRIDS = {
     "cpu": Grid(d_model=128, n_heads=4, d_expert=256, n_layers=2, vocab_size=512, experts=(4, 8),
-                top_k=(1, 2), tokens=(512, 2048), seq_len=128, contexts=(64, 256), dtype="fp32"),
+                top_k=(1, 2), tokens=(512, 2048), seq_len=128, contexts=(64, 128, 256, 512, 1024, 2048),
+                dtype="fp32"),
     "gpu": Grid(d_model=1024, n_heads=16, d_expert=2048, n_layers=8, vocab_size=32768,
                 experts=(8, 32, 64), top_k=(1, 2, 4, 8), tokens=(4096, 16384), seq_len=1024,
                 contexts=(128, 512, 2048, 8192), dtype="bf16"),
