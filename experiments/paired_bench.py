@@ -16,7 +16,10 @@ all models of a repeat alike. Per repeat and MoE model::
 where ``t`` is the step's wall time and ``F`` its training FLOP from the accounting (2 per multiply-add,
 ``experiments.metrics.train_flops_per_token``): > 1 means an MoE FLOP costs more time (so more dollars)
 than a dense FLOP; 1 / cost_ratio is the MoE/dense MFU ratio. The summary is the median over repeats with
-a percentile-bootstrap interval of that median (resampling repeats).
+a percentile interval of that median from a moving-block bootstrap (blocks of ``BLOCK`` consecutive repeats,
+so that a slow drift of the machine's load widens the interval instead of hiding in it). The interval
+covers the noise within one run; the load average at start and end is recorded, because another run at
+another load can land outside it.
 
 Inputs are random token ids (routing of untrained routers on them is near uniform; dropless routing does the
 same FLOP either way). Writes ``<out>/paired.csv`` (one row per repeat and model), ``<out>/summary.json``
@@ -41,18 +44,26 @@ from .metrics import train_flops_per_token
 
 CSV_COLUMNS = ["repeat", "position", "model", "step_s", "tokens", "train_flops_per_token", "flops",
                "flops_per_s", "cost_ratio_vs_dense"]
+BLOCK = 20
+"""Repeats per bootstrap block."""
 CONCLUSIVE_WIDTH = 0.10
 """An interval is 'narrow enough' when (high - low) / median is at most this (10%)."""
 
 
-def bootstrap_median(x, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(median, low, high): the median of ``x`` and a percentile-bootstrap interval of it."""
+def bootstrap_median(x, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     block: int = 1) -> tuple[float, float, float]:
+    """(median, low, high): the median of ``x`` and a percentile-bootstrap interval of it; ``block`` > 1
+    resamples runs of ``block`` consecutive values (moving-block bootstrap) for serially correlated noise."""
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    meds = np.median(x[rng.integers(0, x.size, size=(n_boot, x.size))], axis=1)
+    b = max(1, min(block, x.size))
+    n_blocks = -(-x.size // b)
+    starts = rng.integers(0, x.size - b + 1, size=(n_boot, n_blocks))
+    idx = (starts[:, :, None] + np.arange(b)[None, None, :]).reshape(n_boot, -1)[:, :x.size]
+    meds = np.median(x[idx], axis=1)
     a = (1.0 - level) / 2.0
     return float(np.median(x)), float(np.quantile(meds, a)), float(np.quantile(meds, 1.0 - a))
 
@@ -137,6 +148,7 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
         return time.perf_counter() - t0
 
     env = environment(dev, "bf16" if use_bf16 else "fp32")  # before timing: the commit as it was run
+    load_start = _loadavg()
     names = list(specs)
     for _ in range(warmup):
         for n in names:
@@ -159,7 +171,10 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
     summary = {"repeats": repeats, "warmup": warmup, "experiment": experiment, "size": size,
                "threads": torch.get_num_threads(), "batch_size": {n: state[n]["tokens"] // state[n]["shape"].seq_len
                                                                  for n in names},
-               "flop_convention": "2 per multiply-add", "interval": "95% percentile bootstrap of the median, 2000 resamples",
+               "flop_convention": "2 per multiply-add",
+               "interval": f"95% percentile moving-block bootstrap of the median (blocks of {BLOCK} repeats, 2000 resamples)",
+               "loadavg_1min_start": load_start, "loadavg_1min_end": _loadavg(),
+               "wall_s": time.perf_counter() - t_start,
                "conclusive_width": CONCLUSIVE_WIDTH, "models": {}}
     for n in names:
         t = [row["step_s"] for row in rows if row["model"] == n]
@@ -167,13 +182,23 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
                  "median_step_s": statistics.median(t), "backend": state[n]["spec"].cfg["model"]["backend"],
                  "median_flops_per_s": statistics.median(row["flops_per_s"] for row in rows if row["model"] == n)}
         if n != "dense":
-            med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n])
+            med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n],
+                                           block=BLOCK)
             entry.update(cost_ratio_median=med, cost_ratio_low=lo, cost_ratio_high=hi,
                          verdict=verdict(med, lo, hi))
         summary["models"][n] = entry
     env.update({"command": "python -m experiments.paired_bench " + " ".join(sys.argv[1:])
                 if sys.argv and sys.argv[0].endswith("paired_bench.py") else "experiments.paired_bench.run"})
     return rows, summary, env
+
+
+def _loadavg() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        import os
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 class _null:

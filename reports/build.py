@@ -292,8 +292,13 @@ class Report:
             out.append(f"No paired benchmark under {', '.join(self.col.roots)}. Produce one with {PAIRED_CMD}.\n")
         for pb in self.col.paired:
             summ_p, env, src = pb["summary"], pb["env"], pb["source"]
+            load = ""
+            if summ_p.get("loadavg_1min_start") is not None:
+                load = (f"; 1-minute load average {summ_p['loadavg_1min_start']} at the start, "
+                        f"{summ_p.get('loadavg_1min_end')} at the end")
             out.append(f"**{src}** ({_env_line(env)}; {summ_p['repeats']} interleaved repeats after "
-                       f"{summ_p['warmup']} warm-up, experiment `{summ_p['experiment']}`, size `{summ_p['size']}`):\n")
+                       f"{summ_p['warmup']} warm-up, experiment `{summ_p['experiment']}`, size `{summ_p['size']}`"
+                       f"{load}; interval: {summ_p.get('interval', 'bootstrap of the median')}):\n")
             rows = []
             for m, v in summ_p["models"].items():
                 if m == "dense":
@@ -330,7 +335,10 @@ class Report:
                        f"({usd(est)} for {sci(c['flops'])} pretraining FLOP), becomes {usd(est)} x c for an MoE whose "
                        "FLOP cost c times a dense FLOP. An interval wider than "
                        f"{100 * _conclusive_width(self.col.paired):.0f}% of its median is called too wide to conclude "
-                       "and no dollar figure is drawn from it.")
+                       "and no dollar figure is drawn from it. The interval covers the noise within one run; on a "
+                       "machine shared with other jobs the ratio also moves with the load (MoE steps, made of more "
+                       "and smaller operations, suffer more from contention), so a run at another time can land "
+                       "outside it: rerun `make paired` to see how far.")
             if not any(_is_gpu(p["device"]) for p in self.paired):
                 out.append("\n**These ratios come from tiny models on a CPU.** They measure this code on this "
                            "machine, not DeepSeek's H800 cluster, where expert parallelism, all-to-all communication "

@@ -163,6 +163,10 @@ def test_bootstrap_and_verdict():
     med, lo, hi = bootstrap_median(x)
     assert lo < med < hi and hi - lo < 0.02 and med == pytest.approx(np.median(x))
     assert verdict(med, lo, hi) == "an MoE FLOP costs more than a dense FLOP"
+    bmed, blo, bhi = bootstrap_median(x, block=20)
+    assert bmed == med and blo < bmed < bhi
+    drift = np.linspace(1.0, 1.4, 400) + 0.01 * rng.standard_normal(400)  # slow drift: blocks see it
+    assert np.subtract(*bootstrap_median(drift, block=50)[2:0:-1]) > np.subtract(*bootstrap_median(drift)[2:0:-1])
     med, lo, hi = bootstrap_median(1.0 + 0.5 * rng.standard_normal(20))
     assert verdict(med, lo, hi).startswith("too wide to conclude")
     assert verdict(1.0, 0.98, 1.02) == "an MoE FLOP costs the same as a dense FLOP within the interval"
