@@ -28,8 +28,12 @@ SECTIONS = ("1. The note's Table 3, recomputed", "2. DeepSeek-V3: the note's est
 TRAIN_CMD = "`python -m experiments.train -m experiment=demo` (CPU) or `experiment=equal_flops` (GPU)"
 BENCH_CMD = ("`python -m experiments.bench --out reports/data/bench_cpu.csv` (CPU) or "
              "`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` (GPU)")
+BENCH_GPU_CMD = "`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` on a GPU"
 PAIRED_CMD = ("`python -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 "
-              "--out reports/data/paired_cpu` (CPU; `--device cuda --size small --out reports/data/paired_gpu` on a GPU)")
+              "--out reports/data/paired_cpu` (CPU; `--device cuda --size small --threads 0 "
+              "--out reports/data/paired_h100` on a GPU)")
+PAIRED_GPU_CMD = ("`python -m experiments.paired_bench --device cuda --size small --threads 0 "
+                  "--out reports/data/paired_h100` on a GPU")
 DEFINITIONS = (
     "Router statistics, per MoE layer and logged step, from the tokens each expert received (`moe.router`): "
     "the **load** of expert i is its share of the (token, expert) assignments; **MaxVio** = max load / mean "
@@ -250,7 +254,7 @@ class Report:
                                        "achieved TFLOP/s per backend (accounting FLOP / median time), one panel per "
                                        f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
             if not any("cuda" in str(d) or "H100" in str(d) or "H200" in str(d) for d in col.bench.get("device_name", [])):
-                out.append(f"These are CPU numbers; GPU numbers come from {BENCH_CMD}.")
+                out.append(f"These are CPU numbers; GPU numbers come from {BENCH_GPU_CMD}.")
         out.append("\n### Accounting vs FlopCounterMode (computed live)")
         fc, msg = flop_check()
         if fc.empty:
@@ -343,13 +347,17 @@ class Report:
                 out.append("\n**These ratios come from tiny models on a CPU.** They measure this code on this "
                            "machine, not DeepSeek's H800 cluster, where expert parallelism, all-to-all communication "
                            "and kernel efficiency set c; apply them to DeepSeek's dollars only as an illustration. "
-                           f"A GPU measurement comes from {PAIRED_CMD}.")
+                           f"A GPU measurement comes from {PAIRED_GPU_CMD}.")
         if not summ.empty:
             out.append("\n### Unpaired measurements (context only, not used for dollars)")
             out.append("Each training run's MFU is its own median over logged steps, measured at a different time "
                        "from the others on a machine shared with other jobs, and each configuration ran once; the "
-                       "ratios below move with the machine's load (on this 2-core CPU two identical models have "
-                       "differed by 4x), so they are shown for context only.\n")
+                       "ratios below move with the machine's load, so they are shown for context only. The spread "
+                       "of MFU over each run's own logged steps (10th to 90th percentile) shows how much:\n")
+            spread = self.col.metrics.groupby("run")["mfu"].quantile([0.1, 0.5, 0.9]).unstack()
+            out.append(markdown([[r, pct(v[0.1]), pct(v[0.5]), pct(v[0.9]), ratio(v[0.9] / v[0.1])]
+                                 for r, v in spread.iterrows()],
+                                ["run", "MFU p10", "median", "p90", "p90 / p10"], "lrrrr") + "\n")
             out.append(self.fig(F.mfu_by_family(summ, self.figdir),
                                 "median MFU per training run; data: " + ", ".join(f"`{p}/metrics.jsonl`" for p in self.col.run_paths)))
         if not rr.empty:
