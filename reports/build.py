@@ -132,7 +132,8 @@ class Report:
                    f"without the MTP module ({si(c['exact_mtp_flops_per_token'])} with it); DeepSeek reports "
                    f"{si(c['reported_flops_per_token'])}. 6 x {si(est['published_active_params'])} x "
                    f"{si(est['tokens'])} = {sci(c['six_n_d'])} FLOP; the note's count in FLOP is {sci(c['note_flop'])}.")
-        out.append(f"\n**Implied utilisation**: {sci(c['flops'])} FLOP over {si(c['reported_gpu_hours_pretrain'])} "
+        out.append(f"\n**Implied utilisation** (MFU, model FLOP utilisation = the FLOP the model needs / (GPU-hours "
+                   f"x 3600 x peak FLOP/s)): {sci(c['flops'])} FLOP over {si(c['reported_gpu_hours_pretrain'])} "
                    f"pretraining H800-hours is **{pct(c['mfu'])} MFU** of the {si(c['peak'])}FLOP/s bf16 peak "
                    f"({pct(c['mfu_no_mtp'])} without the MTP module; {pct(c['mfu_fp8'])} of the FP8 peak).")
         labels = {"note_formula_n32768": "the note's (6nd+36d²)L, n = 32K",
@@ -394,7 +395,7 @@ class Report:
                        f"{usd(c['reported_usd'])} through computed factors; the exact architecture trains at "
                        f"{si(c['exact_flops_per_token'])} FLOP per token (DeepSeek reports "
                        f"{si(c['reported_flops_per_token'])}), which over the reported "
-                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} MFU "
+                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} MFU (model FLOP utilisation) "
                        "(section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
         costs = getattr(self, "costs", None)
         if costs is not None and not costs.empty and (costs["model"] == "deepseek-v3").any():
