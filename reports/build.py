@@ -436,8 +436,7 @@ class Report:
         if not col.bench.empty:
             for src, g in col.bench.groupby("source"):
                 first = g.iloc[0]
-                env = {"device_name": first.get("device_name"), "torch": first.get("torch"),
-                       "git_commit": first.get("git_commit")}
+                env = {k: first.get(k) for k in ("device_name", "cpu_count", "torch", "torch_threads", "git_commit")}
                 machines.setdefault(_env_line(env), []).append(src)
         for line, srcs in machines.items():
             lines.append(f"- {line}: {', '.join(f'`{s}`' for s in srcs[:6])}"
