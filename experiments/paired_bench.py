@@ -111,7 +111,16 @@ def _sync(device: torch.device) -> None:
 def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats: int = 200, warmup: int = 10,
         threads: int = 1, device: str = "cpu", batch_size: int | None = None, seed: int = 0,
         overrides: list[str] | None = None, progress: bool = True) -> tuple[list[dict], dict, dict]:
-    """Time interleaved training steps; returns (csv rows, summary, environment)."""
+    """Time interleaved training steps; returns (csv rows, summary, environment). ``threads`` applies
+    during the call only (torch's thread count is restored after)."""
+    before = torch.get_num_threads()
+    try:
+        return _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress):
     from .train import build_model, make_optimizer  # the trainer's own model and optimiser
 
     if len(models) < 2 or "dense" not in models:
