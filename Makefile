@@ -41,7 +41,7 @@ report: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m experiments.bench
 
-# Paired MoE/dense cost per FLOP (interleaved training steps, ~2 min on 2 CPU cores) -> runs/paired/
+# Paired MoE/dense cost per FLOP (interleaved training steps, 2-3 min on 2 CPU cores) -> runs/paired/
 paired: $(STAMP)
 	$(PY) -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 --out runs/paired
 
