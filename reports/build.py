@@ -395,8 +395,8 @@ class Report:
                        f"{usd(c['reported_usd'])} through computed factors; the exact architecture trains at "
                        f"{si(c['exact_flops_per_token'])} FLOP per token (DeepSeek reports "
                        f"{si(c['reported_flops_per_token'])}), which over the reported "
-                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} MFU (model FLOP utilisation) "
-                       "(section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
+                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} model FLOP utilisation "
+                       "(MFU; section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
         costs = getattr(self, "costs", None)
         if costs is not None and not costs.empty and (costs["model"] == "deepseek-v3").any():
             r = costs[costs["model"] == "deepseek-v3"].iloc[0]
