@@ -291,7 +291,10 @@ class Report:
                    "MoE/dense cost per FLOP (1/c is the MoE/dense MFU ratio). c is measured by a dedicated paired "
                    "benchmark: dense and MoE training steps interleaved in one process, so that the load of a "
                    "shared machine hits both alike, many repeats, the median per-repeat ratio with a 95% "
-                   "bootstrap interval.\n")
+                   "bootstrap interval. Each model is the demo's configuration of the same name (`conf/model/`): `moe` differs from "
+                   "`dense` only in its FFN (8 experts, top-2, equal active parameters), so its c prices routing; "
+                   "`deepseek` also changes FFN kind and norms, and `deepseek_mla` the attention too, so their c "
+                   "prices the whole architecture against dense, not routing alone.\n")
         self.paired = []
         if not self.col.paired:
             out.append(f"No paired benchmark under {', '.join(self.col.roots)}. Produce one with {PAIRED_CMD}.\n")

@@ -412,8 +412,13 @@ def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, tit
     models = [m for m in summary.get("models", {}) if m != "dense"]
     fig, ax = plt.subplots(figsize=(9, 1.8 + 0.9 * len(models)))
     lo_q, hi_q = r["cost_ratio_vs_dense"].quantile([0.01, 0.99])
-    sns.stripplot(r, x="cost_ratio_vs_dense", y="model", order=models, ax=ax, size=2.5, alpha=0.35,
-                  color=pal.FAMILY["moe"], jitter=0.25)
+    state = np.random.get_state()
+    np.random.seed(0)  # seaborn's jitter draws from numpy's global generator: the same PNG on every rebuild
+    try:
+        sns.stripplot(r, x="cost_ratio_vs_dense", y="model", order=models, ax=ax, size=2.5, alpha=0.35,
+                      color=pal.FAMILY["moe"], jitter=0.25)
+    finally:
+        np.random.set_state(state)
     for i, m in enumerate(models):
         s = summary["models"][m]
         ax.errorbar([s["cost_ratio_median"]], [i], xerr=[[s["cost_ratio_median"] - s["cost_ratio_low"]],
