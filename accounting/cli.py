@@ -598,7 +598,7 @@ def build_parser() -> _Parser:
     sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost,serve,serving-check}")
     sub.required = True
     sub.add_parser("table3", parents=[fmt], help="the note's Table 3 recomputed beside the printed values")
-    sub.add_parser("deepseek", parents=[fmt], help="the note's section 6 and DeepSeek-V3 priced three ways")
+    sub.add_parser("deepseek", parents=[fmt], help="the note's section 6 and DeepSeek-V3 priced by six methods")
     pp = sub.add_parser("params", parents=[fmt], help="parameter counts of a config")
     pp.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
     pp.add_argument("--seq-len", type=_positive_int, default=None, help="override the context length")

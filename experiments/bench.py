@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -55,7 +56,8 @@ class Grid:
 
 GRIDS = {
     "cpu": Grid(d_model=128, n_heads=4, d_expert=256, n_layers=2, vocab_size=512, experts=(4, 8),
-                top_k=(1, 2), tokens=(512, 2048), seq_len=128, contexts=(64, 256), dtype="fp32"),
+                top_k=(1, 2), tokens=(512, 2048), seq_len=128, contexts=(64, 128, 256, 512, 1024, 2048),
+                dtype="fp32"),
     "gpu": Grid(d_model=1024, n_heads=16, d_expert=2048, n_layers=8, vocab_size=32768,
                 experts=(8, 32, 64), top_k=(1, 2, 4, 8), tokens=(4096, 16384), seq_len=1024,
                 contexts=(128, 512, 2048, 8192), dtype="bf16"),
@@ -63,7 +65,7 @@ GRIDS = {
 
 COLUMNS = ["kind", "ffn", "backend", "d_model", "n_experts", "top_k", "d_expert", "tokens", "context",
            "dtype", "median_s", "min_s", "repeats", "flops", "flop_convention", "tflops_per_s",
-           "device", "device_name", "torch", "git_commit", "note"]
+           "device", "device_name", "torch", "git_commit", "note", "cpu_count", "torch_threads"]
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -197,8 +199,11 @@ def run(args: argparse.Namespace) -> Path:
     g = Grid(**{**g.__dict__, **changes})
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
+    threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else 0)
+    if threads:
+        torch.set_num_threads(threads)
     env = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-           "git_commit": git_commit()}
+           "git_commit": git_commit(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     rows: list[dict] = []
     n = 4096 if device.type == "cuda" else 1024
     peak = measure_matmul_peak(device, n=n, repeats=args.repeats, dtype=TORCH_DTYPES[g.dtype])
@@ -258,6 +263,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, nargs="+", help="override the grid's top-k values")
     p.add_argument("--tokens", type=int, nargs="+", help="override the grid's token counts")
     p.add_argument("--contexts", type=int, nargs="+", help="override the grid's decode contexts")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 on a CPU, as the demo, robust on a shared machine; "
+                        "torch's default on CUDA; 0 keeps torch's default)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="runs/bench/bench.csv")
@@ -266,7 +274,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
+    before = torch.get_num_threads()
+    try:
+        run(parse_args(argv))
+    finally:
+        torch.set_num_threads(before)  # --threads applies to this benchmark only (tests call main in-process)
     return 0
 
 

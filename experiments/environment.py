@@ -35,10 +35,30 @@ def git_commit(repo: Path = REPO) -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``sysctl`` on macOS), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+            if out:
+                return out
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def device_name(device: torch.device) -> str:
+    """The GPU's name on CUDA, the CPU model otherwise."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_model()
 
 
 def environment(device: torch.device, dtype: str, world_size: int = 1) -> dict:
@@ -46,7 +66,10 @@ def environment(device: torch.device, dtype: str, world_size: int = 1) -> dict:
     return {"device": str(device), "device_name": device_name(device), "dtype": dtype,
             "world_size": world_size, "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "git_commit": git_commit(), "time_unix_s": time.time()}
 
 

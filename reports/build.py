@@ -27,8 +27,20 @@ from .tables import bullet, markdown, pct, ratio, sci, si, usd
 SECTIONS = ("1. The note's Table 3, recomputed", "2. DeepSeek-V3: the note's estimate and its corrections",
             "3. Dense vs MoE cost", "4. Measured", "5. Measured cost per flop")
 TRAIN_CMD = "`python -m experiments.train -m experiment=demo` (CPU) or `experiment=equal_flops` (GPU)"
-BENCH_CMD = ("`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` on a GPU "
-             "(set up with `scripts/gpu/setup.sh`); `python -m experiments.bench --out reports/data/bench_cpu.csv` on a CPU")
+BENCH_CMD = ("`python -m experiments.bench --out reports/data/bench_cpu.csv` (CPU) or "
+             "`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` (GPU)")
+BENCH_GPU_CMD = "`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` on a GPU"
+PAIRED_CMD = ("`python -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 "
+              "--out reports/data/paired_cpu` (CPU; `--device cuda --size small --threads 0 "
+              "--out reports/data/paired_h100` on a GPU)")
+PAIRED_GPU_CMD = ("`python -m experiments.paired_bench --device cuda --size small --threads 0 "
+                  "--out reports/data/paired_h100` on a GPU")
+DEFINITIONS = (
+    "Router statistics, per MoE layer and logged step, from the tokens each expert received (`moe.router`): "
+    "the **load** of expert i is its share of the (token, expert) assignments; **MaxVio** = max load / mean "
+    "load - 1 (0 when perfectly balanced; 1 means the busiest expert gets twice its fair share); **CV** = "
+    "standard deviation / mean of the loads (0 when balanced). **MFU** = achieved FLOP/s (accounting FLOP of "
+    "the step / its wall time) / peak FLOP/s (datasheet on a GPU, the best measured 1024³ fp32 matmul on a CPU).")
 
 
 def _count(x) -> str:
@@ -60,6 +72,7 @@ class Report:
         rows = [[r.quantity, r.case, si(r.printed), si(r.computed), ratio(r.ratio)] for r in df.itertuples()]
         text = [markdown(rows, ["quantity", "case", "printed", "recomputed", "ratio"], "llrrr")]
         diffs = df[df["differs"]]
+        self.values["table3_differs"] = len(diffs)
         text.append(f"\n{len(diffs)} of {len(df)} cells differ from the printed value by more than its rounding "
                     "(half a unit in the last printed digit):\n")
         for r in diffs.itertuples():
@@ -120,7 +133,8 @@ class Report:
                    f"without the MTP module ({si(c['exact_mtp_flops_per_token'])} with it); DeepSeek reports "
                    f"{si(c['reported_flops_per_token'])}. 6 x {si(est['published_active_params'])} x "
                    f"{si(est['tokens'])} = {sci(c['six_n_d'])} FLOP; the note's count in FLOP is {sci(c['note_flop'])}.")
-        out.append(f"\n**Implied utilisation**: {sci(c['flops'])} FLOP over {si(c['reported_gpu_hours_pretrain'])} "
+        out.append(f"\n**Implied utilisation** (MFU, model FLOP utilisation = the FLOP the model needs / (GPU-hours "
+                   f"x 3600 x peak FLOP/s)): {sci(c['flops'])} FLOP over {si(c['reported_gpu_hours_pretrain'])} "
                    f"pretraining H800-hours is **{pct(c['mfu'])} MFU** of the {si(c['peak'])}FLOP/s bf16 peak "
                    f"({pct(c['mfu_no_mtp'])} without the MTP module; {pct(c['mfu_fp8'])} of the FP8 peak).")
         labels = {"note_formula_n32768": "the note's (6nd+36d²)L, n = 32K",
@@ -197,13 +211,27 @@ class Report:
                        "L (kv_lora_rank + rope) for MLA) are `accounting`'s counts for the run's shape.\n")
             out.append("\n" + self.fig(F.loss_curves(col.metrics, self.figdir),
                                        f"loss against tokens and training FLOP (accounting, 2 per multiply-add); data: {paths}"))
+            seeds = sorted({str(x) for x in col.runs.get("seed", [])})
+            per_cfg = col.runs.groupby(["experiment", "family", "size"]).size() if "experiment" in col.runs else None
+            if per_cfg is not None and int(per_cfg.max()) == 1:
+                out.append(f"**Each configuration was trained once (seed {', '.join(seeds)}).** Differences between "
+                           "these runs are single-seed comparisons: a loss gap of a few hundredths of a nat may be "
+                           "within seed-to-seed variation, which these runs do not measure.\n")
             if not col.router_load.empty:
-                for i, run in enumerate(sorted(col.router_load["run"].unique())):
-                    p = col.runs[col.runs["run"] == run]["path"].iloc[0]
-                    out.append(self.fig(F.router_heatmap(col.router_load, run, self.figdir, i),
-                                        f"router load per expert and step, per MoE layer, run {run}; data: `{p}/metrics.jsonl`"))
+                out.append(DEFINITIONS + "\n")
+                moe_runs = sorted(col.router_load["run"].unique())
+                mp = ", ".join(f"`{col.runs[col.runs['run'] == r]['path'].iloc[0]}/metrics.jsonl`" for r in moe_runs)
+                out.append(self.fig(F.router_heatmap(col.router_load, self.figdir, moe_runs),
+                                    "router load per expert and step, one row per MoE run and one column per MoE "
+                                    f"layer, one colour scale for all panels; data: {mp}"))
+                lay = col.router_layer.groupby("run").apply(
+                    lambda g: g[g["step"] == g["step"].max()][["max_vio", "cv"]].mean(), include_groups=False)
+                rows = [[r, col.runs[col.runs["run"] == r]["balancing"].iloc[0], f"{v.max_vio:.3f}", f"{v.cv:.3f}"]
+                        for r, v in lay.iterrows()]
+                out.append(markdown(rows, ["run", "balancing", "MaxVio, last step", "CV, last step"], "llrr"))
+                out.append("(means over MoE layers at the last logged step)\n")
                 out.append(self.fig(F.maxvio(col.router_layer, self.figdir),
-                                    f"MaxVio over training per balancing method; data: {paths}"))
+                                    f"MaxVio over training per balancing method; data: {mp}"))
             else:
                 out.append(f"No MoE router statistics in these runs; an MoE run ({TRAIN_CMD}) logs them.")
         out.append("\n### Throughput and MFU per backend (bench CSVs)")
@@ -221,10 +249,14 @@ class Report:
             errs = col.bench[col.bench["note"].str.startswith("error")] if "note" in col.bench else pd.DataFrame()
             if not errs.empty:
                 out.append("\nRows that failed: " + "; ".join(f"{r.kind}/{r.backend}: {r.note}" for r in errs.itertuples()))
+            if len(col.bench_paths) > 1:
+                out.append(f"\n{len(col.bench_paths)} bench CSVs ({srcs}) are shown side by side, never pooled: "
+                           "each table row, figure panel and line names its CSV.")
             out.append("\n" + self.fig(F.throughput(col.bench, self.figdir),
-                                       f"achieved TFLOP/s per backend (accounting FLOP / median time); data: {srcs}"))
+                                       "achieved TFLOP/s per backend (accounting FLOP / median time), one panel per "
+                                       f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
             if not any("cuda" in str(d) or "H100" in str(d) or "H200" in str(d) for d in col.bench.get("device_name", [])):
-                out.append(f"These are CPU numbers; GPU numbers come from {BENCH_CMD}.")
+                out.append(f"These are CPU numbers; GPU numbers come from {BENCH_GPU_CMD}.")
         out.append("\n### Accounting vs FlopCounterMode (computed live)")
         fc, msg = flop_check()
         if fc.empty:
@@ -254,68 +286,226 @@ class Report:
         rr = mfu_ratio_runs(summ)
         rb = mfu_ratio_bench(self.bench_mfu)
         c = self.deepseek
-        at_peak = c["flops"] * C.price(1.0)["usd_per_flop"]
+        est = c["flops"] * C.price(1.0)["usd_per_flop"] / c["mfu"]  # the corrected accounting at dense efficiency
+        out.append("The note prices every FLOP alike, but an MoE step need not run at a dense step's efficiency. "
+                   "Let **c = (time per FLOP of an MoE training step) / (time per FLOP of a dense one)**, the "
+                   "MoE/dense cost per FLOP (1/c is the MoE/dense MFU ratio). c is measured by a dedicated paired "
+                   "benchmark: dense and MoE training steps interleaved in one process, so that the load of a "
+                   "shared machine hits both alike, many repeats, the median per-repeat ratio with a 95% "
+                   "bootstrap interval. Each model is the demo's configuration of the same name (`conf/model/`): `moe` differs from "
+                   "`dense` only in its FFN (8 experts, top-2, equal active parameters), so its c prices routing; "
+                   "`deepseek` also changes FFN kind and norms, and `deepseek_mla` the attention too, so their c "
+                   "prices the whole architecture against dense, not routing alone.\n")
+        self.paired = []
+        if not self.col.paired:
+            out.append(f"No paired benchmark under {', '.join(self.col.roots)}. Produce one with {PAIRED_CMD}.\n")
+        for pb in self.col.paired:
+            summ_p, env, src = pb["summary"], pb["env"], pb["source"]
+            load = ""
+            if summ_p.get("loadavg_1min_start") is not None:
+                load = (f"; 1-minute load average {summ_p['loadavg_1min_start']} at the start, "
+                        f"{summ_p.get('loadavg_1min_end')} at the end")
+            out.append(f"**{src}** ({_env_line(env)}; {summ_p['repeats']} interleaved repeats after "
+                       f"{summ_p['warmup']} warm-up, experiment `{summ_p['experiment']}`, size `{summ_p['size']}`"
+                       f"{load}; interval: {summ_p.get('interval', 'bootstrap of the median')}):\n")
+            rows = []
+            for m, v in summ_p["models"].items():
+                if m == "dense":
+                    continue
+                self.paired.append({"source": src, "model": m, **v, "device": env.get("device_name", "?"),
+                                    "repeats": summ_p["repeats"]})
+                conclusive = not str(v["verdict"]).startswith("too wide")
+                rows.append([m, v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
+                             f"[{v['cost_ratio_low']:.3f}, {v['cost_ratio_high']:.3f}]",
+                             f"{1 / v['cost_ratio_median']:.3f}", v["verdict"],
+                             usd(c["reported_usd"] / v["cost_ratio_median"]) if conclusive else "not drawn",
+                             (f"{usd(est * v['cost_ratio_median'])} [{usd(est * v['cost_ratio_low'])}, "
+                              f"{usd(est * v['cost_ratio_high'])}]") if conclusive else "not drawn"])
+            out.append(markdown(rows, ["MoE model (vs dense)", "backend", "c, median", "95% interval",
+                                       "MFU ratio 1/c", "verdict", "reported $ / c", "estimate x c [interval]"],
+                                "llrrrlrr"))
+            try:
+                raw = pd.read_csv(Path(src) / "paired.csv")
+            except (OSError, ValueError):
+                raw = pd.DataFrame()
+            name = "paired_cost_ratio_" + Path(src).name
+            out.append("\n" + self.fig(F.paired_ratio(raw, summ_p, self.figdir, name,
+                                                     f"MoE / dense cost per FLOP, paired repeats ({Path(src).name})"),
+                                       f"per-repeat MoE/dense time per training FLOP with the median and its 95% "
+                                       f"bootstrap interval; data: `{src}/paired.csv`, `{src}/summary.json`, "
+                                       f"`{src}/env.json`"))
+        if self.paired:
+            head = self.paired[0]
+            self.values.update(paired_cost_ratio=head["cost_ratio_median"], paired_cost_ratio_low=head["cost_ratio_low"],
+                               paired_cost_ratio_high=head["cost_ratio_high"])
+            out.append(f"Reading the table: (a) DeepSeek's reported {usd(c['reported_usd'])} would have been "
+                       f"{usd(c['reported_usd'])} / c had the same FLOP run at dense efficiency; (b) the corrected "
+                       f"accounting of section 2, which assumes DeepSeek's implied {pct(c['mfu'])} MFU for every FLOP "
+                       f"({usd(est)} for {sci(c['flops'])} pretraining FLOP), becomes {usd(est)} x c for an MoE whose "
+                       "FLOP cost c times a dense FLOP. An interval wider than "
+                       f"{100 * _conclusive_width(self.col.paired):.0f}% of its median is called too wide to conclude "
+                       "and no dollar figure is drawn from it. The interval covers the noise within one run; on a "
+                       "machine shared with other jobs the ratio also moves with the load (MoE steps, made of more "
+                       "and smaller operations, suffer more from contention), so a run at another time can land "
+                       "outside it: rerun `make paired` to see how far.")
+            if not any(_is_gpu(p["device"]) for p in self.paired):
+                out.append("\n**These ratios come from tiny models on a CPU.** They measure this code on this "
+                           "machine, not DeepSeek's H800 cluster, where expert parallelism, all-to-all communication "
+                           "and kernel efficiency set c; apply them to DeepSeek's dollars only as an illustration. "
+                           f"A GPU measurement comes from {PAIRED_GPU_CMD}.")
         if not summ.empty:
+            out.append("\n### Unpaired measurements (context only, not used for dollars)")
+            out.append("Each training run's MFU is its own median over logged steps, measured at a different time "
+                       "from the others on a machine shared with other jobs, and each configuration ran once; the "
+                       "ratios below move with the machine's load, so they are shown for context only. The spread "
+                       "of MFU over each run's own logged steps (10th to 90th percentile) shows how much:\n")
+            spread = self.col.metrics.groupby("run")["mfu"].quantile([0.1, 0.5, 0.9]).unstack()
+            out.append(markdown([[r, pct(v[0.1]), pct(v[0.5]), pct(v[0.9]), ratio(v[0.9] / v[0.1])]
+                                 for r, v in spread.iterrows()],
+                                ["run", "MFU p10", "median", "p90", "p90 / p10"], "lrrrr") + "\n")
             out.append(self.fig(F.mfu_by_family(summ, self.figdir),
                                 "median MFU per training run; data: " + ", ".join(f"`{p}/metrics.jsonl`" for p in self.col.run_paths)))
-        ratios = []
         if not rr.empty:
             out.append(markdown([[r.device_name, r.size, r.moe_run, pct(r.dense_mfu), pct(r.moe_mfu), ratio(r.ratio)]
                                  for r in rr.itertuples()],
-                                ["device", "size", "MoE run", "dense MFU", "MoE MFU", "MoE / dense"], "llllrr"))
-            ratios.append(("training runs", float(rr["ratio"].median())))
+                                ["device", "size", "MoE run", "dense MFU", "MoE MFU", "MoE / dense MFU"], "llllrr"))
+            self.values["mfu_ratio_training runs"] = float(rr["ratio"].median())
         if not rb.empty:
-            out.append("\n" + markdown([[r.source, r.kind, r.backend, r.shapes, ratio(r.median_ratio),
-                                         f"{r.min_ratio:.3g}-{r.max_ratio:.3g}", r.device_name] for r in rb.itertuples()],
-                                       ["csv", "kind", "backend", "shapes", "median MoE/dense TFLOP/s", "range", "device"],
-                                       "lllrrrl"))
+            out.append("\nBench CSVs, per CSV (never pooled), kind and backend: median over shapes of MoE TFLOP/s / "
+                       "dense TFLOP/s at the same top-k and tokens (each a median of a few timed calls, dense and MoE "
+                       "timed one after the other, not interleaved):\n")
+            out.append(markdown([[r.source, r.kind, r.backend, r.shapes, ratio(r.median_ratio),
+                                  f"{r.min_ratio:.3g}-{r.max_ratio:.3g}", r.device_name] for r in rb.itertuples()],
+                                ["csv", "kind", "backend", "shapes", "median MoE/dense TFLOP/s", "range", "device"],
+                                "lllrrrl"))
             best = rb[rb["kind"] == "model"] if (rb["kind"] == "model").any() else rb
-            ratios.append(("bench, best backend", float(best.groupby("backend")["median_ratio"].median().max())))
-        if not ratios:
-            return (f"No measurements to compare yet: MoE vs dense MFU needs training runs ({TRAIN_CMD}) or a bench CSV "
-                    f"({BENCH_CMD}).\n")
-        rows = []
-        for label, r in ratios:
-            self.values[f"mfu_ratio_{label}"] = r
-            rows.append([label, ratio(r), usd(c["reported_usd"] * r),
-                         usd(at_peak / c["mfu"] / r)])
-        est = at_peak / c["mfu"]
-        out.append(f"\nThe note prices every FLOP alike, but an MoE step need not run at a dense step's efficiency. "
-                   f"With r = MoE MFU / dense MFU as measured above: (a) DeepSeek's reported {usd(c['reported_usd'])} "
-                   f"would have been {usd(c['reported_usd'])} x r had the same FLOP run at dense efficiency; (b) an "
-                   f"estimate that assumes a dense model's efficiency at DeepSeek's implied {pct(c['mfu'])} MFU "
-                   f"({usd(est)} for {sci(c['flops'])} pretraining FLOP, corrected accounting) becomes {usd(est)} / r "
-                   "for an MoE that reaches only r times that efficiency:\n")
-        out.append(markdown(rows, ["ratio from", "r = MoE/dense MFU", "reported $ at dense efficiency",
-                                   "pretraining estimate / r"], "lrrr"))
-        if not any(("H100" in str(d) or "H200" in str(d)) for d in summ.get("device_name", [])):
-            out.append(f"\nThe runs here are CPU runs of tiny models, far from a GPU's regime; GPU ratios come from "
-                       f"{BENCH_CMD} and GPU training runs ({TRAIN_CMD}).")
+            self.values["mfu_ratio_bench, best backend"] = float(best.groupby("backend")["median_ratio"].median().max())
+        if not self.paired and summ.empty and rb.empty:
+            return (f"No measurements to compare yet: the MoE/dense cost per FLOP needs a paired benchmark "
+                    f"({PAIRED_CMD}).\n")
         return "\n".join(out)
 
+    # ----- key findings ------------------------------------------------------------------------------
+    def findings(self) -> str:
+        """The numbers a reader came for, each with its source (computed after the sections)."""
+        v, out = self.values, []
+        if "table3_cells" in v:
+            out.append(f"- The note's Table 3 recomputes to within its printed rounding in "
+                       f"{v['table3_cells'] - v.get('table3_differs', 0)} of {v['table3_cells']} cells "
+                       "(section 1; `accounting.press2025`).")
+        c = getattr(self, "deepseek", None)
+        if c:
+            out.append(f"- DeepSeek-V3: the note's {usd(c['steps'][0].usd)} becomes the reported "
+                       f"{usd(c['reported_usd'])} through computed factors; the exact architecture trains at "
+                       f"{si(c['exact_flops_per_token'])} FLOP per token (DeepSeek reports "
+                       f"{si(c['reported_flops_per_token'])}), which over the reported "
+                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} model FLOP utilisation "
+                       "(MFU; section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
+        costs = getattr(self, "costs", None)
+        if costs is not None and not costs.empty and (costs["model"] == "deepseek-v3").any():
+            r = costs[costs["model"] == "deepseek-v3"].iloc[0]
+            out.append(f"- An MoE's Chinchilla budget depends on which parameters count: DeepSeek-V3 "
+                       f"({pct(r.active_fraction)} of its parameters active) costs {usd(r.train_usd_total)} at 20 x "
+                       f"total parameters but {usd(r.train_usd_active)} at 20 x active (section 3; "
+                       "`reports.costs`, shipped configs).")
+        for p in getattr(self, "paired", [])[:3]:
+            out.append(f"- Measured MoE/dense cost per training FLOP, {p['model']} vs dense: c = "
+                       f"{p['cost_ratio_median']:.3f} [{p['cost_ratio_low']:.3f}, {p['cost_ratio_high']:.3f}] "
+                       f"(median, 95% bootstrap interval, {p['repeats']} interleaved repeats on {p['device']}): "
+                       f"{p['verdict']} (section 5; `{p['source']}/paired.csv`).")
+        summ = getattr(self, "summary", None)
+        if summ is not None and not summ.empty and summ["final_val_loss"].notna().any():
+            best = summ.loc[summ["final_val_loss"].idxmin()]
+            worst = summ.loc[summ["final_val_loss"].idxmax()]
+            out.append(f"- Training runs ({len(summ)}, one seed each): final validation loss from "
+                       f"{best.final_val_loss:.3f} ({best.run}) to {worst.final_val_loss:.3f} ({worst.run}) "
+                       f"(section 4; `{best.path}/metrics.jsonl`, `{worst.path}/metrics.jsonl`).")
+        return "\n".join(out) + "\n" if out else "No findings: every section lacks data.\n"
+
+    def header(self) -> str:
+        col = self.col
+        sel = ", ".join(f"`{p}`" for p in col.select)
+        skipped = f"; {len(col.skipped)} other run folder(s) found but not selected" if col.skipped else ""
+        lines = [f"Generated by `python -m reports` at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from "
+                 f"{', '.join(f'`{r}`' for r in col.roots)}: {len(col.run_paths)} run folder(s) selected by {sel}"
+                 f"{skipped}, {len(col.bench_paths)} bench CSV(s), {len(col.paired)} paired benchmark(s). Flops are "
+                 "FLOP (2 per multiply-add) unless marked as the note's multiply-adds.\n",
+                 "Measured on (from each run's `env.json`, each paired benchmark's `env.json` and each bench CSV's "
+                 "columns):\n"]
+        machines = {}
+        for r in (col.runs.to_dict("records") if not col.runs.empty else []):
+            machines.setdefault(_env_line(r), []).append(r["path"])
+        for p in col.paired:
+            machines.setdefault(_env_line(p["env"]), []).append(p["source"])
+        if not col.bench.empty:
+            for src, g in col.bench.groupby("source"):
+                first = g.iloc[0]
+                env = {k: first.get(k) for k in ("device_name", "cpu_count", "torch", "torch_threads", "git_commit")}
+                machines.setdefault(_env_line(env), []).append(src)
+        for line, srcs in machines.items():
+            lines.append(f"- {line}: {', '.join(f'`{s}`' for s in srcs[:6])}"
+                         f"{f' and {len(srcs) - 6} more' if len(srcs) > 6 else ''}")
+        return "\n".join(lines) + "\n"
+
     def render(self) -> str:
-        parts = ["# Report: the note's economics, recomputed and measured",
-                 f"Generated by `python -m reports` at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from "
-                 f"{', '.join(f'`{r}`' for r in self.col.roots)}: {len(self.col.run_paths)} run folder(s), "
-                 f"{len(self.col.bench_paths)} bench CSV(s). Flops are FLOP (2 per multiply-add) unless marked "
-                 "as the note's multiply-adds.\n"]
+        parts = ["# Report: the note's economics, recomputed and measured", self.header()]
+        body = []
         for title, fn in zip(SECTIONS, (self.section1, self.section2, self.section3, self.section4, self.section5)):
-            parts.append(f"## {title}\n")
+            body.append(f"## {title}\n")
             try:
-                parts.append(fn())
+                body.append(fn())
             except Exception as e:  # noqa: BLE001  (one broken section must not sink the report)
-                parts.append(f"Section failed: `{type(e).__name__}: {e}`")
+                body.append(f"Section failed: `{type(e).__name__}: {e}`")
                 if fn == self.section2:
                     raise
-            parts.append("")
-        parts.append(SV.section(self.out, self.figures, self.col.roots))
+            body.append("")
+        body.append(SV.section(self.out, self.figures, self.col.roots))
+        parts += ["## Key findings\n", self.findings(), *body]
         return "\n".join(parts)
 
 
-def build(roots, out: str | Path = "reports") -> Report:
-    """Collect, compute, draw and write ``<out>/REPORT.md`` (+ ``<out>/figures/*.png``)."""
+def _env_line(env: dict) -> str:
+    """'<device>, N cores, torch X, T thread(s), commit abc1234' from an env.json-like dict (known fields only)."""
+    def ok(x):
+        return x is not None and str(x) not in ("", "nan", "None")
+    parts = [str(env.get("device_name")) if ok(env.get("device_name")) else "device unknown"]
+    if ok(env.get("cpu_count")):
+        parts.append(f"{int(float(env['cpu_count']))} cores")
+    if ok(env.get("torch")):
+        parts.append(f"torch {env['torch']}")
+    if ok(env.get("torch_threads")):
+        parts.append(f"{int(float(env['torch_threads']))} thread(s)")
+    if ok(env.get("git_commit")):
+        sha = str(env["git_commit"])
+        parts.append(f"commit {sha[:10]}{'-dirty' if sha.endswith('-dirty') else ''}")
+    return ", ".join(parts)
+
+
+def _is_gpu(name) -> bool:
+    return any(k in str(name) for k in ("H100", "H200", "H800", "A100", "NVIDIA", "cuda"))
+
+
+def _conclusive_width(paired: list[dict]) -> float:
+    from experiments.paired_bench import CONCLUSIVE_WIDTH
+    ws = [p["summary"].get("conclusive_width") for p in paired if p["summary"].get("conclusive_width")]
+    return float(ws[0]) if ws else CONCLUSIVE_WIDTH
+
+
+def remove_stale_figures(figdir: Path, keep) -> list[Path]:
+    """Delete the PNGs in ``figdir`` that this report did not draw (left by earlier reports)."""
+    keep = {Path(p).resolve() for p in keep}
+    stale = [p for p in sorted(Path(figdir).glob("*.png")) if p.resolve() not in keep]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
+def build(roots, out: str | Path = "reports", select=None) -> Report:
+    """Collect (runs matching ``select``; all when None), compute, draw and write ``<out>/REPORT.md`` and
+    ``<out>/figures/*.png``; PNGs in ``<out>/figures`` that this report did not draw are deleted."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rep = Report(collect(roots), out)
+    rep = Report(collect(roots, select), out)
     (out / "REPORT.md").write_text(rep.render())
+    rep.stale = remove_stale_figures(rep.figdir, rep.figures)
     return rep

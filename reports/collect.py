@@ -3,10 +3,17 @@
 A run folder is any directory holding ``metrics.jsonl`` (written by ``experiments.train``; format in
 ``experiments/metrics.py``), usually with ``config.yaml``, ``env.json`` and ``summary.json`` next to it.
 A measurement CSV is any ``*.csv`` with the bench columns ``kind`` and ``median_s``
-(``experiments.bench``). Every row keeps the path it came from, so captions can name their data.
+(``experiments.bench``); a paired benchmark is a folder with ``paired.csv`` and ``summary.json``
+(``experiments.paired_bench``). Every row keeps the path it came from (``source``), so captions can name
+their data and CSVs from different places are never pooled.
+
+Runs are selected by their key ``<experiment>/<model>/<size>-seed<seed>`` with shell-style patterns
+(``fnmatch``): ``demo/*`` (the default of ``python -m reports``), ``*/moe*/*``, or a bare experiment name
+``equal_flops`` (= ``equal_flops/*``).
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import sys
@@ -30,7 +37,10 @@ class Collected:
     router_load: pd.DataFrame = field(default_factory=pd.DataFrame)  # step x layer x expert
     router_layer: pd.DataFrame = field(default_factory=pd.DataFrame) # step x layer statistics
     bench: pd.DataFrame = field(default_factory=pd.DataFrame)        # rows of every bench CSV
+    paired: list[dict] = field(default_factory=list)                 # paired benchmarks (summary, env, source)
     roots: list[str] = field(default_factory=list)
+    select: list[str] = field(default_factory=list)                  # run patterns applied
+    skipped: list[str] = field(default_factory=list)                 # run keys found but not selected
 
     @property
     def run_paths(self) -> list[str]:
@@ -86,6 +96,37 @@ def _read_mapping(path: Path, parse, kind: str) -> dict | None:
         warn(f"{display_path(path)}: holds a {type(data).__name__}, not a {kind} mapping; ignored")
         return None
     return data
+
+
+def find_paired(roots: Iterable[str | Path]) -> list[Path]:
+    """Every folder under ``roots`` holding a paired benchmark (``paired.csv`` + ``summary.json``)."""
+    found = set()
+    for root in map(Path, roots):
+        if root.is_dir():
+            found.update(p.parent.resolve() for p in root.rglob("paired.csv") if (p.parent / "summary.json").is_file())
+    return sorted(found)
+
+
+def load_paired(dirs: Iterable[Path]) -> list[dict]:
+    """``{"source", "summary", "env"}`` per paired-benchmark folder (folders whose summary does not load
+    are left out)."""
+    out = []
+    for d in dirs:
+        summ = _read_json(d / "summary.json")
+        if not isinstance(summ.get("models"), dict):
+            continue
+        out.append({"source": display_path(d), "summary": summ, "env": _read_json(d / "env.json")})
+    return out
+
+
+def normalise_patterns(patterns: Iterable[str] | None) -> list[str]:
+    """Run-key patterns: a bare experiment name ``demo`` becomes ``demo/*``; None or empty selects all."""
+    pats = [p.strip().strip("/") for p in (patterns or []) if p and p.strip()]
+    return [p if "/" in p or any(c in p for c in "*?[") else f"{p}/*" for p in pats] or ["*"]
+
+
+def selected(key: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def _read_json(path: Path) -> dict:
@@ -148,6 +189,7 @@ def run_info(run_dir: Path) -> dict | None:
         "parameters_total": env.get("parameters_total", summ.get("parameters_total")),
         "parameters_active": env.get("parameters_active", summ.get("parameters_active")),
         "device": env.get("device", ""), "device_name": env.get("device_name", ""),
+        "cpu_count": env.get("cpu_count"), "torch_threads": env.get("torch_threads"),
         "dtype": env.get("dtype", ""), "torch": env.get("torch", ""), "git_commit": env.get("git_commit", ""),
         "peak_flops_per_s": _float(env.get("peak_flops_per_s")), "peak_source": env.get("peak_source", ""),
         "status": summ.get("status", "running or killed"), "final_val_loss": _float(summ.get("final_val_loss")),
@@ -242,17 +284,23 @@ def load_bench(paths: Iterable[Path]) -> pd.DataFrame:
     return df
 
 
-def collect(roots: Iterable[str | Path]) -> Collected:
-    """Load every run folder and bench CSV under ``roots``."""
+def collect(roots: Iterable[str | Path], select: Iterable[str] | None = None) -> Collected:
+    """Load the run folders whose key matches ``select`` (all when None), every bench CSV and every paired
+    benchmark under ``roots``."""
     roots = [str(r) for r in roots]
+    patterns = normalise_patterns(select)
     infos, metrics, loads, layers = [], [], [], []
     seen: set[str] = set()
+    skipped: set[str] = set()
     # Roots in order: a run found under an earlier root (e.g. fresh runs/) hides the same run
     # (experiment/model/size-seed) committed under a later one (reports/data/runs/).
     run_dirs = [d for root in roots for d in find_run_dirs([root])]
     for d in run_dirs:
         info = run_info(d)
         if info is None or info["run"] in seen:
+            continue
+        if not selected(info["run"], patterns):
+            skipped.add(info["run"])
             continue
         seen.add(info["run"])
         i, m, lo, la = load_run(d, info)
@@ -262,4 +310,5 @@ def collect(roots: Iterable[str | Path]) -> Collected:
         layers += la
     return Collected(runs=pd.DataFrame(infos), metrics=pd.DataFrame(metrics),
                      router_load=pd.DataFrame(loads), router_layer=pd.DataFrame(layers),
-                     bench=load_bench(find_csvs(roots)), roots=roots)
+                     bench=load_bench(find_csvs(roots)), paired=load_paired(find_paired(roots)), roots=roots,
+                     select=patterns, skipped=sorted(skipped - seen))

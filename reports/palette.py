@@ -14,7 +14,8 @@ FAMILY = {"dense": _CB[0], "moe": _CB[1], "deepseek": _CB[2], "note": _CB[7], "r
 BALANCING = {"none": _CB[7], "aux_loss": _CB[1], "loss_free": _CB[2], "z_loss": _CB[4], "dense": _CB[0]}
 BACKEND = {"dense": _CB[0], "loop": _CB[3], "grouped": _CB[1], "megablocks": _CB[4]}
 MARKER = {"dense": "o", "moe": "s", "deepseek": "D", "real MoE": "s", "note (dense)": "o"}
-WATERFALL = {"up": _CB[3], "down": _CB[2], "total": _CB[7]}
+WATERFALL = {"up": _CB[3], "down": _CB[2], "total": _CB[7], "reported": _CB[0]}
+DECODE = {"decode": _CB[0], "recompute": _CB[3]}
 
 
 def family_colour(family: str):
@@ -27,6 +28,13 @@ def family_colour(family: str):
         if name.startswith(base):
             return FAMILY[base]
     return _CB[7]
+
+
+def run_colours(runs) -> dict:
+    """One distinct colour per run (colour-blind palette, then a 20-colour one beyond 10 runs)."""
+    runs = list(runs)
+    cols = _CB if len(runs) <= len(_CB) else sns.color_palette("tab20", len(runs))
+    return {r: cols[i % len(cols)] for i, r in enumerate(runs)}
 
 
 LINESTYLES = ["-", "--", ":", "-."]

@@ -73,15 +73,28 @@ def _write_bench(path: Path) -> None:
             w.writerow({c: r.get(c, "x86_64" if c == "device_name" else "") for c in COLUMNS})
 
 
+def _write_paired(path: Path, repeats: int = 6) -> dict:
+    """A real (short) paired benchmark of the demo's dense and moe models."""
+    from experiments import paired_bench as PB
+    rows, summary, env = PB.run(["dense", "moe"], repeats=repeats, warmup=1, progress=False)
+    PB.write(path, rows, summary, env)
+    return summary
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    import warnings
     root = tmp_path_factory.mktemp("runs")
     _write_run(root, "dense", False, "dense")
     _write_run(root, "moe", True, "aux_loss")
     _write_run(root, "moe_none", True, "none")
     _write_bench(root / "bench.csv")
+    _write_paired(root / "paired")
     out = tmp_path_factory.mktemp("out")
-    rep = B.build([str(root)], out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = B.build([str(root)], out)
+    rep.caught = caught
     return rep, out, (out / "REPORT.md").read_text()
 
 
@@ -92,7 +105,7 @@ def test_every_section_and_figure(report):
     figs = sorted((out / "figures").glob("*.png"))
     names = {p.stem for p in figs}
     assert {"deepseek_waterfall", "loss_curves", "maxvio", "throughput", "decode", "mfu_runs",
-            "router_load_0", "router_load_1"} <= names, names
+            "router_load", "paired_cost_ratio_paired"} <= names, names
     assert {p.resolve() for p in rep.figures} == {p.resolve() for p in figs}
     for p in figs:
         assert p.stat().st_size > 5000, p
@@ -170,6 +183,59 @@ def test_measured_ratio(report):
     assert rep.values["mfu_ratio_bench, best backend"] == pytest.approx(0.5)
 
 
+def test_section5_uses_the_paired_ratio(report):
+    """Section 5 prints the paired benchmark's median and interval (from its summary.json) and draws
+    dollars only from it; the key findings repeat it with its source."""
+    import json
+    rep, out, text = report
+    src = next(p for p in rep.col.paired)
+    m = src["summary"]["models"]["moe"]
+    assert rep.values["paired_cost_ratio"] == m["cost_ratio_median"]
+    assert m["cost_ratio_low"] <= m["cost_ratio_median"] <= m["cost_ratio_high"]
+    sec5 = text.split("## 5.")[1]
+    assert f"| {m['cost_ratio_median']:.3f} | [{m['cost_ratio_low']:.3f}, {m['cost_ratio_high']:.3f}] |" in sec5
+    assert m["verdict"] in sec5
+    summ = json.loads((Path(src["source"]) / "summary.json").read_text())
+    assert summ["repeats"] == 6
+    findings = text.split("## Key findings")[1].split("## 1.")[0]
+    assert f"c = {m['cost_ratio_median']:.3f}" in findings and "paired.csv" in findings
+    assert "Unpaired measurements (context only, not used for dollars)" in sec5
+
+
+def test_report_header_names_the_machine(report):
+    """The header lists each measurement's device, cores, torch, threads and commit from its env.json."""
+    rep, _, text = report
+    head = text.split("## Key findings")[0]
+    env = rep.col.paired[0]["env"]
+    assert env["cpu_model"] and env["cpu_count"] and env["torch_threads"] and env["git_commit"]
+    assert f"{env['device_name']}, {env['cpu_count']} cores, torch {env['torch']}, {env['torch_threads']} thread(s)" in head
+
+
+def test_definitions_and_single_seed(report):
+    rep, _, text = report
+    sec4 = text.split("## 4.")[1].split("## 5.")[0]
+    first = sec4.index("MaxVio")
+    assert "**MaxVio** = max load / mean load - 1" in sec4[first - 40:first + 60]
+    assert "**CV** = standard deviation / mean" in sec4
+    assert "Each configuration was trained once (seed 0)" in sec4
+
+
+def test_no_deprecation_warnings_from_figures(report):
+    rep, _, _ = report
+    bad = [str(w.message) for w in rep.caught if issubclass(w.category, (PendingDeprecationWarning, DeprecationWarning))]
+    assert not bad, bad
+
+
+def test_figures_are_clean(report):
+    """Every figure of the report: no text outside the canvas, no two point labels overlapping."""
+    from reports import figures as F
+    rep, _, _ = report
+    names = {p.stem for p in rep.figures}
+    assert {"cost_vs_params", "inference_cost"} <= names  # the scatters with point labels are among them
+    problems = {n: F.LAYOUT_PROBLEMS[n] for n in names if F.LAYOUT_PROBLEMS.get(n)}
+    assert not problems, problems
+
+
 def test_costs_use_accounting(report):
     """Section 3: the note's cases are press2025.table2_shapes(), prices DeepSeek's $/h at section 2's MFU."""
     from accounting import cost as AC, press2025
@@ -202,7 +268,9 @@ def test_committed_report_cites_only_files_in_the_checkout():
     cited = set(re.findall(r"`(reports/data/[^`]+)`", text))
     figures = set(re.findall(r"\]\((figures/[^)]+\.png)\)", text))
     assert cited and figures
-    missing = sorted(p for p in cited if not (root / p).is_file())
+    # a cited file exists; a cited folder (a run folder or paired benchmark in the header) holds files
+    missing = sorted(p for p in cited if not ((root / p).is_file() or
+                                              ((root / p).is_dir() and any(x.is_file() for x in (root / p).iterdir()))))
     missing += sorted(f for f in figures if not (root / "reports" / f).is_file())
     assert not missing, missing
     assert "runs/demo" not in re.sub(r"reports/data/runs/", "", text)  # nothing from the uncommitted runs/

@@ -1,0 +1,84 @@
+"""Overall progress of a Hydra sweep: ``[sweep] job i/n ... elapsed, ~time left``.
+
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``; Hydra calls it around every job of
+``python -m experiments.train -m ...`` (the basic launcher runs the jobs one after another in this
+process). The number of jobs is counted from the sweep's overrides as Hydra's basic sweeper expands them;
+time left is the mean time of the finished jobs times the jobs still to run. A single run (no ``-m``)
+prints nothing. Lines go to stderr so that they never mix with a job's own output on stdout.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def count_jobs(config: DictConfig) -> int | None:
+    """Jobs of the sweep described by ``config.hydra`` (task overrides + sweeper params); None if unknown."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        overrides = parser.parse_overrides(list(config.hydra.overrides.task))
+        params = config.hydra.sweeper.get("params") or {}
+        given = {o.get_key_element() for o in overrides}
+        extra = parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given])
+        return len(BasicSweeper.split_arguments(extra + overrides, None)[0])
+    except Exception:  # noqa: BLE001  (progress is a courtesy; never break a sweep over it)
+        return None
+
+
+def _dur(s: float) -> str:
+    s = max(0.0, s)
+    return f"{int(s // 60)} min {int(s % 60):02d} s" if s >= 60 else f"{s:.0f} s"
+
+
+class SweepProgress(Callback):
+    """Prints one line when each job of a multirun starts and ends."""
+
+    def __init__(self) -> None:
+        self.n: int | None = None
+        self.t0 = 0.0
+        self.done = 0
+        self.job_t0 = 0.0
+
+    def _print(self, msg: str) -> None:
+        print(f"[sweep] {msg}", file=sys.stderr, flush=True)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.n, self.t0, self.done = count_jobs(config), time.perf_counter(), 0
+        if self.n:
+            self._print(f"{self.n} job(s), run one after another")
+
+    def _multirun(self, config: DictConfig) -> bool:
+        try:
+            return str(config.hydra.mode) == "RunMode.MULTIRUN" or str(config.hydra.mode) == "MULTIRUN"
+        except Exception:  # noqa: BLE001
+            return False
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self._multirun(config):
+            return
+        self.job_t0 = time.perf_counter()
+        i = int(config.hydra.job.num) + 1
+        of = f"/{self.n}" if self.n else ""
+        left = ""
+        if self.done and self.n:
+            el = time.perf_counter() - self.t0
+            left = f"; {_dur(el)} elapsed, ~{_dur(el / self.done * (self.n - self.done))} left"
+        self._print(f"job {i}{of} starting: {' '.join(config.hydra.overrides.task)}{left}")
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if not self._multirun(config):
+            return
+        self.done += 1
+        el = time.perf_counter() - self.t0
+        of = f"/{self.n}" if self.n else ""
+        left = f", ~{_dur(el / self.done * (self.n - self.done))} left" if self.n else ""
+        status = getattr(getattr(job_return, "status", None), "name", "")
+        self._print(f"job {int(config.hydra.job.num) + 1}{of} {'failed' if status == 'FAILED' else 'done'} in "
+                    f"{_dur(time.perf_counter() - self.job_t0)}; {_dur(el)} elapsed{left}")
