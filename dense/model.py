@@ -4,18 +4,15 @@
 ``accounting.params.count_parameters(shape).total`` and whose forward flops under
 ``torch.utils.flop_counter.FlopCounterMode`` equal ``accounting.flops.forward_flops(shape, T, batch=B,
 flops_per_mac=2)['total']`` (2 flops per multiply-add; attention counted over the full T x T matrix).
-The MoE model (``moe.MoETransformer``) is this class with an FFN factory that swaps in MoE FFNs.
-
-FFN modules may report auxiliary losses: after their forward, ``ffn.last_aux_losses`` (dict of scalar
-tensors, already weighted by their coefficients) and ``ffn.last_stats`` (any object, e.g.
-``moe.RouterStats``). The model gathers them into ``ModelOutput`` and adds the losses to ``loss``, so a
-training loop cannot forget them.
+The forward is two halves, ``trunk`` (embedding and blocks) and ``output`` (final norm, head, loss), so a
+subclass can add weighted losses of its own between them (``moe.MoETransformer`` does: its FFN swap, balancing
+losses and multi-token prediction all live in ``moe``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,15 +35,13 @@ class ModelOutput:
     logits: [B, T, V] (or [B, 1, V] with ``last_only``).
     loss: ``lm_loss + sum(aux_losses.values())``; None without targets.
     lm_loss: mean next-token cross-entropy in nats (targets -1 are ignored); None without targets.
-    aux_losses: weighted auxiliary losses summed over layers, e.g. ``load_balance``, ``z_loss``.
-    router_stats: one entry per MoE layer (``moe.RouterStats``), empty for a dense model.
+    aux_losses: weighted losses a subclass adds to ``loss`` (empty for this dense model).
     """
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     lm_loss: torch.Tensor | None = None
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    router_stats: list[Any] = field(default_factory=list)
 
 
 def check_buildable(shape: ModelShape, mtp: bool = False) -> None:
@@ -112,7 +107,11 @@ class Transformer(nn.Module):
         ``cache``: a ``KVCache`` holding earlier positions; the T tokens continue from ``cache.pos``.
         ``last_only``: compute logits at the last position only (generation; not with ``targets``).
         """
-        B, T = idx.shape
+        return self.output(self.trunk(idx, cache), targets, last_only=last_only)
+
+    def trunk(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Embedding and blocks: the last block's output [B, T, d], before the final norm."""
+        T = idx.size(1)
         start = 0 if cache is None else cache.pos
         if start + T > self.shape.seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds seq_len={self.shape.seq_len}")
@@ -121,15 +120,18 @@ class Transformer(nn.Module):
             x = block(x, self.rope, cache)
         if cache is not None:
             cache.advance(T)
-        hidden = x                                   # last block's output, before the final norm
-        x = self.norm(x)
+        return x
+
+    def output(self, hidden: torch.Tensor, targets: torch.Tensor | None = None,
+               aux_losses: dict[str, torch.Tensor] | None = None, last_only: bool = False) -> ModelOutput:
+        """Final norm and head on ``hidden`` (``trunk``'s output); with ``targets`` the loss, ``lm_loss`` plus
+        the weighted ``aux_losses``."""
+        x = self.norm(hidden)
         if last_only:
             x = x[:, -1:, :]
         logits = self.embedding.unembed(x)
-        extra = self.extra_losses(hidden, idx, targets) if targets is not None else {}
-        aux_losses, router_stats = self._collect_aux()
-        aux_losses.update(extra)
-        out = ModelOutput(logits=logits, aux_losses=aux_losses, router_stats=router_stats)
+        aux_losses = aux_losses or {}
+        out = ModelOutput(logits=logits, aux_losses=aux_losses)
         if targets is not None:
             if last_only:
                 raise ValueError("last_only=True gives no logits for a loss over all positions")
@@ -137,36 +139,6 @@ class Transformer(nn.Module):
                                           ignore_index=-1)
             out.loss = out.lm_loss + sum(aux_losses.values()) if aux_losses else out.lm_loss
         return out
-
-    def extra_losses(self, hidden: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Weighted losses beyond next-token prediction, from the last block's output ``hidden`` [B, T, d]
-        (before the final norm). None here; ``moe.MoETransformer`` adds its MTP loss."""
-        return {}
-
-    def extra_blocks(self) -> list[nn.Module]:
-        """Blocks outside ``self.blocks`` whose FFN statistics the forward collects (MTP blocks)."""
-        return []
-
-    def _collect_aux(self) -> tuple[dict[str, torch.Tensor], list[Any]]:
-        """Sum the FFNs' weighted auxiliary losses by name and list their stats (see module docstring)."""
-        losses: dict[str, torch.Tensor] = {}
-        stats: list[Any] = []
-        for block in [*self.blocks, *self.extra_blocks()]:
-            ffn_losses = getattr(block.ffn, "last_aux_losses", None)
-            if ffn_losses is None:
-                continue
-            for name, value in ffn_losses.items():
-                losses[name] = losses[name] + value if name in losses else value
-            stats.append(block.ffn.last_stats)
-            block.ffn.last_aux_losses, block.ffn.last_stats = None, None
-        return losses, stats
-
-    def update_router_biases(self) -> None:
-        """Loss-free balancing step (``moe``); a no-op for a dense model and other balancing methods."""
-        for block in [*self.blocks, *self.extra_blocks()]:
-            update = getattr(block.ffn, "update_router_bias", None)
-            if update is not None:
-                update()
 
     # ----- decoding -----------------------------------------------------------------------------
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:

@@ -32,6 +32,8 @@ from typing import Sequence
 
 import torch
 
+import moe
+
 from accounting.hardware import Hardware
 from accounting.params import count_parameters
 from accounting.serving import Layout, decode_step, expected_distinct_experts
@@ -151,7 +153,7 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
             out = step(b)
             _sync(device)
             times[b].append(time.perf_counter() - t0)
-            if out.router_stats:
+            if isinstance(out, moe.MoEOutput):
                 distinct[b].append(statistics.fmean(float((s.tokens_per_expert > 0).sum())
                                                     for s in out.router_stats))
     del views, cache

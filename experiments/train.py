@@ -12,8 +12,8 @@ The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` receives (from ra
 experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and ``summary.json``.
 
 The loop: AdamW, linear warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast (and
-optionally torch.compile) on CUDA, fp32 on the CPU; ``model.update_router_biases()`` after every optimizer
-step. A NaN/inf loss, gradient norm, weight or validation loss stops the run with a message (exit status
+optionally torch.compile) on CUDA, fp32 on the CPU; an MoE model's loss-free bias step runs as an optimizer
+pre-hook (``moe.register_bias_update``). A NaN/inf loss, gradient norm, weight or validation loss stops the run with a message (exit status
 3) before anything non-finite is applied or saved, leaving the last good checkpoint.
 
 Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+import moe
+
 from accounting.params import count_parameters
 
 from . import checkpoint as ckpt
@@ -54,11 +56,6 @@ class TrainingDiverged(RuntimeError):
 
 def model_from(shape, router: dict | None = None, backend: str = "loop") -> torch.nn.Module:
     """``moe.build_model(shape, RouterConfig(**router), backend)``: a dense.Transformer for E = 0."""
-    import moe
-
-    if not hasattr(moe, "build_model") and not shape.is_moe:  # the dense package alone
-        import dense
-        return dense.Transformer(shape)
     return moe.build_model(shape, router=moe.RouterConfig(**(router or {})), backend=backend)
 
 
@@ -467,6 +464,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         if device.type == "cuda" and t["compile"]:
             model = torch.compile(model)
         optimizer = make_optimizer(raw, o, device)
+        moe.register_bias_update(raw, optimizer)
         tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
         flops_per_token = train_flops_per_token(shape)
         max_steps = t["max_steps"]
@@ -612,7 +610,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                         (out.loss / t["grad_accum"]).backward()
                     lm_sum += out.lm_loss.detach().float()
                     total_sum += out.loss.detach().float()
-                    if log_now and out.router_stats:
+                    if log_now and isinstance(out, moe.MoEOutput):
                         router_micro.append([s.to_dict() for s in out.router_stats])
                 losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
                 grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -634,7 +632,6 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                raw.update_router_biases() if hasattr(raw, "update_router_biases") else None
                 step += 1
                 train_loss, total_loss = losses.tolist()
                 last_train = train_loss
