@@ -188,6 +188,14 @@ def parse_args(argv: Sequence[str] | None):
     return a
 
 
+def _plan(a, gpu: bool) -> tuple[int, int, list[int], list[int], int]:
+    """(d_model, layers, batches, contexts, repeats) from the arguments; ``--quick`` is a seconds-long run."""
+    if a.quick:
+        return 64, 1, [1, 4], [16], 2
+    return (a.d_model or (2048 if gpu else 512), a.layers, a.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256],
+            a.contexts or [64, 512, 2048], a.repeats)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     device = torch.device(a.device)
@@ -199,13 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype_name = a.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = DTYPES[dtype_name]
     gpu = device.type == "cuda"
-    if a.quick:
-        d, layers, batches, contexts, repeats = 64, 1, [1, 4], [16], 2
-    else:
-        d = a.d_model or (2048 if gpu else 512)
-        layers, repeats = a.layers, a.repeats
-        batches = a.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256]
-        contexts = a.contexts or [64, 512, 2048]
+    d, layers, batches, contexts, repeats = _plan(a, gpu)
     max_step = a.max_step_s if a.max_step_s is not None else (math.inf if gpu else 1.0)
     cap = (a.max_cache_gb if a.max_cache_gb is not None else (20.0 if gpu else 2.0)) * 1e9
     out = Path(a.out or f"reports/data/decode_{device.type}.csv")
@@ -259,26 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           flush=True)
                 ok = sorted(res)
                 for b in ok:
-                    ts = res[b]["times"]
-                    med = statistics.median(ts)
-                    q1, q3 = _quartiles(ts)
                     pred = decode_step(shape, hw, layout, b, n)
-                    row = {"device": env["cpu_model"] if device.type == "cpu" else env["device_name"], "dtype": dtype_name, "model": name,
-                           "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
-                           "context": n, "batch": b, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
-                           "step_s_q3": q3, "step_s_min": min(ts), "step_s_max": max(ts),
-                           "tokens_per_s_median": b / med, "predicted_step_s": pred["step_s"],
-                           "predicted_compute_s": pred["compute_s"], "predicted_memory_s": pred["memory_s"],
-                           "predicted_bound": pred["bound"], "predicted_bytes": pred["bytes"],
-                           "predicted_kv_bytes": pred["parts"]["attention_cache"]["bytes"],
-                           "predicted_routed_bytes": pred["parts"]["routed_experts"]["bytes"],
-                           "predicted_flops_fma2": pred["flops_fma2"],
-                           "measured_over_predicted_tokens_per_s": pred["step_s"] / med,
-                           "distinct_experts_measured": res[b]["distinct"],
-                           "distinct_experts_predicted": (expected_distinct_experts(shape.n_experts, shape.top_k, b)
-                                                          if shape.is_moe else None),
-                           "total_params": c.total, "active_params": c.active,
-                           "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bw}
+                    row = _row(shape, c, res[b], pred, name=name, context=n, batch=b, dtype=dtype_name, peak=peak,
+                               bw=bw, device=env["cpu_model"] if device.type == "cpu" else env["device_name"])
                     w.writerow(row)
                 fh.flush()
                 print(f"  {name:10s} n={n:5d} " + " ".join(
@@ -289,6 +274,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_path.write_text(json.dumps(env, indent=2))
     print(f"wrote {out} and {env_path} in {time.time() - t_start:.0f}s")
     return 0
+
+
+def _row(shape: ModelShape, c, res: dict, pred: dict, *, name: str, context: int, batch: int, dtype: str,
+         peak: float, bw: float, device: str) -> dict:
+    """One CSV row: the measured step times at (context, batch) beside the roofline's prediction ``pred``."""
+    ts = res["times"]
+    med = statistics.median(ts)
+    q1, q3 = _quartiles(ts)
+    return {"device": device, "dtype": dtype, "model": name,
+            "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
+            "context": context, "batch": batch, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
+            "step_s_q3": q3, "step_s_min": min(ts), "step_s_max": max(ts),
+            "tokens_per_s_median": batch / med, "predicted_step_s": pred["step_s"],
+            "predicted_compute_s": pred["compute_s"], "predicted_memory_s": pred["memory_s"],
+            "predicted_bound": pred["bound"], "predicted_bytes": pred["bytes"],
+            "predicted_kv_bytes": pred["parts"]["attention_cache"]["bytes"],
+            "predicted_routed_bytes": pred["parts"]["routed_experts"]["bytes"],
+            "predicted_flops_fma2": pred["flops_fma2"],
+            "measured_over_predicted_tokens_per_s": pred["step_s"] / med,
+            "distinct_experts_measured": res["distinct"],
+            "distinct_experts_predicted": (expected_distinct_experts(shape.n_experts, shape.top_k, batch)
+                                           if shape.is_moe else None),
+            "total_params": c.total, "active_params": c.active,
+            "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bw}
 
 
 def _kv_bytes_per_token(shape: ModelShape, dtype: torch.dtype) -> float:

@@ -13,8 +13,10 @@ experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and
 
 The loop: AdamW, linear warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast (and
 optionally torch.compile) on CUDA, fp32 on the CPU; an MoE model's loss-free bias step runs as an optimizer
-pre-hook (``moe.register_bias_update``). A NaN/inf loss, gradient norm, weight or validation loss stops the run with a message (exit status
-3) before anything non-finite is applied or saved, leaving the last good checkpoint.
+pre-hook (``moe.register_bias_update``). A NaN/inf loss, gradient norm, weight or validation loss stops the
+run with a message (exit status 3) before anything non-finite is applied or saved, leaving the last good
+checkpoint. ``train`` reads as its parts: ``_setup`` (data, model, optimiser), ``_claim_folder`` (lock,
+decide), ``_start`` (resume or clean), ``_loop`` over ``_train_step``, ``_log`` and ``_save_checkpoint``.
 
 Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
 nothing of an old run touched before the new one can proceed; a used folder needs ``resume=true`` or
@@ -31,6 +33,7 @@ import re
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -415,302 +418,385 @@ def _kept(ckpt_path: Path) -> str:
     return "no checkpoint was written"
 
 
+@dataclass
+class _Run:
+    """What one training segment holds: its settings, data, model and optimiser, and where it stands."""
+
+    spec: RunSpec
+    run_dir: Path
+    info: D.DistInfo
+    dtype: str
+    label: str
+    t_start: float
+    sampler: WindowSampler | None = None
+    data: Any = None
+    raw: torch.nn.Module | None = None        # the model as built
+    model: torch.nn.Module | None = None      # raw, wrapped for DDP/FSDP and compiled
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    writer: MetricsWriter | None = None
+    meta: dict = field(default_factory=dict)
+    tokens_per_step: int = 0
+    flops_per_token: float = 0.0
+    max_steps: int = 0
+    step: int = 0
+    saved_step: int | None = None
+    wall_before: float = 0.0
+    last_train: float | None = None
+    last_val: float | None = None
+    peak: dict = field(default_factory=dict)
+    lock: RunLock | None = None
+
+    @property
+    def cfg(self) -> dict:
+        return self.spec.cfg
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / ckpt.CHECKPOINT
+
+    @property
+    def stop(self) -> int:
+        return self.cfg["train"]["stop_at_step"] or self.max_steps
+
+
 def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) one training job into ``run_dir``; returns the summary dict.
 
     Order: checks that need no work (paths, memory); data and model (nothing of the folder touched); lock the
     folder; decide fresh / resume / already completed / refuse (rank 0, then every rank follows); only then
     replace an old run's files (``overwrite=true``) or truncate its metrics to the checkpoint (resume)."""
-    cfg, shape = spec.cfg, spec.shape
-    t, o = cfg["train"], cfg["optim"]
-    run_dir = Path(run_dir)
+    cfg, t = spec.cfg, spec.cfg["train"]
     info = D.setup(t["device"])
-    device, main = info.device, info.is_main
     threads_before = torch.get_num_threads()
     if t["threads"]:
         torch.set_num_threads(t["threads"])
-    dtype = resolve_dtype(t, device)
-    label = f"{cfg['model']['name']}-{cfg['model']['size']}"
-    t_start = time.perf_counter()
+    r = _Run(spec, Path(run_dir), info, resolve_dtype(t, info.device), f"{cfg['model']['name']}-{cfg['model']['size']}",
+             time.perf_counter())
     signals = _Signals()
     signals.install()
-    lock: RunLock | None = None
     started = finished = False
-    ckpt_path = run_dir / ckpt.CHECKPOINT
-    summary_path = run_dir / "summary.json"
     try:
-        preflight(spec, device)
-        # Data: rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache
-        # (a failure on rank 0 is broadcast, so the other ranks stop with it instead of waiting).
-        err = None
-        if main:
-            try:
-                data = prepare(cfg["data"], cfg["paths"]["cache"])
-            except Exception as e:
-                err = e
-        _agree(0, err, info)
-        if not main:
-            data = prepare(cfg["data"], cfg["paths"]["cache"])
-        if data.vocab_size > shape.vocab_size:
-            raise DataError(f"the tokenizer has {data.vocab_size} tokens but model.shape.vocab_size="
-                            f"{shape.vocab_size}")
-        sampler = WindowSampler(data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank,
-                                t["eval_batches"])
-
-        torch.manual_seed(cfg["seed"])
-        raw = build_model(spec).to(device)
-        # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
-        model = D.wrap(raw, info, t["parallel"])
-        if device.type == "cuda" and t["compile"]:
-            model = torch.compile(model)
-        optimizer = make_optimizer(raw, o, device)
-        moe.register_bias_update(raw, optimizer)
-        tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
-        flops_per_token = train_flops_per_token(shape)
-        max_steps = t["max_steps"]
-        if t["flops_budget"]:
-            max_steps = min(max_steps, max(1, math.ceil(t["flops_budget"] / (flops_per_token * tokens_per_step))))
-        warmup = min(o["warmup_steps"], max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, max_steps, o["min_lr_ratio"]))
-        writer = MetricsWriter(run_dir, enabled=main)
-        meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
-                "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
-
-        # The folder: rank 0 locks it and decides; nothing of an earlier run is touched before every check
-        # passed. decision: 0 fresh, 1 resume, 2 already completed; an error -> its exit status.
-        decision, err, state = 0, None, None
-        if main:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                lock = RunLock(run_dir)
-                lock.acquire()
-                if lock.previous:
-                    print(f"[{label}] taking over the stale lock of pid {lock.previous} (no longer running)",
-                          flush=True)
-                for p in _clean_temporaries(run_dir, cfg["paths"]["cache"]):
-                    print(f"[{label}] removed stale temporary file {p}", flush=True)
-                used = [f for f in RUN_FILES if (run_dir / f).exists()]
-                if cfg["resume"] and ckpt_path.exists():
-                    state = ckpt.read(ckpt_path, map_location=device)
-                    ckpt.check_compatible(state, ckpt_path, raw, shape=cfg["model"]["shape"],
-                                          family=cfg["model"]["name"])
-                    saved_meta = state.get("meta") or {}
-                    saved = saved_meta.get("config")
-                    if saved is not None:
-                        saved = {**saved, "world_size": saved_meta.get("world_size")}
-                        now = {**meta["config"], "world_size": info.world_size}
-                    else:  # a checkpoint from before settings were recorded: the folder's config.yaml
-                        saved, now = _saved_config(run_dir), meta["config"]
-                    if saved is not None:
-                        changed = changed_settings(saved, now)
-                        if changed:
-                            raise RunError(f"resume=true with settings that differ from the checkpoint's run "
-                                           f"({'; '.join(changed)}): resume with the original values, or "
-                                           f"start a new run (another name, or overwrite=true)")
-                    writer.check(state["step"])  # a bad metrics line refuses before anything changes
-                    old = _read_summary(run_dir)
-                    decision = 1
-                    if old and old.get("status") == "completed" and state["step"] >= max_steps:
-                        decision = 2
-                elif used and not cfg["overwrite"] and not cfg["resume"]:
-                    raise RunError(f"run folder {run_dir} already holds a run ({', '.join(used)}): pass "
-                                   f"resume=true to continue it or overwrite=true to replace it")
-            except BaseException as e:
-                err = e
-        decision = _agree(decision, err, info)
+        preflight(spec, info.device)
+        _setup(r)
+        decision, state = _claim_folder(r)
         if decision == 2:
-            summary = _read_summary(run_dir) if main else {}
-            if main:
-                print(f"[{label}] already completed at step {state['step']}: nothing to do (summary.json kept)",
-                      flush=True)
             finished = True
-            return summary
-        wall_before = 0.0
-        last_val, last_train = None, None
-        if decision == 1:
-            state = ckpt.load(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler,
-                              map_location=device, state=state)
-            step = state["step"]
-            wall_before = float((state.get("extra") or {}).get("wall_time_s") or 0.0)
-            kept = writer.truncate_after(step)
-            if kept:  # the losses of the run so far, in case no step or evaluation follows
-                last_train = kept[-1].get("train_loss")
-                last_val = next((r["val_loss"] for r in reversed(kept) if r.get("val_loss") is not None), None)
-            if main:
-                print(f"[{label}] resumed from {ckpt_path} at step {step}", flush=True)
-        else:
-            step = 0
-            if main:
-                if cfg["resume"]:
-                    print(f"[{label}] resume=true but {ckpt_path} does not exist: starting from scratch",
-                          flush=True)
-                for f in RUN_FILES:
-                    (run_dir / f).unlink(missing_ok=True)
+            return _read_summary(r.run_dir) if info.is_main else {}
+        _start(r, decision, state)
         started = True
-
-        peak = hardware_peak(cfg["hardware"], device, dtype)
-        params = count_parameters(shape)
-        if main:
-            ckpt.write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
-            env = environment(device, dtype, info.world_size)
-            env.update(peak)
-            env.update({"data": data.describe(), "parameters_total": params.total,
-                        "parameters_active": params.active,
-                        "parameters_counted": sum(p.numel() for p in model.parameters()),
-                        "tokens_per_step": tokens_per_step, "max_steps": max_steps,
-                        "train_flops_per_token": flops_per_token, "flop_convention": "2 per multiply-add"})
-            ckpt.write_text_atomic(run_dir / "env.json", json.dumps(env, indent=1))
-
-        model.train()
-        progress = Progress(t["progress"], max_steps, step, main, label)
-        interval_time, interval_steps = 0.0, 0
-        stop = t["stop_at_step"] or max_steps
-        status = "completed"
-        saved_step = step if decision == 1 else None
-
-        def summary_of(status: str, **more) -> dict:
-            return {"status": status, "step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
-                    "final_train_loss": last_train, "final_val_loss": last_val,
-                    "parameters_total": params.total, "parameters_active": params.active,
-                    "train_flops_per_token": flops_per_token,
-                    "train_flops": flops_per_token * step * tokens_per_step,
-                    "wall_time_s": wall_before + time.perf_counter() - t_start,
-                    "wall_time_this_segment_s": time.perf_counter() - t_start, "world_size": info.world_size,
-                    "parallel": t["parallel"] if info.enabled else None, "run_dir": _portable(run_dir), **more}
-
-        def save_checkpoint() -> None:
-            nonlocal saved_step
-            if not _all_ranks(ckpt.all_finite(list(raw.parameters()) + list(raw.buffers())), info):
-                raise TrainingDiverged(f"non-finite weights after step {step}; not saved; "
-                                       f"{_kept(ckpt_path)}")
-            ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
-                      tokens=step * tokens_per_step, meta=meta,
-                      extra={"parallel": t["parallel"], "world_size": info.world_size,
-                             "wall_time_s": wall_before + time.perf_counter() - t_start},
-                      write=main)
-            saved_step = step
-
-        try:
-            signals.in_loop = True
-            while step < max_steps:
-                log_now = (step + 1) % t["log_every"] == 0 or step + 1 == max_steps or step + 1 == stop
-                t0 = time.perf_counter()
-                lm_sum = torch.zeros((), device=device)
-                total_sum = torch.zeros((), device=device)
-                router_micro = []
-                for micro in range(t["grad_accum"]):
-                    x, y = sampler.train_batch(step, micro)
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    sync = contextlib.nullcontext()
-                    if info.enabled:
-                        sync = D.gradient_sync(model, enabled=micro == t["grad_accum"] - 1)
-                    with sync:
-                        with autocast(device, dtype):
-                            out = model(x, y)
-                        (out.loss / t["grad_accum"]).backward()
-                    lm_sum += out.lm_loss.detach().float()
-                    total_sum += out.loss.detach().float()
-                    if log_now and isinstance(out, moe.MoEOutput):
-                        router_micro.append([s.to_dict() for s in out.router_stats])
-                losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
-                grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-                # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending
-                # SIGINT/SIGTERM on any rank stops every rank after this step).
-                flags = torch.tensor([float(torch.isfinite(losses).all()), float(torch.isfinite(grad_norm)),
-                                      -float(signals.signum)], dtype=torch.float64, device=device)
-                D.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
-                flags = flags.tolist()
-                if flags[0] < 1 or flags[1] < 1:
-                    optimizer.zero_grad(set_to_none=True)
-                    what = "loss" if flags[0] < 1 else "gradient norm"
-                    raise TrainingDiverged(
-                        f"non-finite {what} at step {step + 1} (train loss {losses[0].item()}, gradient norm "
-                        f"{float(grad_norm)}); the update was not applied; {_kept(ckpt_path)}")
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                train_loss, total_loss = losses.tolist()
-                last_train = train_loss
-                interval_time += time.perf_counter() - t0
-                interval_steps += 1
-
-                rec = None
-                if log_now:
-                    evaluated = step % t["eval_every"] == 0 or step == max_steps or step == stop
-                    if evaluated:
-                        last_val = evaluate(raw, sampler, device, dtype)
-                    router = _reduce_router(aggregate_router_stats(router_micro), info)
-                    assignments = routed_assignments(router)
-                    windows = t["batch_size"] * t["grad_accum"] * info.world_size
-                    fpt_routed = (train_flops_per_token(shape, assignments / windows)
-                                  if assignments is not None else flops_per_token)
-                    step_time = interval_time / interval_steps
-                    tok_s = tokens_per_step / step_time
-                    achieved = fpt_routed * tok_s
-                    rec = {"step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
-                           "train_loss": train_loss, "train_total_loss": total_loss,
-                           "val_loss": last_val if evaluated else None,
-                           "lr": lr, "grad_norm": float(grad_norm), "step_time_s": step_time,
-                           "tokens_per_s": tok_s, "train_flops_per_token": flops_per_token,
-                           "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
-                           "peak_flops_per_s": peak["peak_flops_per_s"],
-                           "mfu": achieved / (peak["peak_flops_per_s"] * info.world_size), **memory_bytes(device),
-                           "aux_losses": {k: float(v.detach()) if torch.is_tensor(v) else float(v)
-                                          for k, v in out.aux_losses.items()},
-                           "router": router}
-                    writer.write(rec)
-                    interval_time, interval_steps = 0.0, 0
-                    if evaluated and not math.isfinite(last_val):
-                        raise TrainingDiverged(f"non-finite validation loss {last_val} at step {step}; "
-                                               f"{_kept(ckpt_path)}")
-                progress.update(step, rec)
-                if step == stop or step == max_steps or (t["ckpt_every"] and step % t["ckpt_every"] == 0):
-                    save_checkpoint()
-                if flags[2] < 0:
-                    signum = int(-flags[2])
-                    if saved_step != step:
-                        save_checkpoint()
-                    raise Interrupted(signum, f"{signal.Signals(signum).name} at step {step}")
-                if step == stop and stop < max_steps:
-                    status = "stopped"
-                    break
-        except (TrainingDiverged, Interrupted) as e:
-            signals.in_loop = False
-            progress.close()
-            status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
-            if main:
-                ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary_of(
-                    status, checkpoint_step=saved_step, reason=str(e))), indent=1))
-            if isinstance(e, Interrupted):
-                raise Interrupted(e.signum, f"{e} ({'checkpoint at step ' + str(saved_step) + ' in ' + str(ckpt_path) if saved_step is not None else 'no checkpoint'}); "
-                                            f"continue with resume=true") from None
-            raise
-        signals.in_loop = False
-        progress.close()
-        replica_diff = D.replica_max_abs_diff(raw, info)
-        summary = summary_of(status, replica_max_abs_diff=replica_diff)
-        if main:
-            ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary), indent=1))
-            print(f"[{label}] {status} at step {step}: train loss {_fmt(last_train)}, val loss "
-                  f"{_fmt(last_val)}, {summary['wall_time_s']:.1f} s -> {run_dir}", flush=True)
+        _write_run_files(r)
+        summary = _loop(r, signals)
         finished = True
         return summary
     except BaseException:
-        if main and not started:
-            _remove_if_empty(run_dir, cfg["paths"]["runs"], lock)
+        if info.is_main and not started:
+            _remove_if_empty(r.run_dir, cfg["paths"]["runs"], r.lock)
         raise
     finally:
         signals.restore()
-        if lock is not None:
-            lock.release()
+        if r.lock is not None:
+            r.lock.release()
         torch.set_num_threads(threads_before)
         # Drop the wrapped model, optimizer and state before the process group goes (see D.cleanup).
-        model = raw = optimizer = scheduler = state = out = None  # noqa: F841
+        r = None  # noqa: F841
         D.cleanup(info, barrier=finished)
+
+
+def _setup(r: _Run) -> None:
+    """Data (rank 0 first), model, optimiser and schedule; nothing of the run folder is touched."""
+    cfg, shape, info = r.cfg, r.spec.shape, r.info
+    t, o = cfg["train"], cfg["optim"]
+    # Rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache (a failure on
+    # rank 0 is broadcast, so the other ranks stop with it instead of waiting).
+    err = None
+    if info.is_main:
+        try:
+            r.data = prepare(cfg["data"], cfg["paths"]["cache"])
+        except Exception as e:
+            err = e
+    _agree(0, err, info)
+    if not info.is_main:
+        r.data = prepare(cfg["data"], cfg["paths"]["cache"])
+    if r.data.vocab_size > shape.vocab_size:
+        raise DataError(f"the tokenizer has {r.data.vocab_size} tokens but model.shape.vocab_size="
+                        f"{shape.vocab_size}")
+    r.sampler = WindowSampler(r.data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank, t["eval_batches"])
+    torch.manual_seed(cfg["seed"])
+    r.raw = build_model(r.spec).to(info.device)
+    # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
+    r.model = D.wrap(r.raw, info, t["parallel"])
+    if info.device.type == "cuda" and t["compile"]:
+        r.model = torch.compile(r.model)
+    r.optimizer = make_optimizer(r.raw, o, info.device)
+    moe.register_bias_update(r.raw, r.optimizer)
+    r.tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
+    r.flops_per_token = train_flops_per_token(shape)
+    r.max_steps = t["max_steps"]
+    if t["flops_budget"]:
+        r.max_steps = min(r.max_steps, max(1, math.ceil(t["flops_budget"] / (r.flops_per_token * r.tokens_per_step))))
+    warmup = min(o["warmup_steps"], r.max_steps)
+    r.scheduler = torch.optim.lr_scheduler.LambdaLR(r.optimizer, lr_lambda(warmup, r.max_steps, o["min_lr_ratio"]))
+    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main)
+    r.meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
+              "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
+
+
+def _claim_folder(r: _Run) -> tuple[int, dict | None]:
+    """Rank 0 locks the folder (``r.lock``) and decides; every rank follows. Returns (decision, checkpoint
+    state): decision 0 fresh, 1 resume, 2 already completed; nothing of an earlier run is touched here."""
+    cfg, run_dir, ckpt_path = r.cfg, r.run_dir, r.ckpt_path
+    decision, err, state = 0, None, None
+    if r.info.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            r.lock = lock = RunLock(run_dir)
+            lock.acquire()
+            if lock.previous:
+                print(f"[{r.label}] taking over the stale lock of pid {lock.previous} (no longer running)",
+                      flush=True)
+            for p in _clean_temporaries(run_dir, cfg["paths"]["cache"]):
+                print(f"[{r.label}] removed stale temporary file {p}", flush=True)
+            used = [f for f in RUN_FILES if (run_dir / f).exists()]
+            if cfg["resume"] and ckpt_path.exists():
+                state = ckpt.read(ckpt_path, map_location=r.info.device)
+                _check_resumable(r, state)
+                old = _read_summary(run_dir)
+                decision = 1
+                if old and old.get("status") == "completed" and state["step"] >= r.max_steps:
+                    decision = 2
+                    print(f"[{r.label}] already completed at step {state['step']}: nothing to do (summary.json "
+                          f"kept)", flush=True)
+            elif used and not cfg["overwrite"] and not cfg["resume"]:
+                raise RunError(f"run folder {run_dir} already holds a run ({', '.join(used)}): pass "
+                               f"resume=true to continue it or overwrite=true to replace it")
+        except BaseException as e:
+            err = e
+    return _agree(decision, err, r.info), state
+
+
+def _check_resumable(r: _Run, state: dict) -> None:
+    """Refuse a checkpoint of another model, changed settings, or a metrics file that cannot be truncated."""
+    cfg = r.cfg
+    ckpt.check_compatible(state, r.ckpt_path, r.raw, shape=cfg["model"]["shape"], family=cfg["model"]["name"])
+    saved_meta = state.get("meta") or {}
+    saved = saved_meta.get("config")
+    if saved is not None:
+        saved = {**saved, "world_size": saved_meta.get("world_size")}
+        now = {**r.meta["config"], "world_size": r.info.world_size}
+    else:  # a checkpoint from before settings were recorded: the folder's config.yaml
+        saved, now = _saved_config(r.run_dir), r.meta["config"]
+    if saved is not None:
+        changed = changed_settings(saved, now)
+        if changed:
+            raise RunError(f"resume=true with settings that differ from the checkpoint's run "
+                           f"({'; '.join(changed)}): resume with the original values, or "
+                           f"start a new run (another name, or overwrite=true)")
+    r.writer.check(state["step"])  # a bad metrics line refuses before anything changes
+
+
+def _start(r: _Run, decision: int, state: dict | None) -> None:
+    """Load the checkpoint (resume) or remove an old run's files (fresh)."""
+    cfg, main = r.cfg, r.info.is_main
+    if decision == 1:
+        state = ckpt.load(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler,
+                          map_location=r.info.device, state=state)
+        r.step = r.saved_step = state["step"]
+        r.wall_before = float((state.get("extra") or {}).get("wall_time_s") or 0.0)
+        kept = r.writer.truncate_after(r.step)
+        if kept:  # the losses of the run so far, in case no step or evaluation follows
+            r.last_train = kept[-1].get("train_loss")
+            r.last_val = next((x["val_loss"] for x in reversed(kept) if x.get("val_loss") is not None), None)
+        if main:
+            print(f"[{r.label}] resumed from {r.ckpt_path} at step {r.step}", flush=True)
+    elif main:
+        if cfg["resume"]:
+            print(f"[{r.label}] resume=true but {r.ckpt_path} does not exist: starting from scratch", flush=True)
+        for f in RUN_FILES:
+            (r.run_dir / f).unlink(missing_ok=True)
+
+
+def _write_run_files(r: _Run) -> None:
+    """config.yaml (resolved) and env.json (device, versions, MFU peak, sizes), from rank 0."""
+    cfg = r.cfg
+    r.peak = hardware_peak(cfg["hardware"], r.info.device, r.dtype)
+    if r.info.is_main:
+        params = count_parameters(r.spec.shape)
+        ckpt.write_text_atomic(r.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
+        env = environment(r.info.device, r.dtype, r.info.world_size)
+        env.update(r.peak)
+        env.update({"data": r.data.describe(), "parameters_total": params.total, "parameters_active": params.active,
+                    "parameters_counted": sum(p.numel() for p in r.model.parameters()),
+                    "tokens_per_step": r.tokens_per_step, "max_steps": r.max_steps,
+                    "train_flops_per_token": r.flops_per_token, "flop_convention": "2 per multiply-add"})
+        ckpt.write_text_atomic(r.run_dir / "env.json", json.dumps(env, indent=1))
+
+
+def _loop(r: _Run, signals: _Signals) -> dict:
+    """Train from ``r.step`` to the stop step: step, log, checkpoint, honour a signal; the summary."""
+    t = r.cfg["train"]
+    r.model.train()
+    progress = Progress(t["progress"], r.max_steps, r.step, r.info.is_main, r.label)
+    interval_time, interval_steps, status = 0.0, 0, "completed"
+    try:
+        signals.in_loop = True
+        while r.step < r.max_steps:
+            log_now = (r.step + 1) % t["log_every"] == 0 or r.step + 1 in (r.max_steps, r.stop)
+            t0 = time.perf_counter()
+            result = _train_step(r, log_now, signals)
+            interval_time += time.perf_counter() - t0
+            interval_steps += 1
+            rec = None
+            if log_now:
+                rec = _log(r, result, interval_time / interval_steps)
+                interval_time, interval_steps = 0.0, 0
+            progress.update(r.step, rec)
+            if r.step in (r.stop, r.max_steps) or (t["ckpt_every"] and r.step % t["ckpt_every"] == 0):
+                _save_checkpoint(r)
+            if result.signum:
+                if r.saved_step != r.step:
+                    _save_checkpoint(r)
+                raise Interrupted(result.signum, f"{signal.Signals(result.signum).name} at step {r.step}")
+            if r.step == r.stop < r.max_steps:
+                status = "stopped"
+                break
+    except (TrainingDiverged, Interrupted) as e:
+        signals.in_loop = False
+        progress.close()
+        _stopped(r, e)
+    signals.in_loop = False
+    progress.close()
+    summary = _summary(r, status, replica_max_abs_diff=D.replica_max_abs_diff(r.raw, r.info))
+    if r.info.is_main:
+        ckpt.write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(summary), indent=1))
+        print(f"[{r.label}] {status} at step {r.step}: train loss {_fmt(r.last_train)}, val loss "
+              f"{_fmt(r.last_val)}, {summary['wall_time_s']:.1f} s -> {r.run_dir}", flush=True)
+    return summary
+
+
+@dataclass
+class _StepResult:
+    lm_loss: float
+    total_loss: float
+    grad_norm: float
+    lr: float
+    signum: int                     # a SIGINT/SIGTERM pending on any rank (0: none)
+    router_micro: list              # per micro-batch, the RouterStats dicts (when logging an MoE model)
+    aux_losses: dict                # the last micro-batch's weighted auxiliary losses
+
+
+def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches; `TrainingDiverged` before a non-finite loss or
+    gradient is applied."""
+    t, o, info, device = r.cfg["train"], r.cfg["optim"], r.info, r.info.device
+    lm_sum = torch.zeros((), device=device)
+    total_sum = torch.zeros((), device=device)
+    router_micro = []
+    for micro in range(t["grad_accum"]):
+        x, y = r.sampler.train_batch(r.step, micro)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync = D.gradient_sync(r.model, enabled=micro == t["grad_accum"] - 1) if info.enabled \
+            else contextlib.nullcontext()
+        with sync:
+            with autocast(device, r.dtype):
+                out = r.model(x, y)
+            (out.loss / t["grad_accum"]).backward()
+        lm_sum += out.lm_loss.detach().float()
+        total_sum += out.loss.detach().float()
+        if log_now and isinstance(out, moe.MoEOutput):
+            router_micro.append([s.to_dict() for s in out.router_stats])
+    losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
+    grad_norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(),
+                                               o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending SIGINT/SIGTERM
+    # on any rank stops every rank after this step).
+    flags = torch.tensor([float(torch.isfinite(losses).all()), float(torch.isfinite(grad_norm)),
+                          -float(signals.signum)], dtype=torch.float64, device=device)
+    D.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
+    finite_loss, finite_grad, minus_signum = flags.tolist()
+    if finite_loss < 1 or finite_grad < 1:
+        r.optimizer.zero_grad(set_to_none=True)
+        what = "loss" if finite_loss < 1 else "gradient norm"
+        raise TrainingDiverged(f"non-finite {what} at step {r.step + 1} (train loss {losses[0].item()}, gradient "
+                               f"norm {float(grad_norm)}); the update was not applied; {_kept(r.ckpt_path)}")
+    lr = r.scheduler.get_last_lr()[0]
+    r.optimizer.step()  # an MoE model's loss-free bias step runs first (moe.register_bias_update)
+    r.scheduler.step()
+    r.optimizer.zero_grad(set_to_none=True)
+    r.step += 1
+    lm_loss, total_loss = losses.tolist()
+    r.last_train = lm_loss
+    aux = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.aux_losses.items()} \
+        if log_now else {}
+    return _StepResult(lm_loss, total_loss, float(grad_norm), lr, int(-minus_signum), router_micro, aux)
+
+
+def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
+    """Evaluate when due, write one metrics.jsonl record and return it; `TrainingDiverged` on a non-finite
+    validation loss (after the record is written)."""
+    t, info = r.cfg["train"], r.info
+    evaluated = r.step % t["eval_every"] == 0 or r.step in (r.max_steps, r.stop)
+    if evaluated:
+        r.last_val = evaluate(r.raw, r.sampler, info.device, r.dtype)
+    router = _reduce_router(aggregate_router_stats(s.router_micro), info)
+    assignments = routed_assignments(router)
+    windows = t["batch_size"] * t["grad_accum"] * info.world_size
+    fpt_routed = (train_flops_per_token(r.spec.shape, assignments / windows)
+                  if assignments is not None else r.flops_per_token)
+    tok_s = r.tokens_per_step / step_time
+    achieved = fpt_routed * tok_s
+    rec = {"step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
+           "train_loss": s.lm_loss, "train_total_loss": s.total_loss, "val_loss": r.last_val if evaluated else None,
+           "lr": s.lr, "grad_norm": s.grad_norm, "step_time_s": step_time,
+           "tokens_per_s": tok_s, "train_flops_per_token": r.flops_per_token,
+           "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
+           "peak_flops_per_s": r.peak["peak_flops_per_s"],
+           "mfu": achieved / (r.peak["peak_flops_per_s"] * info.world_size), **memory_bytes(info.device),
+           "aux_losses": s.aux_losses, "router": router}
+    r.writer.write(rec)
+    if evaluated and not math.isfinite(r.last_val):
+        raise TrainingDiverged(f"non-finite validation loss {r.last_val} at step {r.step}; {_kept(r.ckpt_path)}")
+    return rec
+
+
+def _save_checkpoint(r: _Run) -> None:
+    """The checkpoint at ``r.step`` (atomic; rank 0 writes); never of non-finite weights."""
+    if not _all_ranks(ckpt.all_finite(list(r.raw.parameters()) + list(r.raw.buffers())), r.info):
+        raise TrainingDiverged(f"non-finite weights after step {r.step}; not saved; {_kept(r.ckpt_path)}")
+    t = r.cfg["train"]
+    ckpt.save(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler, step=r.step,
+              tokens=r.step * r.tokens_per_step, meta=r.meta,
+              extra={"parallel": t["parallel"], "world_size": r.info.world_size,
+                     "wall_time_s": r.wall_before + time.perf_counter() - r.t_start},
+              write=r.info.is_main)
+    r.saved_step = r.step
+
+
+def _summary(r: _Run, status: str, **more) -> dict:
+    params = count_parameters(r.spec.shape)
+    return {"status": status, "step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
+            "final_train_loss": r.last_train, "final_val_loss": r.last_val,
+            "parameters_total": params.total, "parameters_active": params.active,
+            "train_flops_per_token": r.flops_per_token,
+            "train_flops": r.flops_per_token * r.step * r.tokens_per_step,
+            "wall_time_s": r.wall_before + time.perf_counter() - r.t_start,
+            "wall_time_this_segment_s": time.perf_counter() - r.t_start, "world_size": r.info.world_size,
+            "parallel": r.cfg["train"]["parallel"] if r.info.enabled else None, "run_dir": _portable(r.run_dir),
+            **more}
+
+
+def _stopped(r: _Run, e: TrainingDiverged | Interrupted) -> None:
+    """Write the summary of a diverged or interrupted run and re-raise (an interruption names its checkpoint)."""
+    status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
+    if r.info.is_main:
+        ckpt.write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(_summary(
+            r, status, checkpoint_step=r.saved_step, reason=str(e))), indent=1))
+    if isinstance(e, Interrupted):
+        where = (f"checkpoint at step {r.saved_step} in {r.ckpt_path}" if r.saved_step is not None
+                 else "no checkpoint")
+        raise Interrupted(e.signum, f"{e} ({where}); continue with resume=true") from None
+    raise e
 
 
 def _jsonable_summary(s: dict) -> dict:

@@ -190,6 +190,9 @@ class Report:
 
     # ----- 4 -----------------------------------------------------------------------------------------
     def section4(self) -> str:
+        return "\n".join([self._training_runs(), self._bench_throughput(), self._flop_check(), self._decode()])
+
+    def _training_runs(self) -> str:
         col = self.col
         out = []
         summ = run_summary(col)
@@ -234,6 +237,10 @@ class Report:
                                     f"MaxVio over training per balancing method; data: {mp}"))
             else:
                 out.append(f"No MoE router statistics in these runs; an MoE run ({TRAIN_CMD}) logs them.")
+        return "\n".join(out)
+
+    def _bench_throughput(self) -> str:
+        col, out = self.col, []
         out.append("\n### Throughput and MFU per backend (bench CSVs)")
         bm = bench_mfu(col.bench)
         self.bench_mfu = bm
@@ -257,6 +264,10 @@ class Report:
                                        f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
             if not any("cuda" in str(d) or "H100" in str(d) or "H200" in str(d) for d in col.bench.get("device_name", [])):
                 out.append(f"These are CPU numbers; GPU numbers come from {BENCH_GPU_CMD}.")
+        return "\n".join(out)
+
+    def _flop_check(self) -> str:
+        out = []
         out.append("\n### Accounting vs FlopCounterMode (computed live)")
         fc, msg = flop_check()
         if fc.empty:
@@ -268,6 +279,10 @@ class Report:
                                 ["shape", "tokens", "accounting FLOP", "FlopCounterMode FLOP", "ratio"], "lrrrr"))
             if msg:
                 out.append(f"\nNot built: {msg}.")
+        return "\n".join(out)
+
+    def _decode(self) -> str:
+        col, out = self.col, []
         out.append("\n### Incremental decode vs full recompute")
         dec = col.bench[col.bench["kind"].isin(["decode", "recompute"])] if not col.bench.empty else pd.DataFrame()
         dec = dec[dec["median_s"].notna()] if not dec.empty else dec
@@ -281,10 +296,16 @@ class Report:
 
     # ----- 5 -----------------------------------------------------------------------------------------
     def section5(self) -> str:
-        out = []
-        summ = self.summary
-        rr = mfu_ratio_runs(summ)
         rb = mfu_ratio_bench(self.bench_mfu)
+        out = self._paired_part() + self._unpaired_part(rb)
+        if not self.paired and self.summary.empty and rb.empty:
+            return (f"No measurements to compare yet: the MoE/dense cost per FLOP needs a paired benchmark "
+                    f"({PAIRED_CMD}).\n")
+        return "\n".join(out)
+
+    def _paired_part(self) -> list[str]:
+        """The paired benchmarks' c = MoE/dense cost per FLOP, with dollars drawn only from conclusive ones."""
+        out = []
         c = self.deepseek
         est = c["flops"] * C.price(1.0)["usd_per_flop"] / c["mfu"]  # the corrected accounting at dense efficiency
         out.append("The note prices every FLOP alike, but an MoE step need not run at a dense step's efficiency. "
@@ -353,6 +374,12 @@ class Report:
                            "machine, not DeepSeek's H800 cluster, where expert parallelism, all-to-all communication "
                            "and kernel efficiency set c; apply them to DeepSeek's dollars only as an illustration. "
                            f"A GPU measurement comes from {PAIRED_GPU_CMD}.")
+        return out
+
+    def _unpaired_part(self, rb) -> list[str]:
+        """Training runs' and bench CSVs' MFU ratios: context only."""
+        out, summ = [], self.summary
+        rr = mfu_ratio_runs(summ)
         if not summ.empty:
             out.append("\n### Unpaired measurements (context only, not used for dollars)")
             out.append("Each training run's MFU is its own median over logged steps, measured at a different time "
@@ -380,10 +407,7 @@ class Report:
                                 "lllrrrl"))
             best = rb[rb["kind"] == "model"] if (rb["kind"] == "model").any() else rb
             self.values["mfu_ratio_bench, best backend"] = float(best.groupby("backend")["median_ratio"].median().max())
-        if not self.paired and summ.empty and rb.empty:
-            return (f"No measurements to compare yet: the MoE/dense cost per FLOP needs a paired benchmark "
-                    f"({PAIRED_CMD}).\n")
-        return "\n".join(out)
+        return out
 
     # ----- key findings ------------------------------------------------------------------------------
     def findings(self) -> str:

@@ -276,8 +276,23 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
              "nearly all its *total* weights per step while computing only its *active* ones. "
              "`accounting.serving` prices this as a roofline (compute, HBM and link time per step; the slowest "
              "binds; efficiency 1.0 = the bound); `python -m accounting serve` and `serving-check` print it.\n"]
+    parts += _deepseek_part(out, figures) + _note_case_d_part(out, figures) + _batch_sweep_part(out, figures)
+    parts.append("### Measured decode vs the roofline\n")
+    csvs = find_decode_csvs(roots)
+    if not csvs:
+        parts.append(f"No `decode_*.csv` found under {', '.join(map(str, roots))}; run {BENCH_CMD}.\n")
+    for path in csvs:
+        try:
+            parts.append(measured_part(path, out, figures))
+        except Exception as e:  # noqa: BLE001  (a malformed CSV must not sink the report)
+            parts.append(f"`{path}` could not be read: `{type(e).__name__}: {e}`\n")
+    return "\n".join(parts)
+
+
+def _deepseek_part(out: Path, figures: list | None) -> list[str]:
+    """DeepSeek-V3 in its disclosed serving layouts: the roofline bound against the disclosed throughput."""
     d = S.deepseek_disclosed_check()
-    parts += ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
+    return ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
               f"Source: {d['source']}. Decode: EP{d['decode_layout']['gpus']} "
               f"({d['decode_layout']['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
               f"data-parallel), prefill: EP{d['prefill_layout']['gpus']} "
@@ -320,8 +335,12 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
               _fig(deepseek_figure(d, out / "figures", figures),
                    "DeepSeek's disclosed throughput vs the roofline bound in its layouts; data: "
                    "accounting.serving.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
+
+
+def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
+    """The note's case D priced with the roofline."""
     rows = S.note_case_d_roofline()
-    parts += ["### The note's case D, recomputed\n",
+    return ["### The note's case D, recomputed\n",
               "The note puts inference for its case D at $1-2 per million tokens (arithmetic only). Its dense MHA "
               "shape at its own context, priced with the roofline (bf16, tensor-parallel over the smallest "
               "power-of-two replica that holds one sequence, at the largest batch that fits):\n",
@@ -336,9 +355,13 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
               f"${rows[0]['usd_per_million_output_tokens_kv_floor']:.0f} per million tokens on "
               f"{rows[0]['hardware']} at ${rows[0]['usd_per_gpu_hour']:g}/hour, whatever the batch. The note's $1-2 "
               "holds only for arithmetic; a 2025 model at that context needs a compressed cache (GQA, MLA) to get near it.\n"]
+
+
+def _batch_sweep_part(out: Path, figures: list | None) -> list[str]:
+    """$ per million output tokens against batch, per model."""
     df = batch_sweep()
     best = df[df["fits"]].loc[lambda x: x.groupby("model")["usd_per_mtok_out"].idxmin()]
-    parts += ["### $ per million output tokens vs batch\n",
+    return ["### $ per million output tokens vs batch\n",
               f"{get_hardware(SWEEP['hw']).name}, {SWEEP['weights']} weights, {SWEEP['kv']} KV cache, context "
               f"{SWEEP['context']}, ${SWEEP['usd']:g}/GPU-hour; each model on the smallest power-of-two replica that "
               "holds one sequence per GPU (MoE: experts spread over it, the rest replicated; dense: tensor-parallel). "
@@ -351,13 +374,3 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
               _fig(usd_vs_batch_figure(df, out / "figures", figures),
                    "$ per million output tokens vs batch (marker: binding regime; hollow: does not fit in HBM; "
                    "dashed: the note's compute-only method); data: accounting.serving.serve")]
-    parts.append("### Measured decode vs the roofline\n")
-    csvs = find_decode_csvs(roots)
-    if not csvs:
-        parts.append(f"No `decode_*.csv` found under {', '.join(map(str, roots))}; run {BENCH_CMD}.\n")
-    for path in csvs:
-        try:
-            parts.append(measured_part(path, out, figures))
-        except Exception as e:  # noqa: BLE001  (a malformed CSV must not sink the report)
-            parts.append(f"`{path}` could not be read: `{type(e).__name__}: {e}`\n")
-    return "\n".join(parts)
