@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from . import cost as C
 from . import press2025 as P
 from . import serving as S
-from .chinchilla import FITS, chinchilla_tokens
+from .chinchilla import FITS, TOKENS_PER_PARAMETER, chinchilla_tokens
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
 from .hardware import HARDWARE, get_hardware
 from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
@@ -252,8 +252,8 @@ def table3_text(data: dict[str, Any]) -> str:
                      "ok" if r["within_tolerance"] else "FAIL", si(r["computed_exact_rate"])])
     out.append(_grid(["quantity", "case", "printed", "ours", "ours/printed", "rounds", "tolerance",
                       "ours @exact $"], rows))
-    out.append("GPU-years and $ use the note's rounded $1e-18 per multiply-add; 'ours @exact $' uses "
-               f"${data['usd_per_flop_mac_exact']:.4g} (300e12 multiply-adds/s at $10K per GPU-year).")
+    out.append(f"GPU-years and $ use the note's rounded {C.NOTE_USD_PER_MAC_TEXT} per multiply-add; 'ours @exact $' uses "
+               f"${data['usd_per_flop_mac_exact']:.4g} ({C.NOTE_PEAK_MACS_TEXT} multiply-adds/s at {C.NOTE_USD_PER_GPU_YEAR_TEXT} per GPU-year).")
     out.append("Optimal training set size is 240 L d^2 (eq. 4 without 40 V d): with the V term B would be "
                + si(next(r["eq4_with_vocab"] for r in data["rows"] if r["quantity"] == "optimal training set size"
                          and r["case"] == "B")) + ", not the printed 540e9.")
@@ -305,7 +305,7 @@ def params_text(d: dict[str, Any]) -> str:
                f"{d['active_with_input_embedding_params']:,}")
     if d["mtp_params"]:
         out.append(f"MTP modules (not in total): {d['mtp_params']:,}; total with MTP {d['total_with_mtp_params']:,}")
-    out.append(f"Chinchilla (20 tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
+    out.append(f"Chinchilla ({TOKENS_PER_PARAMETER:g} tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
                f"{si(d['chinchilla_active_basis_tokens'])} on active")
     out.append(f"KV cache: {d['kv_cache_elements_per_token']:,} elements per token ({si(d['kv_cache_bytes_per_token_bf16'])}B in bf16)")
     if "published" in d:
@@ -357,7 +357,7 @@ def cost_text(d: dict[str, Any]) -> str:
         f"training: {si(d['training_flops_fma2_per_token'])} FLOP/token (2 per MAC) -> {si(d['training_flops_fma2'])} FLOP "
         f"= {si(d['training_flops_mac'])} multiply-adds; 6 N_active D = {si(d['six_n_active_d_flops_fma2'])} FLOP",
         f"time and money: {si(d['gpu_hours'])} GPU-hours = {si(d['gpu_years'])} GPU-years -> ${si(d['cost_usd'])}"
-        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every 2 years)",
+        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every {C.COST_HALVING_YEARS:g} years)",
         f"inference: {si(d['decode_flops_fma2_per_token'])} FLOP per generated token at context {d['seq_len']} "
         f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
         "compute-optimal at this budget (C = 6ND): " + "; ".join(
@@ -375,7 +375,7 @@ def deepseek_data() -> dict[str, Any]:
 def deepseek_text(d: dict[str, Any]) -> str:
     s = d["section6"]
     pr = s["printed"]
-    out = ["Section 6 of the note, recomputed (multiply-add = 1 flop, n = 32K, $1e-18 per flop):",
+    out = [f"Section 6 of the note, recomputed (multiply-add = 1 flop, n = 32K, {C.NOTE_USD_PER_MAC_TEXT} per flop):",
            _grid(["quantity", "note printed", "ours", "comment"], [
                ["12 L d^2 (d=7168, L=61)", si(pr["active_12Ld2_params"]), si(s["active_12Ld2_params"]), "'active' width"],
                ["Chinchilla 671B x 20", si(pr["chinchilla_tokens"]), si(s["chinchilla_tokens"]),
@@ -383,10 +383,10 @@ def deepseek_text(d: dict[str, Any]) -> str:
                ["(6nd+36d^2)L per token", "", si(s["train_flops_mac_per_token"]), "multiply-adds, n = 32768"],
                ["x 14.8T tokens", si(pr["train_flops_mac"]), si(s["train_flops_mac"]),
                 f"= {si(s['train_flops_fma2'])} FLOP (2 per MAC)"],
-               ["cost at $1e-18", "$" + si(pr["cost_usd"]), "$" + si(s["cost_usd_rounded_rate"]),
+               [f"cost at {C.NOTE_USD_PER_MAC_TEXT}", "$" + si(pr["cost_usd"]), "$" + si(s["cost_usd_rounded_rate"]),
                 f"exact rate: ${si(s['cost_usd_exact_rate'])}"],
                ["GPU-hours", si(pr["gpu_hours"]), si(s["gpu_hours_note_method"]),
-                f"= $2.9M / ${s['note_usd_per_gpu_hour']:.2f}/h; exact at 300e12 MAC/s: {si(s['gpu_hours_exact_300T'])}"],
+                f"= $2.9M / ${s['note_usd_per_gpu_hour']:.2f}/h; exact at {C.NOTE_PEAK_MACS_TEXT} MAC/s: {si(s['gpu_hours_exact_300T'])}"],
                ["reported (DeepSeek)", f"{si(pr['reported_gpu_hours'])} h, ${si(pr['reported_usd'])}",
                 f"{si(s['reported_gpu_hours'])} h, ${si(s['reported_usd'])}",
                 f"$ ratio reported/note {s['reported_over_note_usd']:.2f}"]])]
@@ -405,7 +405,7 @@ def deepseek_text(d: dict[str, Any]) -> str:
              f"{v['implied_mfu_bf16']:.1%}", si(v["h800_hours_at_peak"]), "$" + si(v["cost_usd_h800_at_peak"])]
             for k, v in e["methods"].items()]
     out.append(_grid(["method", "MAC/token", "FLOP/token", "MAC total", "FLOP total", "implied MFU",
-                      "H800-h at peak", "$ at $2/h, peak"], rows))
+                      "H800-h at peak", f"$ at ${P.DEEPSEEK_REPORTED['usd_per_gpu_hour']:g}/h, peak"], rows))
     return "\n".join(out)
 
 
@@ -607,7 +607,8 @@ def build_parser() -> _Parser:
     pc.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
     pc.add_argument("--seq-len", type=_positive_int, required=True, help="training window n (tokens)")
     pc.add_argument("--gpu", default="press2025", choices=sorted(HARDWARE),
-                    help="hardware preset (default press2025: the note's 300e12 multiply-adds/s at $10K/year)")
+                    help=f"hardware preset (default press2025: the note's {C.NOTE_PEAK_MACS_TEXT} multiply-adds/s at "
+                         f"{C.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")

@@ -31,6 +31,11 @@ NOTE_ROUNDED_USD_PER_MAC = 1e-18
 """The note's printed "$1 x 10^-18 per executed flop" (its flop = one multiply-add)."""
 NOTE_BASE_YEAR = 2025
 COST_HALVING_YEARS = 2.0
+
+# The note's rates as it prints them ("$1e-18", "300e12", "$10K"), for text that quotes the note.
+NOTE_USD_PER_MAC_TEXT = f"${NOTE_ROUNDED_USD_PER_MAC:g}"
+NOTE_PEAK_MACS_TEXT = f"{NOTE_PEAK_MACS_PER_S / 1e12:g}e12"
+NOTE_USD_PER_GPU_YEAR_TEXT = f"${NOTE_USD_PER_GPU_YEAR / 1e3:g}K"
 """GPU compute cost halves about every 2.0 years (note, section 7, after Hobbhahn & Besiroglu)."""
 
 

@@ -126,10 +126,6 @@ class ParameterCount:
         return self.total + self.mtp_total
 
     @property
-    def active_with_mtp(self) -> int:
-        return self.active + self.mtp_active
-
-    @property
     def active_fraction(self) -> float:
         return self.active / self.total
 
@@ -162,13 +158,6 @@ def total_parameters(shape: ModelShape) -> int:
 def active_parameters(shape: ModelShape) -> int:
     """Weights one token touches (elements); see the module docstring for the convention."""
     return count_parameters(shape).active
-
-
-def non_embedding_active_parameters(shape: ModelShape) -> int:
-    """Active weights without the input embedding and output head: the ``N`` of ``6 N D`` estimates
-    that leave embeddings out (Kaplan et al.)."""
-    c = count_parameters(shape).active_by_component
-    return sum(v for k, v in c.items() if k not in ("embedding", "output_head"))
 
 
 def active_parameters_with_input_embedding(shape: ModelShape) -> int:

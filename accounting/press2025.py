@@ -21,6 +21,7 @@ from typing import Any
 
 from . import cost as C
 from .chinchilla import TOKENS_PER_PARAMETER, note_optimal_tokens
+from .hardware import HARDWARE
 from .flops import FLOP, MAC, decode_flops_per_token, forward_flops, training_flops
 from .memory import kv_cache_elements, note_activation_elements, note_kv_cache_elements
 from .params import count_parameters, total_parameters
@@ -44,12 +45,6 @@ def note_forward_flops(n_layers: int, seq_len: int, d_model: int, vocab_size: in
 def note_incremental_flops(n_layers: int, seq_len: int, d_model: int) -> int:
     """Section 4.1: one more token with a KV cache, ``L (12 d^2 + 2 n d)`` multiply-adds."""
     return n_layers * (12 * d_model ** 2 + 2 * seq_len * d_model)
-
-
-def note_forward_backward_flops(n_layers: int, seq_len: int, d_model: int, vocab_size: int = 0) -> int:
-    """Eq. (5): ``(6 n^2 d + 36 n d^2) L + 3 V n d`` multiply-adds for one window, forward + backward."""
-    L, n, d = n_layers, seq_len, d_model
-    return (6 * n * n * d + 36 * n * d * d) * L + 3 * vocab_size * n * d
 
 
 def training_flops_per_token(d_model: int, n_layers: int, seq_len: int, vocab_size: int = 0) -> int:
@@ -272,7 +267,7 @@ DEEPSEEK_REPORTED = {
     "total_params": 671e9, "active_params": 37e9, "pretrain_tokens": 14.8e12, "pretrain_seq_len": 4096,
     "gpu_hours_pretrain": 2.664e6, "gpu_hours_context_extension": 0.119e6, "gpu_hours_post_training": 0.005e6,
     "gpu_hours_total": 2.788e6, "usd_per_gpu_hour": 2.0, "usd_total": 5.576e6,
-    "train_flops_per_token_reported": 250e9, "peak_bf16_flops_per_s": 989e12,
+    "train_flops_per_token_reported": 250e9, "peak_bf16_flops_per_s": HARDWARE["h800"].peak_bf16_flops_per_s,
 }
 """DeepSeek-V3 technical report (arXiv 2412.19437): H800 GPU-hours, $2/GPU-hour, 14.8T tokens at 4K."""
 SECTION6_PRINTED = {"active_12Ld2_params": _p("38", _B), "chinchilla_tokens": _p("13.4", _T),
@@ -333,7 +328,7 @@ def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None 
     counts = count_parameters(shape)
     d, L = shape.d_model, shape.n_layers
     peak, hours = DEEPSEEK_REPORTED["peak_bf16_flops_per_s"], DEEPSEEK_REPORTED["gpu_hours_pretrain"]
-    h800 = C.GpuRate("H800 SXM bf16 dense at $2/h", peak, 2, DEEPSEEK_REPORTED["usd_per_gpu_hour"])
+    h800 = C.gpu_rate("h800", usd_per_hour=DEEPSEEK_REPORTED["usd_per_gpu_hour"])  # bf16 dense peak
     macs_per_token = {
         "note_formula_n32768": float(training_flops_per_token(d, L, 32 * K)),
         f"note_formula_n{seq_len}": float(training_flops_per_token(d, L, seq_len)),

@@ -6,7 +6,7 @@ Rows of the CSV (``kind``):
     loop, grouped, and megablocks when importable on CUDA) on ``tokens`` tokens;
   * ``model``: forward + backward of a whole model (dense or MoE per backend), ``tokens`` = batch x seq;
   * ``decode`` / ``recompute``: one new token with a KV cache vs a full forward over the context, per
-    context length (uses ``dense.decode_timing.time_decode`` when the models provide it).
+    context length (``experiments.decode_timing.time_decode``).
 Each timed row is the MEDIAN of ``--repeats`` runs after ``--warmup`` runs (CUDA events on a GPU,
 ``time.perf_counter`` on a CPU). ``flops`` are accounting's count in FLOP (2 per multiply-add;
 training = 3 x forward), ``tflops_per_s = flops / median_s / 1e12``. Every row carries the environment
@@ -159,11 +159,8 @@ def bench_model(g: Grid, n_experts: int, top_k: int, tokens: int, backend: str, 
 
 
 def bench_decode(g: Grid, device, args) -> list[dict]:
-    """Incremental decode vs full recompute per context (needs dense.decode_timing.time_decode)."""
-    try:
-        from dense.decode_timing import time_decode
-    except ImportError:
-        return [{"kind": "decode", "note": "skipped: dense.decode_timing.time_decode not available"}]
+    """Incremental decode vs full recompute per context (``experiments.decode_timing.time_decode``)."""
+    from .decode_timing import time_decode
     rows = []
     for context in g.contexts:
         shape = make_shape(g, 0, 4, n_layers=g.n_layers, seq_len=max(g.contexts) + 1)

@@ -399,7 +399,7 @@ class _Signals:
         for s in (signal.SIGINT, signal.SIGTERM):
             self.previous[s] = signal.signal(s, self._handle)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum, _frame) -> None:
         if self.signum or not self.in_loop:  # outside the loop there is no step boundary to wait for
             what = "second " if self.signum else ""
             raise Interrupted(signum, f"{what}{signal.Signals(signum).name}: stopped at once (any checkpoint "

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from accounting import cost as AC
 from accounting.chinchilla import TOKENS_PER_PARAMETER
+from accounting.hardware import HARDWARE
 
 from . import costs as C
 from . import deepseek as DS
@@ -22,7 +24,7 @@ from .flopcheck import flop_check
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
 from .shipped import CONFIG_DIR, shipped_shapes
 from .table3 import table3
-from .tables import bullet, markdown, pct, ratio, sci, si, usd
+from .tables import markdown, pct, ratio, sci, si, usd
 
 SECTIONS = ("1. The note's Table 3, recomputed", "2. DeepSeek-V3: the note's estimate and its corrections",
             "3. Dense vs MoE cost", "4. Measured", "5. Measured cost per flop")
@@ -107,8 +109,8 @@ class Report:
                  si(n["gpu_hours_note_method"])],
                 [f"GPU-hours from the recomputed {usd(n['cost_usd_rounded_rate'])} / {rate}", "-",
                  si(n["gpu_hours_from_unrounded_usd"])],
-                ["GPU-hours, exact at 300e12 multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
-                ["dollars ($1e-18 per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
+                [f"GPU-hours, exact at {AC.NOTE_PEAK_MACS_TEXT} multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
+                [f"dollars ({AC.NOTE_USD_PER_MAC_TEXT} per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
                 ["dollars (unrounded $1.056e-18)", "-", usd(n["cost_usd_exact_rate"])],
                 ["reported GPU-hours / dollars", f"{si(pr['reported_gpu_hours'])} / {usd(pr['reported_usd'])}",
                  f"{si(n['reported_gpu_hours'])} / {usd(n['reported_usd'])} "
@@ -116,7 +118,7 @@ class Report:
         out = ["### The note's estimate, reproduced",
                "Printed values: `accounting.press2025.SECTION6_PRINTED`; recomputed by `accounting.press2025.section6()` "
                f"with the note's formula `(6 n d + 36 d²) L` per token (d = {n['d_model']}, L = {n['n_layers']}, "
-               f"n = {n['train_seq_len']}), its rounded $1e-18 per multiply-add and its GPU ({rate}, "
+               f"n = {n['train_seq_len']}), its rounded {AC.NOTE_USD_PER_MAC_TEXT} per multiply-add and its GPU ({rate}, "
                "`accounting.cost.NOTE_GPU`); reported figures: `accounting.press2025.DEEPSEEK_REPORTED`.\n",
                markdown(rows, ["quantity", "printed in the note", "recomputed"], "lrr"),
                "\n### Corrections, each a computed factor"]
@@ -173,9 +175,10 @@ class Report:
         rows = [[r.model, r.family, si(r.total_params), si(r.active_params), pct(r.active_fraction),
                  si(r.chinchilla_tokens_total), si(r.chinchilla_tokens_active), si(r.train_flops_per_token),
                  usd(r.train_usd_total), usd(r.train_usd_active), usd(r.infer_usd_per_mtok)] for r in df.itertuples()]
-        out.append(markdown(rows, ["model", "kind", "total", "active", "active/total", "tokens 20xtotal",
-                                   "tokens 20xactive", "train FLOP/token", "train $ (20xtotal)",
-                                   "train $ (20xactive)", "decode $/M tokens"], "llrrrrrrrrr"))
+        x = f"{TOKENS_PER_PARAMETER:g}x"
+        out.append(markdown(rows, ["model", "kind", "total", "active", "active/total", f"tokens {x}total",
+                                   f"tokens {x}active", "train FLOP/token", f"train $ ({x}total)",
+                                   f"train $ ({x}active)", "decode $/M tokens"], "llrrrrrrrrr"))
         srcs = ", ".join(f"`accounting/configs/{n}.json`" for n in names) or "accounting.press2025 Table 2"
         out.append("\n" + self.fig(F.cost_vs_params(df, self.figdir),
                                    f"training cost against total and active parameters (log-log); data: {srcs}, "
@@ -262,7 +265,7 @@ class Report:
             out.append("\n" + self.fig(F.throughput(col.bench, self.figdir),
                                        "achieved TFLOP/s per backend (accounting FLOP / median time), one panel per "
                                        f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
-            if not any("cuda" in str(d) or "H100" in str(d) or "H200" in str(d) for d in col.bench.get("device_name", [])):
+            if not any(_is_gpu(d) for d in col.bench.get("device_name", [])):
                 out.append(f"These are CPU numbers; GPU numbers come from {BENCH_GPU_CMD}.")
         return "\n".join(out)
 
@@ -288,7 +291,7 @@ class Report:
         dec = dec[dec["median_s"].notna()] if not dec.empty else dec
         if dec.empty:
             out.append(f"No decode rows in the bench CSVs. Produce them with {BENCH_CMD} (needs "
-                       "`dense.decode_timing.time_decode`).")
+                       "`experiments.decode_timing.time_decode`).")
         else:
             out.append(self.fig(F.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
                                 f"recompute; data: {', '.join(f'`{s}`' for s in sorted(dec['source'].unique()))}"))
@@ -429,8 +432,9 @@ class Report:
         if costs is not None and not costs.empty and (costs["model"] == "deepseek-v3").any():
             r = costs[costs["model"] == "deepseek-v3"].iloc[0]
             out.append(f"- An MoE's Chinchilla budget depends on which parameters count: DeepSeek-V3 "
-                       f"({pct(r.active_fraction)} of its parameters active) costs {usd(r.train_usd_total)} at 20 x "
-                       f"total parameters but {usd(r.train_usd_active)} at 20 x active (section 3; "
+                       f"({pct(r.active_fraction)} of its parameters active) costs {usd(r.train_usd_total)} at "
+                       f"{TOKENS_PER_PARAMETER} x total parameters but {usd(r.train_usd_active)} at "
+                       f"{TOKENS_PER_PARAMETER} x active (section 3; "
                        "`reports.costs`, shipped configs).")
         for p in getattr(self, "paired", [])[:3]:
             out.append(f"- Measured MoE/dense cost per training FLOP, {p['model']} vs dense: c = "
@@ -506,7 +510,9 @@ def _env_line(env: dict) -> str:
 
 
 def _is_gpu(name) -> bool:
-    return any(k in str(name) for k in ("H100", "H200", "H800", "A100", "NVIDIA", "cuda"))
+    """A device name from a GPU: CUDA, NVIDIA, or the model of a GPU preset in ``accounting.hardware``."""
+    gpus = {hw.name.split()[0] for key, hw in HARDWARE.items() if key != "press2025"}  # H100, H800, A100...
+    return any(k in str(name) for k in ("NVIDIA", "cuda", *gpus))
 
 
 def _conclusive_width(paired: list[dict]) -> float:

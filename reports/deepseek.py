@@ -50,7 +50,7 @@ def corrections() -> dict:
 
     steps = [Step(f"the note: (6nd+36d²)L x {s6['reported_tokens'] / 1e12:g}T at n={s6['train_seq_len'] // 1024}K, "
                   f"${AC.NOTE_ROUNDED_USD_PER_MAC:g}/flop", 1.0, s6["cost_usd_rounded_rate"],
-                  "multiply-adds at the note's rounded $1e-18 per flop (press2025.section6)")]
+                  f"multiply-adds at the note's rounded {AC.NOTE_USD_PER_MAC_TEXT} per flop (press2025.section6)")]
 
     def add(label, factor, why):
         steps.append(Step(label, factor, steps[-1].usd * factor, why))

@@ -12,7 +12,8 @@ from accounting import ModelShape
 from moe.balance import detect_collapse
 from moe.moe_ffn import MoEFFN
 from moe.router import Router, RouterConfig
-from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_shape(E=4, k=2, d=8):
