@@ -21,7 +21,8 @@ FLOP = 2
 """Two flops per multiply-add: hardware peaks, MFU and FlopCounterMode."""
 
 
-def _check_convention(flops_per_mac: int) -> None:
+def check_convention(flops_per_mac: int) -> None:
+    """Raise ValueError unless ``flops_per_mac`` is ``MAC`` (1, the note's) or ``FLOP`` (2, hardware's)."""
     if flops_per_mac not in (MAC, FLOP):
         raise ValueError(f"flops_per_mac must be 1 (multiply-add = 1 flop) or 2, got {flops_per_mac!r}")
 
@@ -66,7 +67,7 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
     ``total``. ``routed_assignments`` replaces the dropless ``batch * n * top_k * n_moe_layers`` count of
     (token, expert) pairs. Units: flops with ``flops_per_mac`` per multiply-add.
     """
-    _check_convention(flops_per_mac)
+    check_convention(flops_per_mac)
     n = shape.seq_len if n_tokens is None else n_tokens
     if n < 1 or batch < 1:
         raise ValueError(f"n_tokens and batch must be >= 1, got {n} and {batch}")
@@ -132,7 +133,7 @@ def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: in
     cache holds the latent (kv_lora_rank) and the rope key; queries are mapped into the latent space
     (H x nope x kv_rank) and outputs back (H x kv_rank x v).
     """
-    _check_convention(flops_per_mac)
+    check_convention(flops_per_mac)
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
     s, d, h = shape, shape.d_model, shape.n_heads

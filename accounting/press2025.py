@@ -47,7 +47,7 @@ def note_incremental_flops(n_layers: int, seq_len: int, d_model: int) -> int:
     return n_layers * (12 * d_model ** 2 + 2 * seq_len * d_model)
 
 
-def training_flops_per_token(d_model: int, n_layers: int, seq_len: int, vocab_size: int = 0) -> int:
+def note_training_macs_per_token(d_model: int, n_layers: int, seq_len: int, vocab_size: int = 0) -> int:
     """Eq. (5) / n: ``(6 n d + 36 d^2) L + 3 V d`` multiply-adds per trained token (all-position loss)."""
     L, n, d = n_layers, seq_len, d_model
     return (6 * n * d + 36 * d * d) * L + 3 * vocab_size * d
@@ -281,7 +281,7 @@ def section6() -> dict[str, Any]:
     d, L, n = DEEPSEEK_NOTE["d_model"], DEEPSEEK_NOTE["n_layers"], DEEPSEEK_NOTE["train_seq_len"]
     tokens = DEEPSEEK_REPORTED["pretrain_tokens"]
     chin = TOKENS_PER_PARAMETER * DEEPSEEK_NOTE["total_params"]
-    per_token = training_flops_per_token(d, L, n)
+    per_token = note_training_macs_per_token(d, L, n)
     macs = per_token * tokens
     usd = C.note_rounded_cost_usd(macs)
     usd_per_hour = C.NOTE_GPU.usd_per_hour
@@ -330,8 +330,8 @@ def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None 
     peak, hours = DEEPSEEK_REPORTED["peak_bf16_flops_per_s"], DEEPSEEK_REPORTED["gpu_hours_pretrain"]
     h800 = C.gpu_rate("h800", usd_per_hour=DEEPSEEK_REPORTED["usd_per_gpu_hour"])  # bf16 dense peak
     macs_per_token = {
-        "note_formula_n32768": float(training_flops_per_token(d, L, 32 * K)),
-        f"note_formula_n{seq_len}": float(training_flops_per_token(d, L, seq_len)),
+        "note_formula_n32768": float(note_training_macs_per_token(d, L, 32 * K)),
+        f"note_formula_n{seq_len}": float(note_training_macs_per_token(d, L, seq_len)),
         "six_n_active_d": 3.0 * counts.active,
         "six_n_active_d_published_37b": 3.0 * DEEPSEEK_REPORTED["active_params"],
         f"exact_causal_n{seq_len}": training_flops(shape, 1, seq_len, flops_per_mac=MAC, causal=True),

@@ -23,7 +23,7 @@ from accounting.shapes import ModelShape
 from . import flop_formulas  # noqa: F401  (FlopCounterMode formula for the CPU attention kernel)
 from .block import Block
 from .embedding import TokenEmbedding
-from .kv_cache import KVCache, LatentCache
+from .kv_cache import Cache, KVCache, LatentCache
 from .norm import make_norm
 from .rope import RotaryEmbedding
 
@@ -60,6 +60,16 @@ def check_buildable(shape: ModelShape, mtp: bool = False) -> None:
                          "(or position='none')")
 
 
+INIT_STD = 0.02
+"""GPT-2 / nanoGPT: every Linear and Embedding weight starts N(0, 0.02^2)."""
+
+
+def residual_init_std(shape: ModelShape) -> float:
+    """GPT-2 / nanoGPT: residual output projections (attention ``wo``, FFN ``down``, routed experts' down
+    matrices) start with std ``INIT_STD / sqrt(2 L)``."""
+    return INIT_STD / math.sqrt(2 * shape.n_layers)
+
+
 def rope_dim(shape: ModelShape) -> int:
     """Width RoPE rotates: the head width, or MLA's decoupled rotary part ``qk_rope_head_dim``."""
     return shape.qk_rope_head_dim if shape.attention == "mla" else shape.head_dim
@@ -87,29 +97,28 @@ class Transformer(nn.Module):
             Block(shape, i, ffn_factory(i) if ffn_factory is not None else None) for i in range(shape.n_layers))
         self.norm = make_norm(shape)
         self.apply(self._init_weights)
-        # GPT-2 / nanoGPT: residual output projections scaled by 1 / sqrt(2 L).
         for name, p in self.named_parameters():
             if name.endswith(("attn.wo.weight", "down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layers))
+                nn.init.normal_(p, mean=0.0, std=residual_init_std(shape))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
     # ----- forward ------------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, last_only: bool = False) -> ModelOutput:
+                cache: Cache | None = None, last_only: bool = False) -> ModelOutput:
         """Logits for ``idx`` [B, T] (token ids); with ``targets`` [B, T] also the loss.
 
-        ``cache``: a ``KVCache`` holding earlier positions; the T tokens continue from ``cache.pos``.
+        ``cache``: a ``KVCache`` or ``LatentCache`` (``new_cache``) holding earlier positions; the T tokens continue from ``cache.pos``.
         ``last_only``: compute logits at the last position only (generation; not with ``targets``).
         """
         return self.output(self.trunk(idx, cache), targets, last_only=last_only)
 
-    def trunk(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def trunk(self, idx: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         """Embedding and blocks: the last block's output [B, T, d], before the final norm."""
         T = idx.size(1)
         start = 0 if cache is None else cache.pos
@@ -141,7 +150,7 @@ class Transformer(nn.Module):
         return out
 
     # ----- decoding -----------------------------------------------------------------------------
-    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+    def new_cache(self, batch: int, max_len: int | None = None) -> Cache:
         """An empty cache for ``batch`` sequences of up to ``max_len`` (default ``seq_len``) tokens: a
         ``KVCache``, or for MLA the compressed ``LatentCache``."""
         s = self.shape

@@ -20,7 +20,6 @@ read per step grow with the distinct experts a batch routes to, as in a real ser
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import math
@@ -39,7 +38,7 @@ from accounting.params import count_parameters
 from accounting.serving import Layout, decode_step, expected_distinct_experts
 from accounting.shapes import ModelShape
 
-from .environment import environment, measure_matmul_peak
+from .environment import cpu_model, environment, measure_matmul_peak
 
 FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "context", "batch", "repeats",
           "step_s_median", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "tokens_per_s_median",
@@ -84,13 +83,7 @@ def measure_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> f
 
 
 def build(shape: ModelShape, device: torch.device, dtype: torch.dtype):
-    if shape.is_moe:
-        from moe.model import MoETransformer
-        model = MoETransformer(shape, backend="loop")
-    else:
-        from dense.model import Transformer
-        model = Transformer(shape)
-    return model.to(device=device, dtype=dtype).eval()
+    return moe.build_model(shape, backend="loop").to(device=device, dtype=dtype).eval()
 
 
 def filled_cache(model, batch: int, context: int, device: torch.device):
@@ -98,19 +91,10 @@ def filled_cache(model, batch: int, context: int, device: torch.device):
     then overwritten with noise: timing needs the sizes, not the values)."""
     cache = model.new_cache(batch, max_len=context + 1)
     model(torch.zeros(batch, 1, dtype=torch.long, device=device), cache=cache, last_only=True)
-    for t in cache.k + cache.v:
+    for t in cache.tensors():
         t.normal_()
     cache.reset(context)
     return cache
-
-
-def batch_view(cache, b: int):
-    """The first ``b`` sequences of ``cache`` as a cache of its own (views into the same storage)."""
-    view = copy.copy(cache)
-    view.k = [t[:b] for t in cache.k]
-    view.v = [t[:b] for t in cache.v]
-    view.batch = b
-    return view
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float]:
@@ -126,7 +110,7 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
     """Interleaved timings of one decode step at each batch; distinct experts touched per MoE layer.
     Batches above the first whose warm-up step takes longer than ``max_step_s`` are dropped (time budget)."""
     cache = filled_cache(model, max(batches), context, device)
-    views = {b: batch_view(cache, b) for b in batches}
+    views = {b: cache.first(b) for b in batches}
     gen = torch.Generator(device="cpu").manual_seed(context)
     tokens = torch.randint(0, shape.vocab_size, (max(batches), 1), generator=gen).to(device)
     times: dict[int, list[float]] = {b: [] for b in batches}
@@ -229,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   memory_bandwidth_bytes_per_s=bw)
     layout = Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name)
     env = environment(device, dtype_name)
-    env.update({"cpu_model": _cpu_model(), "command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
+    env.update({"cpu_model": cpu_model(), "command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
                 "measured_peak_flops_fma2_per_s": peak, "measured_read_bandwidth_bytes_per_s": bw,
                 "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
                 "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",
@@ -303,17 +287,6 @@ def _row(shape: ModelShape, c, res: dict, pred: dict, *, name: str, context: int
 def _kv_bytes_per_token(shape: ModelShape, dtype: torch.dtype) -> float:
     from accounting.memory import kv_cache_elements_per_token
     return kv_cache_elements_per_token(shape) * torch.finfo(dtype).bits / 8
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

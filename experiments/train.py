@@ -45,6 +45,7 @@ import moe
 from accounting.params import count_parameters
 
 from . import checkpoint as ckpt
+from .atomic import write_text_atomic
 from . import distributed as D
 from .config import ConfigError, RunSpec, one_line, validate
 from .data import DataError, WindowSampler, prepare
@@ -57,15 +58,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def model_from(shape, router: dict | None = None, backend: str = "loop") -> torch.nn.Module:
-    """``moe.build_model(shape, RouterConfig(**router), backend)``: a dense.Transformer for E = 0."""
-    return moe.build_model(shape, router=moe.RouterConfig(**(router or {})), backend=backend)
-
-
 def build_model(spec: RunSpec) -> torch.nn.Module:
     """The model of a validated run config (``model.shape``, ``model.router``, ``model.backend``)."""
     m = spec.cfg["model"]
-    return model_from(spec.shape, m["router"], m["backend"])
+    return moe.build_model(spec.shape, router=m["router"], backend=m["backend"])
 
 
 def lr_lambda(warmup_steps: int, max_steps: int, min_lr_ratio: float):
@@ -622,14 +618,14 @@ def _write_run_files(r: _Run) -> None:
     r.peak = hardware_peak(cfg["hardware"], r.info.device, r.dtype)
     if r.info.is_main:
         params = count_parameters(r.spec.shape)
-        ckpt.write_text_atomic(r.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
+        write_text_atomic(r.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
         env = environment(r.info.device, r.dtype, r.info.world_size)
         env.update(r.peak)
         env.update({"data": r.data.describe(), "parameters_total": params.total, "parameters_active": params.active,
                     "parameters_counted": sum(p.numel() for p in r.model.parameters()),
                     "tokens_per_step": r.tokens_per_step, "max_steps": r.max_steps,
                     "train_flops_per_token": r.flops_per_token, "flop_convention": "2 per multiply-add"})
-        ckpt.write_text_atomic(r.run_dir / "env.json", json.dumps(env, indent=1))
+        write_text_atomic(r.run_dir / "env.json", json.dumps(env, indent=1))
 
 
 def _loop(r: _Run, signals: _Signals) -> dict:
@@ -668,7 +664,7 @@ def _loop(r: _Run, signals: _Signals) -> dict:
     progress.close()
     summary = _summary(r, status, replica_max_abs_diff=D.replica_max_abs_diff(r.raw, r.info))
     if r.info.is_main:
-        ckpt.write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(summary), indent=1))
+        write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(summary), indent=1))
         print(f"[{r.label}] {status} at step {r.step}: train loss {_fmt(r.last_train)}, val loss "
               f"{_fmt(r.last_val)}, {summary['wall_time_s']:.1f} s -> {r.run_dir}", flush=True)
     return summary
@@ -790,7 +786,7 @@ def _stopped(r: _Run, e: TrainingDiverged | Interrupted) -> None:
     """Write the summary of a diverged or interrupted run and re-raise (an interruption names its checkpoint)."""
     status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
     if r.info.is_main:
-        ckpt.write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(_summary(
+        write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(_summary(
             r, status, checkpoint_step=r.saved_step, reason=str(e))), indent=1))
     if isinstance(e, Interrupted):
         where = (f"checkpoint at step {r.saved_step} in {r.ckpt_path}" if r.saved_step is not None

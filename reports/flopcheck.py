@@ -26,16 +26,8 @@ SHAPES = {
 
 
 def _build(shape: ModelShape):
-    try:
-        import moe
-        if hasattr(moe, "build_model"):
-            return moe.build_model(shape, backend="loop")
-    except ImportError:
-        pass
-    if shape.is_moe:
-        raise ImportError("moe.build_model is not available")
-    import dense
-    return dense.Transformer(shape)
+    import moe
+    return moe.build_model(shape, backend="loop")
 
 
 def flop_check(batch: int = 2) -> tuple[pd.DataFrame, str]:
