@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import cost as C
+from . import cost
 from .chinchilla import TOKENS_PER_PARAMETER, note_optimal_tokens
 from .hardware import HARDWARE
 from .flops import FLOP, MAC, decode_flops_per_token, forward_flops, training_flops
@@ -212,9 +212,9 @@ def _computed(quantity: str, u: UseCase) -> dict[str, float | None]:
     elif quantity == "training total flops":
         out.update(computed=train)
     elif quantity == "training total GPU-years":
-        out.update(computed=C.note_rounded_gpu_years(train), computed_exact_rate=C.gpu_years(train, MAC))
+        out.update(computed=cost.note_rounded_gpu_years(train), computed_exact_rate=cost.gpu_years(train, MAC))
     elif quantity == "training cost (2025)":
-        out.update(computed=C.note_rounded_cost_usd(train), computed_exact_rate=C.cost_usd(train, MAC))
+        out.update(computed=cost.note_rounded_cost_usd(train), computed_exact_rate=cost.cost_usd(train, MAC))
     else:
         raise ValueError(f"unknown Table 3 quantity {quantity!r}")
     return out
@@ -256,8 +256,8 @@ def inference_usd_per_million_tokens_case(case: str, exact_rate: bool = False) -
     u = USE_CASES[case]
     macs = note_incremental_flops(u.n_layers, u.seq_len, u.d_model)
     if exact_rate:
-        return C.inference_usd_per_million_tokens(macs, MAC)
-    return macs * 1e6 * C.NOTE_ROUNDED_USD_PER_MAC
+        return cost.inference_usd_per_million_tokens(macs, MAC)
+    return macs * 1e6 * cost.NOTE_ROUNDED_USD_PER_MAC
 
 
 # ----- Section 6: DeepSeek -----------------------------------------------------------------------
@@ -283,8 +283,8 @@ def section6() -> dict[str, Any]:
     chin = TOKENS_PER_PARAMETER * DEEPSEEK_NOTE["total_params"]
     per_token = note_training_macs_per_token(d, L, n)
     macs = per_token * tokens
-    usd = C.note_rounded_cost_usd(macs)
-    usd_per_hour = C.NOTE_GPU.usd_per_hour
+    usd = cost.note_rounded_cost_usd(macs)
+    usd_per_hour = cost.NOTE_GPU.usd_per_hour
     printed_usd = SECTION6_PRINTED["cost_usd"].value
     return {
         "convention": "multiply-add = 1 flop (the note's)",
@@ -297,8 +297,8 @@ def section6() -> dict[str, Any]:
         "cost_usd_rounded_rate": usd,
         "gpu_hours_note_method": printed_usd / usd_per_hour,
         "gpu_hours_from_unrounded_usd": usd / usd_per_hour,
-        "gpu_hours_exact_300T": C.gpu_hours(macs, MAC),
-        "cost_usd_exact_rate": C.cost_usd(macs, MAC),
+        "gpu_hours_exact_300T": cost.gpu_hours(macs, MAC),
+        "cost_usd_exact_rate": cost.cost_usd(macs, MAC),
         "note_usd_per_gpu_hour": usd_per_hour,
         "reported_gpu_hours": DEEPSEEK_REPORTED["gpu_hours_total"],
         "reported_usd": DEEPSEEK_REPORTED["usd_total"],
@@ -328,7 +328,7 @@ def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None 
     counts = count_parameters(shape)
     d, L = shape.d_model, shape.n_layers
     peak, hours = DEEPSEEK_REPORTED["peak_bf16_flops_per_s"], DEEPSEEK_REPORTED["gpu_hours_pretrain"]
-    h800 = C.gpu_rate("h800", usd_per_hour=DEEPSEEK_REPORTED["usd_per_gpu_hour"])  # bf16 dense peak
+    h800 = cost.gpu_rate("h800", usd_per_hour=DEEPSEEK_REPORTED["usd_per_gpu_hour"])  # bf16 dense peak
     macs_per_token = {
         "note_formula_n32768": float(note_training_macs_per_token(d, L, 32 * K)),
         f"note_formula_n{seq_len}": float(note_training_macs_per_token(d, L, seq_len)),
@@ -344,11 +344,11 @@ def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None 
         methods[name] = {
             "flops_mac_per_token": mpt, "flops_fma2_per_token": mpt * FLOP,
             "flops_mac": total_mac, "flops_fma2": total_mac * FLOP,
-            "implied_mfu_bf16": C.implied_mfu(total_mac, MAC, hours, peak),
-            "h800_hours_at_peak": C.gpu_hours(total_mac, MAC, h800),
-            "cost_usd_h800_at_peak": C.cost_usd(total_mac, MAC, h800),
-            "cost_usd_note_gpu_exact_rate": C.cost_usd(total_mac, MAC),
-            "cost_usd_note_rounded_rate": C.note_rounded_cost_usd(total_mac),
+            "implied_mfu_bf16": cost.implied_mfu(total_mac, MAC, hours, peak),
+            "h800_hours_at_peak": cost.gpu_hours(total_mac, MAC, h800),
+            "cost_usd_h800_at_peak": cost.cost_usd(total_mac, MAC, h800),
+            "cost_usd_note_gpu_exact_rate": cost.cost_usd(total_mac, MAC),
+            "cost_usd_note_rounded_rate": cost.note_rounded_cost_usd(total_mac),
         }
     return {
         "tokens": tokens, "seq_len": seq_len,

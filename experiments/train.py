@@ -26,6 +26,7 @@ step boundary and exit 130/143. Exit statuses: 0 done, 2 refused, 3 diverged, 4 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -46,7 +47,7 @@ from accounting.params import count_parameters
 
 from . import checkpoint as ckpt
 from .atomic import write_text_atomic
-from . import distributed as D
+from . import distributed
 from .config import ConfigError, RunSpec, one_line, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
@@ -149,12 +150,12 @@ def evaluate(model: torch.nn.Module, sampler: WindowSampler, device: torch.devic
     return sum(losses) / len(losses)
 
 
-def _reduce_router(router: list[dict], info: D.DistInfo) -> list[dict]:
+def _reduce_router(router: list[dict], info: distributed.DistInfo) -> list[dict]:
     """Sum per-expert token counts over ranks and recompute the loads (all ranks call it)."""
     if not info.enabled or not router or "tokens_per_expert" not in router[0]:
         return router
     counts = torch.tensor([r["tokens_per_expert"] for r in router], dtype=torch.float64)
-    D.all_reduce_(counts, info)
+    distributed.all_reduce_(counts, info)
     for r, c in zip(router, counts.tolist()):
         r["tokens_per_expert"] = c
         r.update(load_balance(c))
@@ -277,7 +278,7 @@ def available_memory(device: torch.device) -> tuple[int | None, str]:
 
 def check_memory(spec: RunSpec, device: torch.device | None = None) -> None:
     """Refuse (one line) a run whose `training_memory_bytes` exceed what the device or machine has."""
-    device = device or D.pick_device(spec.cfg["train"]["device"], int(os.environ.get("LOCAL_RANK", "0")))
+    device = device or distributed.pick_device(spec.cfg["train"]["device"], int(os.environ.get("LOCAL_RANK", "0")))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     need = training_memory_bytes(spec, world)
     if device.type == "cpu":
@@ -420,7 +421,7 @@ class _Run:
 
     spec: RunSpec
     run_dir: Path
-    info: D.DistInfo
+    info: distributed.DistInfo
     dtype: str
     label: str
     t_start: float
@@ -463,7 +464,7 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     folder; decide fresh / resume / already completed / refuse (rank 0, then every rank follows); only then
     replace an old run's files (``overwrite=true``) or truncate its metrics to the checkpoint (resume)."""
     cfg, t = spec.cfg, spec.cfg["train"]
-    info = D.setup(t["device"])
+    info = distributed.setup(t["device"])
     threads_before = torch.get_num_threads()
     if t["threads"]:
         torch.set_num_threads(t["threads"])
@@ -494,9 +495,9 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         if r.lock is not None:
             r.lock.release()
         torch.set_num_threads(threads_before)
-        # Drop the wrapped model, optimizer and state before the process group goes (see D.cleanup).
+        # Drop the wrapped model, optimizer and state before the process group goes (see distributed.cleanup).
         r = None  # noqa: F841
-        D.cleanup(info, barrier=finished)
+        distributed.cleanup(info, barrier=finished)
 
 
 def _setup(r: _Run) -> None:
@@ -521,7 +522,7 @@ def _setup(r: _Run) -> None:
     torch.manual_seed(cfg["seed"])
     r.raw = build_model(r.spec).to(info.device)
     # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
-    r.model = D.wrap(r.raw, info, t["parallel"])
+    r.model = distributed.wrap(r.raw, info, t["parallel"])
     if info.device.type == "cuda" and t["compile"]:
         r.model = torch.compile(r.model)
     r.optimizer = make_optimizer(r.raw, o, info.device)
@@ -662,7 +663,7 @@ def _loop(r: _Run, signals: _Signals) -> dict:
         _stopped(r, e)
     signals.in_loop = False
     progress.close()
-    summary = _summary(r, status, replica_max_abs_diff=D.replica_max_abs_diff(r.raw, r.info))
+    summary = _summary(r, status, replica_max_abs_diff=distributed.replica_max_abs_diff(r.raw, r.info))
     if r.info.is_main:
         write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(summary), indent=1))
         print(f"[{r.label}] {status} at step {r.step}: train loss {_fmt(r.last_train)}, val loss "
@@ -691,7 +692,7 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
     for micro in range(t["grad_accum"]):
         x, y = r.sampler.train_batch(r.step, micro)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        sync = D.gradient_sync(r.model, enabled=micro == t["grad_accum"] - 1) if info.enabled \
+        sync = distributed.gradient_sync(r.model, enabled=micro == t["grad_accum"] - 1) if info.enabled \
             else contextlib.nullcontext()
         with sync:
             with autocast(device, r.dtype):
@@ -709,7 +710,7 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
     # on any rank stops every rank after this step).
     flags = torch.tensor([float(torch.isfinite(losses).all()), float(torch.isfinite(grad_norm)),
                           -float(signals.signum)], dtype=torch.float64, device=device)
-    D.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
+    distributed.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
     finite_loss, finite_grad, minus_signum = flags.tolist()
     if finite_loss < 1 or finite_grad < 1:
         r.optimizer.zero_grad(set_to_none=True)
@@ -800,11 +801,11 @@ def _jsonable_summary(s: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
 
 
-def _agree(value: int, err: BaseException | None, info: D.DistInfo) -> int:
+def _agree(value: int, err: BaseException | None, info: distributed.DistInfo) -> int:
     """Every rank takes rank 0's ``value`` (>= 0), or stops with rank 0's error: rank 0 raises ``err``, the
     others raise `_Follower` with its exit status (printing nothing)."""
     flag = torch.tensor([value if err is None else -_exit_status(err)], dtype=torch.int64, device=info.device)
-    D.broadcast_(flag, info)
+    distributed.broadcast_(flag, info)
     if err is not None and info.is_main:
         raise err
     if flag.item() < 0:
@@ -812,9 +813,9 @@ def _agree(value: int, err: BaseException | None, info: D.DistInfo) -> int:
     return int(flag.item())
 
 
-def _all_ranks(ok: bool, info: D.DistInfo) -> bool:
+def _all_ranks(ok: bool, info: distributed.DistInfo) -> bool:
     flag = torch.tensor([1.0 if ok else 0.0], device=info.device)
-    D.all_reduce_(flag, info, op=torch.distributed.ReduceOp.MIN)
+    distributed.all_reduce_(flag, info, op=torch.distributed.ReduceOp.MIN)
     return bool(flag.item() >= 1)
 
 
@@ -845,7 +846,6 @@ def precheck(argv: list[str]) -> int:
     including ``hydra.sweeper.params`` of an experiment file, is expanded as Hydra's basic sweeper
     would); raises `ConfigError` with one line. Other Hydra flags (``--help``, ``--cfg``) skip the
     check. Returns the number of jobs checked."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -868,7 +868,7 @@ def precheck(argv: list[str]) -> int:
             params = compose(first, return_hydra=True).hydra.sweeper.get("params") or {}
             given = {o.get_key_element() for o in overrides}
             extra = [f"{k}={v}" for k, v in params.items() if k not in given]
-            jobs = BasicSweeper.split_arguments(parser.parse_overrides(extra) + overrides, None)[0]
+            jobs = sweep_jobs(parser.parse_overrides(extra) + overrides)
         for job in jobs:
             try:
                 spec = validate(compose(list(job)))
@@ -889,6 +889,23 @@ def precheck(argv: list[str]) -> int:
             raise ConfigError(f"{m.group(1)}={m.group(2)}: no such option; choose one of {options}") from None
         raise ConfigError(msg) from None
     return len(jobs)
+
+
+def sweep_jobs(overrides: list) -> list[list[str]]:
+    """The jobs of a ``-m`` sweep, as Hydra's basic sweeper runs them: one list of ``key=value`` per point
+    of the product of the (discrete) sweeps, a later override of a key replacing an earlier one."""
+    from hydra.errors import HydraException
+
+    choices: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise HydraException(f"BasicSweeper does not support sweep type : {o.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def _run_dir_from_hydra(cfg) -> str:

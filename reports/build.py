@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from accounting import cost as AC
+from accounting import cost as accounting_cost
 from accounting.chinchilla import TOKENS_PER_PARAMETER
 from accounting.hardware import HARDWARE
 
-from . import costs as C
-from . import deepseek as DS
-from . import figures as F
-from . import serving as SV
+from . import costs as cost_table
+from . import deepseek as deepseek_costs
+from . import figures as plots
+from . import serving as serving_section
 from .collect import Collected, collect
-from .flopcheck import flop_check
+from . import flopcheck
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
 from .shipped import CONFIG_DIR, shipped_shapes
 from .table3 import table3
@@ -81,14 +81,14 @@ class Report:
             why = r.note
             text.append(f"- **{r.quantity}, case {r.case}**: printed {si(r.printed)}, recomputed {si(r.computed)} "
                         f"({ratio(r.ratio)}, {100 * (r.ratio - 1):+.1f}%). {why}".rstrip())
-        text.append("\n" + self.fig(F.table3_ratios(df, self.figdir),
+        text.append("\n" + self.fig(plots.table3_ratios(df, self.figdir),
                                     "recomputed / printed for each cell of Table 3; data: accounting.press2025 "
                                     "(printed values and formulas)"))
         return "\n".join(text)
 
     # ----- 2 -----------------------------------------------------------------------------------------
     def section2(self) -> str:
-        c = DS.corrections()
+        c = deepseek_costs.corrections()
         n, est, pr = c["note"], c["estimates"], c["note"]["printed"]
         self.values.update(deepseek_note_macs=n["train_flops_mac"], deepseek_note_usd=n["cost_usd_rounded_rate"],
                            deepseek_note_gpu_hours=n["gpu_hours_note_method"],
@@ -109,8 +109,8 @@ class Report:
                  si(n["gpu_hours_note_method"])],
                 [f"GPU-hours from the recomputed {usd(n['cost_usd_rounded_rate'])} / {rate}", "-",
                  si(n["gpu_hours_from_unrounded_usd"])],
-                [f"GPU-hours, exact at {AC.NOTE_PEAK_MACS_TEXT} multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
-                [f"dollars ({AC.NOTE_USD_PER_MAC_TEXT} per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
+                [f"GPU-hours, exact at {accounting_cost.NOTE_PEAK_MACS_TEXT} multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
+                [f"dollars ({accounting_cost.NOTE_USD_PER_MAC_TEXT} per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
                 ["dollars (unrounded $1.056e-18)", "-", usd(n["cost_usd_exact_rate"])],
                 ["reported GPU-hours / dollars", f"{si(pr['reported_gpu_hours'])} / {usd(pr['reported_usd'])}",
                  f"{si(n['reported_gpu_hours'])} / {usd(n['reported_usd'])} "
@@ -118,12 +118,12 @@ class Report:
         out = ["### The note's estimate, reproduced",
                "Printed values: `accounting.press2025.SECTION6_PRINTED`; recomputed by `accounting.press2025.section6()` "
                f"with the note's formula `(6 n d + 36 d²) L` per token (d = {n['d_model']}, L = {n['n_layers']}, "
-               f"n = {n['train_seq_len']}), its rounded {AC.NOTE_USD_PER_MAC_TEXT} per multiply-add and its GPU ({rate}, "
+               f"n = {n['train_seq_len']}), its rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per multiply-add and its GPU ({rate}, "
                "`accounting.cost.NOTE_GPU`); reported figures: `accounting.press2025.DEEPSEEK_REPORTED`.\n",
                markdown(rows, ["quantity", "printed in the note", "recomputed"], "lrr"),
                "\n### Corrections, each a computed factor"]
         rows = [[s.label, ratio(s.factor, 4), usd(s.usd), s.why] for s in c["steps"]]
-        reported_label = (f"{si(c['reported_gpu_hours'])} H800-hours x ${DS.REPORTED['usd_per_gpu_hour']:g}")
+        reported_label = (f"{si(c['reported_gpu_hours'])} H800-hours x ${deepseek_costs.REPORTED['usd_per_gpu_hour']:g}")
         rows.append(["reported by DeepSeek", "", usd(c["reported_usd"]), reported_label])
         out.append(markdown(rows, ["step", "factor", "cost after step", "why"], "lrrl"))
         self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
@@ -151,7 +151,7 @@ class Report:
                    f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; `accounting.press2025.deepseek_v3_estimates`):\n")
         out.append(markdown(rows, ["method", "MAC/token", "FLOP/token", "FLOP total", "implied MFU",
                                    "$ on H800 at peak"], "lrrrrr"))
-        out.append("\n" + self.fig(F.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),
+        out.append("\n" + self.fig(plots.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),
                                    "the note's DeepSeek-V3 cost corrected step by step; data: accounting.press2025 "
                                    "(section6, DEEPSEEK_REPORTED, deepseek_v3_estimates), accounting.flops/params/cost/hardware, "
                                    f"`accounting/{c['config'].parent.name}/{c['config'].name}`"))
@@ -161,15 +161,15 @@ class Report:
     # ----- 3 -----------------------------------------------------------------------------------------
     def section3(self) -> str:
         mfu = self.deepseek["mfu"]
-        pr = C.price(mfu)
-        df = C.cost_table(mfu)
+        pr = cost_table.price(mfu)
+        df = cost_table.cost_table(mfu)
         if df.empty:
             return ("Not available: no shapes to price. The note's cases come from `accounting.press2025`, the public "
                     f"MoE configs from `accounting.hf_config` + `accounting/{CONFIG_DIR.name}/*.json`.\n")
         names = sorted(shipped_shapes())
         out = [f"Priced on {pr['hardware']} at ${pr['usd_per_hour']:g}/GPU-hour and {pct(mfu)} MFU (DeepSeek-V3's "
                f"implied utilisation, section 2), i.e. {sci(pr['usd_per_flop'])} $/FLOP; training window "
-               f"{C.TRAIN_WINDOW} tokens (causal), decode with {C.INFER_CONTEXT} tokens cached. Chinchilla tokens "
+               f"{cost_table.TRAIN_WINDOW} tokens (causal), decode with {cost_table.INFER_CONTEXT} tokens cached. Chinchilla tokens "
                f"= {TOKENS_PER_PARAMETER:g} x parameters. Shapes: "
                f"{', '.join(df['model'])}.\n"]
         rows = [[r.model, r.family, si(r.total_params), si(r.active_params), pct(r.active_fraction),
@@ -180,10 +180,10 @@ class Report:
                                    f"tokens {x}active", "train FLOP/token", f"train $ ({x}total)",
                                    f"train $ ({x}active)", "decode $/M tokens"], "llrrrrrrrrr"))
         srcs = ", ".join(f"`accounting/configs/{n}.json`" for n in names) or "accounting.press2025 Table 2"
-        out.append("\n" + self.fig(F.cost_vs_params(df, self.figdir),
+        out.append("\n" + self.fig(plots.cost_vs_params(df, self.figdir),
                                    f"training cost against total and active parameters (log-log); data: {srcs}, "
                                    "accounting.flops/params, prices as stated above"))
-        out.append(self.fig(F.inference_cost(df, self.figdir),
+        out.append(self.fig(plots.inference_cost(df, self.figdir),
                             f"decode cost per million tokens against active and total parameters; data: {srcs}"))
         if not len(names):
             out.append("Public MoE configs missing: they come from `accounting.hf_config` and "
@@ -215,7 +215,7 @@ class Report:
                                        "train loss", "val loss", "MFU", "tokens/s"], "llllrrrlrrrrrrr"))
             out.append("Parameters and the decode cache per token (elements, all layers: 2 L KV hd for MHA/GQA, "
                        "L (kv_lora_rank + rope) for MLA) are `accounting`'s counts for the run's shape.\n")
-            out.append("\n" + self.fig(F.loss_curves(col.metrics, self.figdir),
+            out.append("\n" + self.fig(plots.loss_curves(col.metrics, self.figdir),
                                        f"loss against tokens and training FLOP (accounting, 2 per multiply-add); data: {paths}"))
             seeds = sorted({str(x) for x in col.runs.get("seed", [])})
             per_cfg = col.runs.groupby(["experiment", "family", "size"]).size() if "experiment" in col.runs else None
@@ -227,7 +227,7 @@ class Report:
                 out.append(DEFINITIONS + "\n")
                 moe_runs = sorted(col.router_load["run"].unique())
                 mp = ", ".join(f"`{col.runs[col.runs['run'] == r]['path'].iloc[0]}/metrics.jsonl`" for r in moe_runs)
-                out.append(self.fig(F.router_heatmap(col.router_load, self.figdir, moe_runs),
+                out.append(self.fig(plots.router_heatmap(col.router_load, self.figdir, moe_runs),
                                     "router load per expert and step, one row per MoE run and one column per MoE "
                                     f"layer, one colour scale for all panels; data: {mp}"))
                 lay = col.router_layer.groupby("run").apply(
@@ -236,7 +236,7 @@ class Report:
                         for r, v in lay.iterrows()]
                 out.append(markdown(rows, ["run", "balancing", "MaxVio, last step", "CV, last step"], "llrr"))
                 out.append("(means over MoE layers at the last logged step)\n")
-                out.append(self.fig(F.maxvio(col.router_layer, self.figdir),
+                out.append(self.fig(plots.maxvio(col.router_layer, self.figdir),
                                     f"MaxVio over training per balancing method; data: {mp}"))
             else:
                 out.append(f"No MoE router statistics in these runs; an MoE run ({TRAIN_CMD}) logs them.")
@@ -262,7 +262,7 @@ class Report:
             if len(col.bench_paths) > 1:
                 out.append(f"\n{len(col.bench_paths)} bench CSVs ({srcs}) are shown side by side, never pooled: "
                            "each table row, figure panel and line names its CSV.")
-            out.append("\n" + self.fig(F.throughput(col.bench, self.figdir),
+            out.append("\n" + self.fig(plots.throughput(col.bench, self.figdir),
                                        "achieved TFLOP/s per backend (accounting FLOP / median time), one panel per "
                                        f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
             if not any(_is_gpu(d) for d in col.bench.get("device_name", [])):
@@ -271,8 +271,8 @@ class Report:
 
     def _flop_check(self) -> str:
         out = []
-        out.append("\n### Accounting vs FlopCounterMode (computed live)")
-        fc, msg = flop_check()
+        out.append("\n### Accounting vs FlopCounterMode (`reports/flopcheck.csv`, held equal to a live count by the tests)")
+        fc, msg = flopcheck.read()
         if fc.empty:
             out.append(f"Not computed: {msg or 'no shapes could be built'}.")
         else:
@@ -293,7 +293,7 @@ class Report:
             out.append(f"No decode rows in the bench CSVs. Produce them with {BENCH_CMD} (needs "
                        "`experiments.decode_timing.time_decode`).")
         else:
-            out.append(self.fig(F.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
+            out.append(self.fig(plots.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
                                 f"recompute; data: {', '.join(f'`{s}`' for s in sorted(dec['source'].unique()))}"))
         return "\n".join(out)
 
@@ -310,7 +310,7 @@ class Report:
         """The paired benchmarks' c = MoE/dense cost per FLOP, with dollars drawn only from conclusive ones."""
         out = []
         c = self.deepseek
-        est = c["flops"] * C.price(1.0)["usd_per_flop"] / c["mfu"]  # the corrected accounting at dense efficiency
+        est = c["flops"] * cost_table.price(1.0)["usd_per_flop"] / c["mfu"]  # the corrected accounting at dense efficiency
         out.append("The note prices every FLOP alike, but an MoE step need not run at a dense step's efficiency. "
                    "Let **c = (time per FLOP of an MoE training step) / (time per FLOP of a dense one)**, the "
                    "MoE/dense cost per FLOP (1/c is the MoE/dense MFU ratio). c is measured by a dedicated paired "
@@ -353,7 +353,7 @@ class Report:
             except (OSError, ValueError):
                 raw = pd.DataFrame()
             name = "paired_cost_ratio_" + Path(src).name
-            out.append("\n" + self.fig(F.paired_ratio(raw, summ_p, self.figdir, name,
+            out.append("\n" + self.fig(plots.paired_ratio(raw, summ_p, self.figdir, name,
                                                      f"MoE / dense cost per FLOP, paired repeats ({Path(src).name})"),
                                        f"per-repeat MoE/dense time per training FLOP with the median and its 95% "
                                        f"bootstrap interval; data: `{src}/paired.csv`, `{src}/summary.json`, "
@@ -393,7 +393,7 @@ class Report:
             out.append(markdown([[r, pct(v[0.1]), pct(v[0.5]), pct(v[0.9]), ratio(v[0.9] / v[0.1])]
                                  for r, v in spread.iterrows()],
                                 ["run", "MFU p10", "median", "p90", "p90 / p10"], "lrrrr") + "\n")
-            out.append(self.fig(F.mfu_by_family(summ, self.figdir),
+            out.append(self.fig(plots.mfu_by_family(summ, self.figdir),
                                 "median MFU per training run; data: " + ", ".join(f"`{p}/metrics.jsonl`" for p in self.col.run_paths)))
         if not rr.empty:
             out.append(markdown([[r.device_name, r.size, r.moe_run, pct(r.dense_mfu), pct(r.moe_mfu), ratio(r.ratio)]
@@ -487,7 +487,7 @@ class Report:
                 if fn == self.section2:
                     raise
             body.append("")
-        body.append(SV.section(self.out, self.figures, self.col.roots))
+        body.append(serving_section.section(self.out, self.figures, self.col.roots))
         parts += ["## Key findings\n", self.findings(), *body]
         return "\n".join(parts)
 

@@ -21,7 +21,7 @@ import matplotlib.ticker  # noqa: E402,F401
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from accounting import serving as S  # noqa: E402
+from accounting import serving as roofline  # noqa: E402
 from accounting.hardware import get_hardware  # noqa: E402
 from accounting.hf_config import load_shipped  # noqa: E402
 from accounting.params import count_parameters  # noqa: E402
@@ -65,8 +65,8 @@ def sweep_models():
     c = count_parameters(ds)
     return [("DeepSeek-V3 (MoE, 671B / 37B active)", "deepseek", ds),
             ("Mixtral 8x7B (MoE, 47B / 13B active)", "moe", load_shipped("mixtral-8x7b", seq_len=SWEEP["context"])),
-            (f"dense, {si(c.active)} (= V3 active)", "dense", S.dense_equivalent(ds, c.active, "dense-active")),
-            (f"dense, {si(c.total)} (= V3 total)", "note", S.dense_equivalent(ds, c.total, "dense-total"))]
+            (f"dense, {si(c.active)} (= V3 active)", "dense", roofline.dense_equivalent(ds, c.active, "dense-active")),
+            (f"dense, {si(c.total)} (= V3 total)", "note", roofline.dense_equivalent(ds, c.total, "dense-total"))]
 
 
 def batch_sweep() -> pd.DataFrame:
@@ -75,11 +75,11 @@ def batch_sweep() -> pd.DataFrame:
     hw = get_hardware(SWEEP["hw"])
     rows = []
     for label, family, shape in sweep_models():
-        base = S.Layout(weights_dtype=SWEEP["weights"], kv_dtype=SWEEP["kv"])
-        g = S.smallest_fitting_gpus(shape, hw, base, SWEEP["context"], batch=1.0)
+        base = roofline.Layout(weights_dtype=SWEEP["weights"], kv_dtype=SWEEP["kv"])
+        g = roofline.smallest_fitting_gpus(shape, hw, base, SWEEP["context"], batch=1.0)
         lay = replace(base, gpus=g)
         for b in BATCHES:
-            r = S.serve(shape, hw, lay, b, SWEEP["context"], usd_per_gpu_hour=SWEEP["usd"])
+            r = roofline.serve(shape, hw, lay, b, SWEEP["context"], usd_per_gpu_hour=SWEEP["usd"])
             rows.append({"model": label, "family": family, "gpus": g, "tp": r["tp"], "batch": b, "fits": r["fits"],
                          "max_batch": r["max_batch"], "bound": r["bound"],
                          "usd_per_mtok_out": r["usd_per_million_output_tokens"],
@@ -291,7 +291,7 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
 
 def _deepseek_part(out: Path, figures: list | None) -> list[str]:
     """DeepSeek-V3 in its disclosed serving layouts: the roofline bound against the disclosed throughput."""
-    d = S.deepseek_disclosed_check()
+    d = roofline.deepseek_disclosed_check()
     return ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
               f"Source: {d['source']}. Decode: EP{d['decode_layout']['gpus']} "
               f"({d['decode_layout']['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
@@ -339,7 +339,7 @@ def _deepseek_part(out: Path, figures: list | None) -> list[str]:
 
 def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
     """The note's case D priced with the roofline."""
-    rows = S.note_case_d_roofline()
+    rows = roofline.note_case_d_roofline()
     return ["### The note's case D, recomputed\n",
               "The note puts inference for its case D at $1-2 per million tokens (arithmetic only). Its dense MHA "
               "shape at its own context, priced with the roofline (bf16, tensor-parallel over the smallest "
