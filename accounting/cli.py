@@ -116,49 +116,34 @@ def parse_count(text: str, what: str = "value") -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
-
-
-def _nonneg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+def _argument(name: str, parse, ok, not_parsed: str, refused: str):
+    """An argparse ``type``: ``parse(text)``; "must be <not_parsed>" when that fails, "must be <refused>" when
+    ``ok(value)`` is false (one validator, several ranges)."""
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {not_parsed}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {refused}, got {text!r}")
+        return value
+    check.__name__ = name
+    return check
 
 
 YEAR_RANGE = (1900.0, 2200.0)
 """``--year``: price years the halving-cost model is asked about (outside: refused, not overflowed)."""
 
-
-def _year(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a year like 2027, got {text!r}") from None
-    lo, hi = YEAR_RANGE
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise argparse.ArgumentTypeError(f"must be a year in [{lo:g}, {hi:g}], got {text!r}")
-    return value
+_positive_int = _argument("positive_int", int, lambda v: v >= 1, "a positive integer", "a positive integer")
+_nonneg_int = _argument("nonneg_int", int, lambda v: v >= 0, "an integer >= 0", "an integer >= 0")
+_fraction = _argument("fraction", float, lambda v: 0 < v <= 1, "a number in (0, 1]", "in (0, 1]")
+_unit_interval = _argument("unit_interval", float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
+_nonneg = _argument("nonneg", float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0",
+                    "a finite number >= 0")
+_positive_number = _argument("positive_number", float, lambda v: math.isfinite(v) and v > 0, "a number > 0",
+                             "a finite number > 0")
+_year = _argument("year", float, lambda v: math.isfinite(v) and YEAR_RANGE[0] <= v <= YEAR_RANGE[1],
+                  "a year like 2027", f"a year in [{YEAR_RANGE[0]:g}, {YEAR_RANGE[1]:g}]")
 
 
 def _check_finite(data: Any, what: str) -> None:
@@ -408,36 +393,6 @@ def deepseek_text(d: dict[str, Any]) -> str:
 
 
 # ----- serving (accounting.serving) ----------------------------------------------------------------------
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return value
-
-
 def add_serve_parsers(sub, fmt: _Parser) -> None:
     ps = sub.add_parser("serve", parents=[fmt], help="roofline of decode and prefill, memory fit and $ per Mtok")
     ps.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")

@@ -12,7 +12,7 @@ price the (token, expert) pairs a real router produced, e.g. with capacity dropp
 """
 from __future__ import annotations
 
-from .params import ffn_params
+from .params import attention_matmul_params, ffn_params
 from .shapes import ModelShape
 
 MAC = 1
@@ -28,14 +28,9 @@ def check_convention(flops_per_mac: int) -> None:
 
 
 def attention_projection_macs_per_token(shape: ModelShape) -> int:
-    """Multiply-adds of the attention projections (q, k, v, o; MLA's down/up maps) for one token."""
-    s, d, h = shape, shape.d_model, shape.n_heads
-    if s.attention == "mla":
-        q_head = s.qk_nope_head_dim + s.qk_rope_head_dim
-        q = d * s.q_lora_rank + s.q_lora_rank * h * q_head if s.q_lora_rank else d * h * q_head
-        kv = d * (s.kv_lora_rank + s.qk_rope_head_dim) + s.kv_lora_rank * h * (s.qk_nope_head_dim + s.v_head_dim)
-        return q + kv + h * s.v_head_dim * d
-    return 2 * d * h * s.head_dim + 2 * d * s.n_kv_heads * s.head_dim
+    """Multiply-adds of the attention projections (q, k, v, o; MLA's down/up maps) for one token: one per
+    matrix weight (``accounting.params.attention_matmul_params``)."""
+    return attention_matmul_params(shape)
 
 
 def attention_score_macs_per_pair(shape: ModelShape) -> int:
@@ -138,14 +133,12 @@ def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: in
         raise ValueError(f"context must be >= 0, got {context}")
     s, d, h = shape, shape.d_model, shape.n_heads
     keys = context + 1
+    # absorbed MLA maps queries into the latent (H nope kv_rank) and outputs back (H kv_rank v): the same
+    # multiply-adds as the kv up matrix, so the projections are the training form's
+    proj = attention_projection_macs_per_token(s)
     if s.attention == "mla":
-        q_head = s.qk_nope_head_dim + s.qk_rope_head_dim
-        q = d * s.q_lora_rank + s.q_lora_rank * h * q_head if s.q_lora_rank else d * h * q_head
-        proj = (q + d * (s.kv_lora_rank + s.qk_rope_head_dim) + h * s.qk_nope_head_dim * s.kv_lora_rank
-                + h * s.kv_lora_rank * s.v_head_dim + h * s.v_head_dim * d)
         per_key = h * (2 * s.kv_lora_rank + s.qk_rope_head_dim)
     else:
-        proj = attention_projection_macs_per_token(s)
         per_key = attention_score_macs_per_pair(s)
     total = 0
     for layer in range(s.n_layers):

@@ -58,6 +58,12 @@ class Report:
         self.col, self.out, self.figdir = col, out, out / "figures"
         self.figures: list[Path] = []
         self.values: dict[str, float] = {}  # numbers the report prints, for tests
+        # Computed once, before any section renders: sections and findings only read these.
+        self.deepseek = deepseek_costs.corrections()
+        self.costs = cost_table.cost_table(self.deepseek["mfu"])
+        self.summary = run_summary(col)
+        self.bench_mfu = bench_mfu(col.bench)
+        self.paired = _paired_rows(col.paired)
 
     def fig(self, path: Path | None, caption: str) -> str:
         if path is None:
@@ -88,7 +94,7 @@ class Report:
 
     # ----- 2 -----------------------------------------------------------------------------------------
     def section2(self) -> str:
-        c = deepseek_costs.corrections()
+        c = self.deepseek
         n, est, pr = c["note"], c["estimates"], c["note"]["printed"]
         self.values.update(deepseek_note_macs=n["train_flops_mac"], deepseek_note_usd=n["cost_usd_rounded_rate"],
                            deepseek_note_gpu_hours=n["gpu_hours_note_method"],
@@ -155,14 +161,13 @@ class Report:
                                    "the note's DeepSeek-V3 cost corrected step by step; data: accounting.press2025 "
                                    "(section6, DEEPSEEK_REPORTED, deepseek_v3_estimates), accounting.flops/params/cost/hardware, "
                                    f"`accounting/{c['config'].parent.name}/{c['config'].name}`"))
-        self.deepseek = c
         return "\n".join(out)
 
     # ----- 3 -----------------------------------------------------------------------------------------
     def section3(self) -> str:
         mfu = self.deepseek["mfu"]
         pr = cost_table.price(mfu)
-        df = cost_table.cost_table(mfu)
+        df = self.costs
         if df.empty:
             return ("Not available: no shapes to price. The note's cases come from `accounting.press2025`, the public "
                     f"MoE configs from `accounting.hf_config` + `accounting/{CONFIG_DIR.name}/*.json`.\n")
@@ -188,7 +193,6 @@ class Report:
         if not len(names):
             out.append("Public MoE configs missing: they come from `accounting.hf_config` and "
                        f"`accounting/{CONFIG_DIR.name}/*.json`.")
-        self.costs = df
         return "\n".join(out)
 
     # ----- 4 -----------------------------------------------------------------------------------------
@@ -198,8 +202,7 @@ class Report:
     def _training_runs(self) -> str:
         col = self.col
         out = []
-        summ = run_summary(col)
-        self.summary = summ
+        summ = self.summary
         paths = ", ".join(f"`{p}/metrics.jsonl`" for p in col.run_paths)
         out.append("### Training runs")
         if summ.empty:
@@ -245,8 +248,7 @@ class Report:
     def _bench_throughput(self) -> str:
         col, out = self.col, []
         out.append("\n### Throughput and MFU per backend (bench CSVs)")
-        bm = bench_mfu(col.bench)
-        self.bench_mfu = bm
+        bm = self.bench_mfu
         if bm.empty:
             out.append(f"No bench CSV under {', '.join(col.roots)}. Produce one with {BENCH_CMD}.\n")
         else:
@@ -320,7 +322,6 @@ class Report:
                    "`dense` only in its FFN (8 experts, top-2, equal active parameters), so its c prices routing; "
                    "`deepseek` also changes FFN kind and norms, and `deepseek_mla` the attention too, so their c "
                    "prices the whole architecture against dense, not routing alone.\n")
-        self.paired = []
         if not self.col.paired:
             out.append(f"No paired benchmark under {', '.join(self.col.roots)}. Produce one with {PAIRED_CMD}.\n")
         for pb in self.col.paired:
@@ -336,8 +337,6 @@ class Report:
             for m, v in summ_p["models"].items():
                 if m == "dense":
                     continue
-                self.paired.append({"source": src, "model": m, **v, "device": env.get("device_name", "?"),
-                                    "repeats": summ_p["repeats"]})
                 conclusive = not str(v["verdict"]).startswith("too wide")
                 rows.append([m, v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
                              f"[{v['cost_ratio_low']:.3f}, {v['cost_ratio_high']:.3f}]",
@@ -420,7 +419,7 @@ class Report:
             out.append(f"- The note's Table 3 recomputes to within its printed rounding in "
                        f"{v['table3_cells'] - v.get('table3_differs', 0)} of {v['table3_cells']} cells "
                        "(section 1; `accounting.press2025`).")
-        c = getattr(self, "deepseek", None)
+        c = self.deepseek
         if c:
             out.append(f"- DeepSeek-V3: the note's {usd(c['steps'][0].usd)} becomes the reported "
                        f"{usd(c['reported_usd'])} through computed factors; the exact architecture trains at "
@@ -428,21 +427,21 @@ class Report:
                        f"{si(c['reported_flops_per_token'])}), which over the reported "
                        f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} model FLOP utilisation "
                        "(MFU; section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
-        costs = getattr(self, "costs", None)
-        if costs is not None and not costs.empty and (costs["model"] == "deepseek-v3").any():
+        costs = self.costs
+        if not costs.empty and (costs["model"] == "deepseek-v3").any():
             r = costs[costs["model"] == "deepseek-v3"].iloc[0]
             out.append(f"- An MoE's Chinchilla budget depends on which parameters count: DeepSeek-V3 "
                        f"({pct(r.active_fraction)} of its parameters active) costs {usd(r.train_usd_total)} at "
                        f"{TOKENS_PER_PARAMETER} x total parameters but {usd(r.train_usd_active)} at "
                        f"{TOKENS_PER_PARAMETER} x active (section 3; "
                        "`reports.costs`, shipped configs).")
-        for p in getattr(self, "paired", [])[:3]:
+        for p in self.paired[:3]:
             out.append(f"- Measured MoE/dense cost per training FLOP, {p['model']} vs dense: c = "
                        f"{p['cost_ratio_median']:.3f} [{p['cost_ratio_low']:.3f}, {p['cost_ratio_high']:.3f}] "
                        f"(median, 95% bootstrap interval, {p['repeats']} interleaved repeats on {p['device']}): "
                        f"{p['verdict']} (section 5; `{p['source']}/paired.csv`).")
-        summ = getattr(self, "summary", None)
-        if summ is not None and not summ.empty and summ["final_val_loss"].notna().any():
+        summ = self.summary
+        if not summ.empty and summ["final_val_loss"].notna().any():
             best = summ.loc[summ["final_val_loss"].idxmin()]
             worst = summ.loc[summ["final_val_loss"].idxmax()]
             out.append(f"- Training runs ({len(summ)}, one seed each): final validation loss from "
@@ -528,6 +527,13 @@ def remove_stale_figures(figdir: Path, keep) -> list[Path]:
     for p in stale:
         p.unlink()
     return stale
+
+
+def _paired_rows(paired: list[dict]) -> list[dict]:
+    """One row per MoE model of each paired benchmark: its cost ratio c against dense, with the source."""
+    return [{"source": pb["source"], "model": m, **v, "device": pb["env"].get("device_name", "?"),
+             "repeats": pb["summary"]["repeats"]}
+            for pb in paired for m, v in pb["summary"]["models"].items() if m != "dense"]
 
 
 def build(roots, out: str | Path = "reports", select=None) -> Report:

@@ -14,3 +14,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def clear_hydra():
+    """Hydra's global state cleared before and after a test (the compose API keeps it between calls). Modules
+    that compose configs use it for every test: ``pytestmark = pytest.mark.usefixtures("clear_hydra")``."""
+    from hydra.core.global_hydra import GlobalHydra
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A data/tokenizer cache folder shared by one module's training tests."""
+    return str(tmp_path_factory.mktemp("cache"))
