@@ -235,8 +235,9 @@ def table3_text(data: dict[str, Any]) -> str:
                      "ok" if r["within_tolerance"] else "FAIL", si(r["computed_exact_rate"])])
     out.append(_grid(["quantity", "case", "printed", "ours", "ours/printed", "rounds", "tolerance",
                       "ours @exact $"], rows))
-    out.append(f"GPU-years and $ use the note's rounded {cost.NOTE_USD_PER_MAC_TEXT} per multiply-add; 'ours @exact $' uses "
-               f"${data['usd_per_flop_mac_exact']:.4g} ({cost.NOTE_PEAK_MACS_TEXT} multiply-adds/s at {cost.NOTE_USD_PER_GPU_YEAR_TEXT} per GPU-year).")
+    out.append(f"GPU-years and $ use the note's rounded {cost.NOTE_USD_PER_MAC_TEXT} per multiply-add; "
+               f"'ours @exact $' uses ${data['usd_per_flop_mac_exact']:.4g} ({cost.NOTE_PEAK_MACS_TEXT} "
+               f"multiply-adds/s at {cost.NOTE_USD_PER_GPU_YEAR_TEXT} per GPU-year).")
     out.append("Optimal training set size is 240 L d^2 (eq. 4 without 40 V d): with the V term B would be "
                + si(next(r["eq4_with_vocab"] for r in data["rows"] if r["quantity"] == "optimal training set size"
                          and r["case"] == "B")) + ", not the printed 540e9.")
@@ -565,7 +566,8 @@ def build_parser() -> _Parser:
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
-    pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR, help="price year (cost halves every 2 years from 2025)")
+    pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
+                    help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
     add_serve_parsers(sub, fmt)
     return p
 

@@ -2,7 +2,7 @@
 formulas, Table 2 use cases, Table 3 regenerated beside the printed values, and section 6 (DeepSeek).
 
 Convention: every flop here is a multiply-add counted as ONE flop (the note's Table 1 caption) unless a
-name says ``flop2``/``FLOP`` (two per multiply-add, the datasheet/MFU convention). Memory rows are
+name says ``_fma2``/``FLOP`` (two per multiply-add, the datasheet/MFU convention). Memory rows are
 element counts. Dollars and GPU-years in Table 3 use the note's ROUNDED $1e-18 per multiply-add;
 ``computed_exact_rate`` gives the exact $1.056e-18 (300e12 multiply-adds/s at $10,000 per GPU-year).
 

@@ -18,7 +18,7 @@ from . import flop_formulas  # noqa: F401  (registers the _grouped_mm flop formu
 from .balance import Collapse, RouterStats, detect_collapse
 from .experts import BACKENDS, make_experts
 from .hf import from_hf, to_hf
-from .model import MoEOutput, MoETransformer, register_bias_update, routed_assignments
+from .model import MoEOutput, MoETransformer, check_backend, register_bias_update, routed_assignments
 from .mtp import MTPModule
 from .moe_ffn import MoEFFN
 from .router import Router, RouterConfig
@@ -31,8 +31,7 @@ def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, ba
 
     ``router`` and ``backend`` are validated in both cases (a dense model ignores them).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")
+    check_backend(backend)
     config = RouterConfig.from_any(router)
     if not shape.is_moe:
         from dense import Transformer

@@ -33,6 +33,12 @@ from .mtp import MTPModule, mtp_loss
 from .router import RouterConfig
 
 
+def check_backend(backend: str) -> None:
+    """ValueError naming the choices unless ``backend`` is one of ``BACKENDS``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")
+
+
 @dataclass
 class MoEOutput(ModelOutput):
     """``dense.ModelOutput`` plus ``router_stats``: one ``RouterStats`` per MoE layer that ran (main layers,
@@ -53,8 +59,7 @@ class MoETransformer(Transformer):
         if not shape.is_moe:
             raise ValueError("MoETransformer needs n_experts > 0; build a dense shape with dense.Transformer "
                              "(or moe.build_model)")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")
+        check_backend(backend)
         config = RouterConfig.from_any(router)
 
         def ffn_factory(layer: int):
