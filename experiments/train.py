@@ -53,6 +53,7 @@ from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
 from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
     train_flops_per_token
+from .paths import portable_path
 
 
 class TrainingDiverged(RuntimeError):
@@ -121,15 +122,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _portable(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it (so committed records carry no
-    machine-specific prefix), else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
 
 
 def _fmt(x: float | None) -> str:
@@ -779,7 +771,7 @@ def _summary(r: _Run, status: str, **more) -> dict:
             "train_flops": r.flops_per_token * r.step * r.tokens_per_step,
             "wall_time_s": r.wall_before + time.perf_counter() - r.t_start,
             "wall_time_this_segment_s": time.perf_counter() - r.t_start, "world_size": r.info.world_size,
-            "parallel": r.cfg["train"]["parallel"] if r.info.enabled else None, "run_dir": _portable(r.run_dir),
+            "parallel": r.cfg["train"]["parallel"] if r.info.enabled else None, "run_dir": portable_path(r.run_dir),
             **more}
 
 
