@@ -88,14 +88,3 @@ HOFFMANN_2022 = LossFit("hoffmann2022", 1.69, 406.4, 410.7, 0.34, 0.28,
 BESIROGLU_2024 = LossFit("besiroglu2024", 1.8172, 482.01, 2085.43, 0.3478, 0.3658,
                          "Besiroglu et al. 2024 (arXiv 2404.10102), refit of the same data")
 FITS = {f.name: f for f in (HOFFMANN_2022, BESIROGLU_2024)}
-
-
-def compute_optimal_table(flops: float) -> list[dict[str, float | str]]:
-    """For each fit: N_opt, D_opt, tokens per parameter and loss at ``flops`` FLOP (2 per MAC)."""
-    rows = []
-    for fit in FITS.values():
-        n, d = fit.compute_optimal(flops)
-        rows.append({"fit": fit.name, "compute_flops": flops, "optimal_params": n, "optimal_tokens": d,
-                     "tokens_per_param": d / n, "loss_nats": fit.loss(n, d)})
-    return rows
-

@@ -18,10 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import cost as C
-from . import press2025 as P
-from . import serving as S
-from .chinchilla import FITS, chinchilla_tokens
+from . import cost, press2025, serving
+from .chinchilla import FITS, TOKENS_PER_PARAMETER, chinchilla_tokens
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
 from .hardware import HARDWARE, get_hardware
 from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
@@ -118,49 +116,34 @@ def parse_count(text: str, what: str = "value") -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
-
-
-def _nonneg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+def _argument(name: str, parse, ok, not_parsed: str, refused: str):
+    """An argparse ``type``: ``parse(text)``; "must be <not_parsed>" when that fails, "must be <refused>" when
+    ``ok(value)`` is false (one validator, several ranges)."""
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {not_parsed}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {refused}, got {text!r}")
+        return value
+    check.__name__ = name
+    return check
 
 
 YEAR_RANGE = (1900.0, 2200.0)
 """``--year``: price years the halving-cost model is asked about (outside: refused, not overflowed)."""
 
-
-def _year(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a year like 2027, got {text!r}") from None
-    lo, hi = YEAR_RANGE
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise argparse.ArgumentTypeError(f"must be a year in [{lo:g}, {hi:g}], got {text!r}")
-    return value
+_positive_int = _argument("positive_int", int, lambda v: v >= 1, "a positive integer", "a positive integer")
+_nonneg_int = _argument("nonneg_int", int, lambda v: v >= 0, "an integer >= 0", "an integer >= 0")
+_fraction = _argument("fraction", float, lambda v: 0 < v <= 1, "a number in (0, 1]", "in (0, 1]")
+_unit_interval = _argument("unit_interval", float, lambda v: 0 <= v <= 1, "a number in [0, 1]", "in [0, 1]")
+_nonneg = _argument("nonneg", float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0",
+                    "a finite number >= 0")
+_positive_number = _argument("positive_number", float, lambda v: math.isfinite(v) and v > 0, "a number > 0",
+                             "a finite number > 0")
+_year = _argument("year", float, lambda v: math.isfinite(v) and YEAR_RANGE[0] <= v <= YEAR_RANGE[1],
+                  "a year like 2027", f"a year in [{YEAR_RANGE[0]:g}, {YEAR_RANGE[1]:g}]")
 
 
 def _check_finite(data: Any, what: str) -> None:
@@ -229,15 +212,15 @@ def load_config(spec: str, seq_len: int | None = None) -> tuple[ModelShape, str]
 def table3_data() -> dict[str, Any]:
     return {
         "convention": CONVENTION["flops_mac"] + "; memory rows are elements",
-        "usd_per_flop_mac_rounded": C.NOTE_ROUNDED_USD_PER_MAC,
-        "usd_per_flop_mac_exact": C.usd_per_flop(C.NOTE_GPU, MAC),
+        "usd_per_flop_mac_rounded": cost.NOTE_ROUNDED_USD_PER_MAC,
+        "usd_per_flop_mac_exact": cost.usd_per_flop(cost.NOTE_GPU, MAC),
         "use_cases": {k: {"seq_len": u.seq_len, "vocab_size": u.vocab_size, "d_model": u.d_model,
-                          "n_heads": u.n_heads, "n_layers": u.n_layers} for k, u in P.USE_CASES.items()},
-        "rows": P.table3_comparison(),
+                          "n_heads": u.n_heads, "n_layers": u.n_layers} for k, u in press2025.USE_CASES.items()},
+        "rows": press2025.table3_comparison(),
         "inference_usd_per_million_tokens": {
-            case: {"rounded_rate_usd": P.inference_usd_per_million_tokens_case(case),
-                   "exact_rate_usd": P.inference_usd_per_million_tokens_case(case, exact_rate=True)}
-            for case in P.CASES},
+            case: {"rounded_rate_usd": press2025.inference_usd_per_million_tokens_case(case),
+                   "exact_rate_usd": press2025.inference_usd_per_million_tokens_case(case, exact_rate=True)}
+            for case in press2025.CASES},
     }
 
 
@@ -252,12 +235,13 @@ def table3_text(data: dict[str, Any]) -> str:
                      "ok" if r["within_tolerance"] else "FAIL", si(r["computed_exact_rate"])])
     out.append(_grid(["quantity", "case", "printed", "ours", "ours/printed", "rounds", "tolerance",
                       "ours @exact $"], rows))
-    out.append("GPU-years and $ use the note's rounded $1e-18 per multiply-add; 'ours @exact $' uses "
-               f"${data['usd_per_flop_mac_exact']:.4g} (300e12 multiply-adds/s at $10K per GPU-year).")
+    out.append(f"GPU-years and $ use the note's rounded {cost.NOTE_USD_PER_MAC_TEXT} per multiply-add; "
+               f"'ours @exact $' uses ${data['usd_per_flop_mac_exact']:.4g} ({cost.NOTE_PEAK_MACS_TEXT} "
+               f"multiply-adds/s at {cost.NOTE_USD_PER_GPU_YEAR_TEXT} per GPU-year).")
     out.append("Optimal training set size is 240 L d^2 (eq. 4 without 40 V d): with the V term B would be "
                + si(next(r["eq4_with_vocab"] for r in data["rows"] if r["quantity"] == "optimal training set size"
                          and r["case"] == "B")) + ", not the printed 540e9.")
-    for key, (tol, why) in P.DOCUMENTED_EXCEPTIONS.items():
+    for key, (tol, why) in press2025.DOCUMENTED_EXCEPTIONS.items():
         out.append(f"{key[0]} {key[1]}: {why} (tolerance {tol:.0%}).")
     inf = data["inference_usd_per_million_tokens"]
     out.append("Inference $ per million incremental tokens (note: $1-$2 for D): D low "
@@ -305,7 +289,7 @@ def params_text(d: dict[str, Any]) -> str:
                f"{d['active_with_input_embedding_params']:,}")
     if d["mtp_params"]:
         out.append(f"MTP modules (not in total): {d['mtp_params']:,}; total with MTP {d['total_with_mtp_params']:,}")
-    out.append(f"Chinchilla (20 tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
+    out.append(f"Chinchilla ({TOKENS_PER_PARAMETER:g} tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
                f"{si(d['chinchilla_active_basis_tokens'])} on active")
     out.append(f"KV cache: {d['kv_cache_elements_per_token']:,} elements per token ({si(d['kv_cache_bytes_per_token_bf16'])}B in bf16)")
     if "published" in d:
@@ -315,12 +299,12 @@ def params_text(d: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def cost_data(shape: ModelShape, source: str, tokens: float, seq_len: int, rate: C.GpuRate,
-              causal: bool = True, year: float = C.NOTE_BASE_YEAR) -> dict[str, Any]:
+def cost_data(shape: ModelShape, source: str, tokens: float, seq_len: int, rate: cost.GpuRate,
+              causal: bool = True, year: float = cost.NOTE_BASE_YEAR) -> dict[str, Any]:
     c = count_parameters(shape)
     fpt2 = training_flops_per_token(shape, seq_len, flops_per_mac=FLOP, causal=causal)
     flops2 = fpt2 * tokens
-    summary = C.cost_summary(flops2, FLOP, rate)
+    summary = cost.cost_summary(flops2, FLOP, rate)
     decode2 = decode_flops_per_token(shape, seq_len, flops_per_mac=FLOP)
     return {
         "name": shape.name, "config": source, "convention": CONVENTION,
@@ -336,10 +320,10 @@ def cost_data(shape: ModelShape, source: str, tokens: float, seq_len: int, rate:
         "training_flops_fma2": flops2, "training_flops_mac": flops2 / FLOP,
         "six_n_active_d_flops_fma2": six_n_d(c.active, tokens),
         "gpu_s": summary["gpu_s"], "gpu_hours": summary["gpu_hours"], "gpu_years": summary["gpu_years"],
-        "cost_usd": summary["cost_usd"], "usd_per_flop_fma2": C.usd_per_flop(rate, FLOP),
-        "year": year, "cost_usd_at_year": C.cost_at_year(summary["cost_usd"], year),
+        "cost_usd": summary["cost_usd"], "usd_per_flop_fma2": cost.usd_per_flop(rate, FLOP),
+        "year": year, "cost_usd_at_year": cost.cost_at_year(summary["cost_usd"], year),
         "decode_flops_fma2_per_token": decode2,
-        "inference_usd_per_million_tokens": C.inference_usd_per_million_tokens(decode2, FLOP, rate),
+        "inference_usd_per_million_tokens": cost.inference_usd_per_million_tokens(decode2, FLOP, rate),
         "compute_optimal": {fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2)))
                             for fit in FITS},
     }
@@ -357,7 +341,7 @@ def cost_text(d: dict[str, Any]) -> str:
         f"training: {si(d['training_flops_fma2_per_token'])} FLOP/token (2 per MAC) -> {si(d['training_flops_fma2'])} FLOP "
         f"= {si(d['training_flops_mac'])} multiply-adds; 6 N_active D = {si(d['six_n_active_d_flops_fma2'])} FLOP",
         f"time and money: {si(d['gpu_hours'])} GPU-hours = {si(d['gpu_years'])} GPU-years -> ${si(d['cost_usd'])}"
-        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every 2 years)",
+        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every {cost.COST_HALVING_YEARS:g} years)",
         f"inference: {si(d['decode_flops_fma2_per_token'])} FLOP per generated token at context {d['seq_len']} "
         f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
         "compute-optimal at this budget (C = 6ND): " + "; ".join(
@@ -366,16 +350,16 @@ def cost_text(d: dict[str, Any]) -> str:
 
 
 def deepseek_data() -> dict[str, Any]:
-    shape = P.deepseek_v3_shape(P.DEEPSEEK_REPORTED["pretrain_seq_len"])
-    return {"convention": CONVENTION, "section6": P.section6(),
+    shape = press2025.deepseek_v3_shape(press2025.DEEPSEEK_REPORTED["pretrain_seq_len"])
+    return {"convention": CONVENTION, "section6": press2025.section6(),
             "deepseek_v3": {"config": "shipped:deepseek-v3", "params": params_data(shape, "shipped:deepseek-v3"),
-                            "estimates": P.deepseek_v3_estimates(shape)}}
+                            "estimates": press2025.deepseek_v3_estimates(shape)}}
 
 
 def deepseek_text(d: dict[str, Any]) -> str:
     s = d["section6"]
     pr = s["printed"]
-    out = ["Section 6 of the note, recomputed (multiply-add = 1 flop, n = 32K, $1e-18 per flop):",
+    out = [f"Section 6 of the note, recomputed (multiply-add = 1 flop, n = 32K, {cost.NOTE_USD_PER_MAC_TEXT} per flop):",
            _grid(["quantity", "note printed", "ours", "comment"], [
                ["12 L d^2 (d=7168, L=61)", si(pr["active_12Ld2_params"]), si(s["active_12Ld2_params"]), "'active' width"],
                ["Chinchilla 671B x 20", si(pr["chinchilla_tokens"]), si(s["chinchilla_tokens"]),
@@ -383,10 +367,10 @@ def deepseek_text(d: dict[str, Any]) -> str:
                ["(6nd+36d^2)L per token", "", si(s["train_flops_mac_per_token"]), "multiply-adds, n = 32768"],
                ["x 14.8T tokens", si(pr["train_flops_mac"]), si(s["train_flops_mac"]),
                 f"= {si(s['train_flops_fma2'])} FLOP (2 per MAC)"],
-               ["cost at $1e-18", "$" + si(pr["cost_usd"]), "$" + si(s["cost_usd_rounded_rate"]),
+               [f"cost at {cost.NOTE_USD_PER_MAC_TEXT}", "$" + si(pr["cost_usd"]), "$" + si(s["cost_usd_rounded_rate"]),
                 f"exact rate: ${si(s['cost_usd_exact_rate'])}"],
                ["GPU-hours", si(pr["gpu_hours"]), si(s["gpu_hours_note_method"]),
-                f"= $2.9M / ${s['note_usd_per_gpu_hour']:.2f}/h; exact at 300e12 MAC/s: {si(s['gpu_hours_exact_300T'])}"],
+                f"= $2.9M / ${s['note_usd_per_gpu_hour']:.2f}/h; exact at {cost.NOTE_PEAK_MACS_TEXT} MAC/s: {si(s['gpu_hours_exact_300T'])}"],
                ["reported (DeepSeek)", f"{si(pr['reported_gpu_hours'])} h, ${si(pr['reported_usd'])}",
                 f"{si(s['reported_gpu_hours'])} h, ${si(s['reported_usd'])}",
                 f"$ ratio reported/note {s['reported_over_note_usd']:.2f}"]])]
@@ -405,41 +389,11 @@ def deepseek_text(d: dict[str, Any]) -> str:
              f"{v['implied_mfu_bf16']:.1%}", si(v["h800_hours_at_peak"]), "$" + si(v["cost_usd_h800_at_peak"])]
             for k, v in e["methods"].items()]
     out.append(_grid(["method", "MAC/token", "FLOP/token", "MAC total", "FLOP total", "implied MFU",
-                      "H800-h at peak", "$ at $2/h, peak"], rows))
+                      "H800-h at peak", f"$ at ${press2025.DEEPSEEK_REPORTED['usd_per_gpu_hour']:g}/h, peak"], rows))
     return "\n".join(out)
 
 
 # ----- serving (accounting.serving) ----------------------------------------------------------------------
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return value
-
-
 def add_serve_parsers(sub, fmt: _Parser) -> None:
     ps = sub.add_parser("serve", parents=[fmt], help="roofline of decode and prefill, memory fit and $ per Mtok")
     ps.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
@@ -478,14 +432,14 @@ def serve_data(args) -> dict[str, Any]:
             raise CliError(f"--dense-equivalent needs an MoE config; {shape.name} is dense")
         c = count_parameters(shape)
         target = c.active if args.dense_equivalent == "active" else c.total
-        shape = S.dense_equivalent(shape, target, name=f"dense, {args.dense_equivalent} params of {shape.name}")
+        shape = serving.dense_equivalent(shape, target, name=f"dense, {args.dense_equivalent} params of {shape.name}")
     if args.cache_hit_share >= 1:
         raise CliError("--cache-hit-share must be below 1")
     hw = get_hardware(args.gpu)
-    layout = S.Layout(gpus=args.gpus, tp=args.tp, redundant_experts=args.redundant_experts,
+    layout = serving.Layout(gpus=args.gpus, tp=args.tp, redundant_experts=args.redundant_experts,
                       weights_dtype=args.weights, kv_dtype=args.kv_dtype)
     layout.resolved(shape)  # one-line error for a bad layout before any work
-    rows = [S.serve(shape, hw, layout, b, args.context, prompt_len=args.prompt_len,
+    rows = [serving.serve(shape, hw, layout, b, args.context, prompt_len=args.prompt_len,
                     usd_per_gpu_hour=args.usd_per_hour, efficiency=args.efficiency,
                     mtp_acceptance=args.mtp_acceptance, cache_hit_share=args.cache_hit_share)
             for b in args.batch]
@@ -536,7 +490,7 @@ def serve_output(args) -> str:
 
 def serving_check_data(context: int = 4096, prompt_len: int = 4096) -> dict[str, Any]:
     return {"convention": "flops: 2 per multiply-add; tokens/s; US dollars",
-            "deepseek": S.deepseek_disclosed_check(context, prompt_len), "note_case_d": S.note_case_d_roofline()}
+            "deepseek": serving.deepseek_disclosed_check(context, prompt_len), "note_case_d": serving.note_case_d_roofline()}
 
 
 def serving_check_text(d: dict[str, Any]) -> str:
@@ -607,11 +561,13 @@ def build_parser() -> _Parser:
     pc.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
     pc.add_argument("--seq-len", type=_positive_int, required=True, help="training window n (tokens)")
     pc.add_argument("--gpu", default="press2025", choices=sorted(HARDWARE),
-                    help="hardware preset (default press2025: the note's 300e12 multiply-adds/s at $10K/year)")
+                    help=f"hardware preset (default press2025: the note's {cost.NOTE_PEAK_MACS_TEXT} multiply-adds/s at "
+                         f"{cost.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
-    pc.add_argument("--year", type=_year, default=C.NOTE_BASE_YEAR, help="price year (cost halves every 2 years from 2025)")
+    pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
+                    help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
     add_serve_parsers(sub, fmt)
     return p
 
@@ -638,7 +594,7 @@ def run(argv: Sequence[str] | None = None) -> str:
     else:
         tokens = parse_count(args.tokens, "--tokens")
         shape, source = load_config(args.config, args.seq_len)
-        rate = C.gpu_rate(args.gpu, usd_per_hour=args.usd_per_hour, mfu=args.mfu)
+        rate = cost.gpu_rate(args.gpu, usd_per_hour=args.usd_per_hour, mfu=args.mfu)
         data = cost_data(shape, source, tokens, args.seq_len, rate, causal=not args.full_attention, year=args.year)
         _check_finite(data, f"cost of --tokens {args.tokens} at --seq-len {args.seq_len}")
         render = cost_text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .flops import check_convention
 from .hardware import get_hardware
 
 SECONDS_PER_HOUR = 3600.0
@@ -31,12 +32,12 @@ NOTE_ROUNDED_USD_PER_MAC = 1e-18
 """The note's printed "$1 x 10^-18 per executed flop" (its flop = one multiply-add)."""
 NOTE_BASE_YEAR = 2025
 COST_HALVING_YEARS = 2.0
+
+# The note's rates as it prints them ("$1e-18", "300e12", "$10K"), for text that quotes the note.
+NOTE_USD_PER_MAC_TEXT = f"${NOTE_ROUNDED_USD_PER_MAC:g}"
+NOTE_PEAK_MACS_TEXT = f"{NOTE_PEAK_MACS_PER_S / 1e12:g}e12"
+NOTE_USD_PER_GPU_YEAR_TEXT = f"${NOTE_USD_PER_GPU_YEAR / 1e3:g}K"
 """GPU compute cost halves about every 2.0 years (note, section 7, after Hobbhahn & Besiroglu)."""
-
-
-def _check_mac(flops_per_mac: int) -> None:
-    if flops_per_mac not in (1, 2):
-        raise ValueError(f"flops_per_mac must be 1 (multiply-add = 1 flop) or 2, got {flops_per_mac!r}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class GpuRate:
     mfu: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_mac(self.rate_flops_per_mac)
+        check_convention(self.rate_flops_per_mac)
         if not self.peak_flops_per_s > 0:
             raise ValueError(f"peak_flops_per_s must be > 0, got {self.peak_flops_per_s}")
         if not self.usd_per_hour >= 0:
@@ -74,7 +75,7 @@ class GpuRate:
 
     def flops_per_s(self, flops_per_mac: int) -> float:
         """Achieved rate in the convention ``flops_per_mac`` (flop/s)."""
-        _check_mac(flops_per_mac)
+        check_convention(flops_per_mac)
         return self.macs_per_s * flops_per_mac
 
     def with_(self, **changes) -> "GpuRate":
@@ -113,7 +114,7 @@ def gpu_rate(name: str = "press2025", *, usd_per_hour: float | None = None, mfu:
 
 def gpu_seconds(flops: float, flops_per_mac: int, rate: GpuRate = NOTE_GPU) -> float:
     """GPU-seconds to execute ``flops`` (counted with ``flops_per_mac``) at ``rate`` (seconds)."""
-    _check_mac(flops_per_mac)
+    check_convention(flops_per_mac)
     if flops < 0:
         raise ValueError(f"flops must be >= 0, got {flops}")
     return flops / flops_per_mac / rate.macs_per_s
@@ -172,7 +173,7 @@ def implied_mfu(flops: float, flops_per_mac: int, gpu_hours_used: float, peak_fl
     ``flops`` is converted to FLOP (2 per multiply-add) first; ``peak_flops_per_s`` is a datasheet
     FLOP/s peak (e.g. 989e12 for H100/H800 bf16 dense).
     """
-    _check_mac(flops_per_mac)
+    check_convention(flops_per_mac)
     if gpu_hours_used <= 0 or peak_flops_per_s <= 0:
         raise ValueError("gpu_hours_used and peak_flops_per_s must be > 0")
     return flops / flops_per_mac * 2 / (gpu_hours_used * SECONDS_PER_HOUR * peak_flops_per_s)

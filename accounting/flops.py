@@ -12,7 +12,7 @@ price the (token, expert) pairs a real router produced, e.g. with capacity dropp
 """
 from __future__ import annotations
 
-from .params import ffn_params
+from .params import attention_matmul_params, ffn_params
 from .shapes import ModelShape
 
 MAC = 1
@@ -21,20 +21,16 @@ FLOP = 2
 """Two flops per multiply-add: hardware peaks, MFU and FlopCounterMode."""
 
 
-def _check_convention(flops_per_mac: int) -> None:
+def check_convention(flops_per_mac: int) -> None:
+    """Raise ValueError unless ``flops_per_mac`` is ``MAC`` (1, the note's) or ``FLOP`` (2, hardware's)."""
     if flops_per_mac not in (MAC, FLOP):
         raise ValueError(f"flops_per_mac must be 1 (multiply-add = 1 flop) or 2, got {flops_per_mac!r}")
 
 
 def attention_projection_macs_per_token(shape: ModelShape) -> int:
-    """Multiply-adds of the attention projections (q, k, v, o; MLA's down/up maps) for one token."""
-    s, d, h = shape, shape.d_model, shape.n_heads
-    if s.attention == "mla":
-        q_head = s.qk_nope_head_dim + s.qk_rope_head_dim
-        q = d * s.q_lora_rank + s.q_lora_rank * h * q_head if s.q_lora_rank else d * h * q_head
-        kv = d * (s.kv_lora_rank + s.qk_rope_head_dim) + s.kv_lora_rank * h * (s.qk_nope_head_dim + s.v_head_dim)
-        return q + kv + h * s.v_head_dim * d
-    return 2 * d * h * s.head_dim + 2 * d * s.n_kv_heads * s.head_dim
+    """Multiply-adds of the attention projections (q, k, v, o; MLA's down/up maps) for one token: one per
+    matrix weight (``accounting.params.attention_matmul_params``)."""
+    return attention_matmul_params(shape)
 
 
 def attention_score_macs_per_pair(shape: ModelShape) -> int:
@@ -66,7 +62,7 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
     ``total``. ``routed_assignments`` replaces the dropless ``batch * n * top_k * n_moe_layers`` count of
     (token, expert) pairs. Units: flops with ``flops_per_mac`` per multiply-add.
     """
-    _check_convention(flops_per_mac)
+    check_convention(flops_per_mac)
     n = shape.seq_len if n_tokens is None else n_tokens
     if n < 1 or batch < 1:
         raise ValueError(f"n_tokens and batch must be >= 1, got {n} and {batch}")
@@ -132,19 +128,17 @@ def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: in
     cache holds the latent (kv_lora_rank) and the rope key; queries are mapped into the latent space
     (H x nope x kv_rank) and outputs back (H x kv_rank x v).
     """
-    _check_convention(flops_per_mac)
+    check_convention(flops_per_mac)
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
     s, d, h = shape, shape.d_model, shape.n_heads
     keys = context + 1
+    # absorbed MLA maps queries into the latent (H nope kv_rank) and outputs back (H kv_rank v): the same
+    # multiply-adds as the kv up matrix, so the projections are the training form's
+    proj = attention_projection_macs_per_token(s)
     if s.attention == "mla":
-        q_head = s.qk_nope_head_dim + s.qk_rope_head_dim
-        q = d * s.q_lora_rank + s.q_lora_rank * h * q_head if s.q_lora_rank else d * h * q_head
-        proj = (q + d * (s.kv_lora_rank + s.qk_rope_head_dim) + h * s.qk_nope_head_dim * s.kv_lora_rank
-                + h * s.kv_lora_rank * s.v_head_dim + h * s.v_head_dim * d)
         per_key = h * (2 * s.kv_lora_rank + s.qk_rope_head_dim)
     else:
-        proj = attention_projection_macs_per_token(s)
         per_key = attention_score_macs_per_pair(s)
     total = 0
     for layer in range(s.n_layers):

@@ -43,19 +43,30 @@ def attention_params(shape: ModelShape) -> int:
     d x H*(nope+rope) matrix when q_lora_rank == 0 --, kv down (d x (kv_rank + rope)) + its norm,
     kv up (kv_rank x H*(nope + v)), output (H*v x d).
     """
+    s = shape
+    if s.attention == "mla":
+        norms = (norm_params(s, s.q_lora_rank) if s.q_lora_rank else 0) + norm_params(s, s.kv_lora_rank)
+        return attention_matmul_params(s) + norms
+    q_width, kv_width = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+    bias = q_width + 2 * kv_width if s.qkv_bias else 0
+    return attention_matmul_params(s) + bias
+
+
+def attention_matmul_params(shape: ModelShape) -> int:
+    """The weights of one attention block's matrices (no norms, no biases): each is one multiply-add per
+    token, so this is also ``accounting.flops``' projection count (nanochat's one matmul count).
+
+    MHA/GQA: ``2 d H hd + 2 d KV hd``. MLA: q down + q up (or one q matrix), kv down ``d (kv_rank + rope)``,
+    kv up ``kv_rank H (nope + v)``, output ``H v d``; the weight-absorbed decode form multiplies the same
+    numbers (``accounting.flops.decode_flops_per_token``).
+    """
     s, d, h = shape, shape.d_model, shape.n_heads
     if s.attention == "mla":
         q_head = s.qk_nope_head_dim + s.qk_rope_head_dim
-        if s.q_lora_rank:
-            q = d * s.q_lora_rank + norm_params(s, s.q_lora_rank) + s.q_lora_rank * h * q_head
-        else:
-            q = d * h * q_head
-        kv = d * (s.kv_lora_rank + s.qk_rope_head_dim) + norm_params(s, s.kv_lora_rank)
-        kv += s.kv_lora_rank * h * (s.qk_nope_head_dim + s.v_head_dim)
+        q = d * s.q_lora_rank + s.q_lora_rank * h * q_head if s.q_lora_rank else d * h * q_head
+        kv = d * (s.kv_lora_rank + s.qk_rope_head_dim) + s.kv_lora_rank * h * (s.qk_nope_head_dim + s.v_head_dim)
         return q + kv + h * s.v_head_dim * d
-    q_width, kv_width = h * s.head_dim, s.n_kv_heads * s.head_dim
-    bias = q_width + 2 * kv_width if s.qkv_bias else 0
-    return d * q_width + 2 * d * kv_width + q_width * d + bias
+    return 2 * d * h * s.head_dim + 2 * d * s.n_kv_heads * s.head_dim
 
 
 def ffn_params(shape: ModelShape, width: int) -> int:
@@ -126,10 +137,6 @@ class ParameterCount:
         return self.total + self.mtp_total
 
     @property
-    def active_with_mtp(self) -> int:
-        return self.active + self.mtp_active
-
-    @property
     def active_fraction(self) -> float:
         return self.active / self.total
 
@@ -162,13 +169,6 @@ def total_parameters(shape: ModelShape) -> int:
 def active_parameters(shape: ModelShape) -> int:
     """Weights one token touches (elements); see the module docstring for the convention."""
     return count_parameters(shape).active
-
-
-def non_embedding_active_parameters(shape: ModelShape) -> int:
-    """Active weights without the input embedding and output head: the ``N`` of ``6 N D`` estimates
-    that leave embeddings out (Kaplan et al.)."""
-    c = count_parameters(shape).active_by_component
-    return sum(v for k, v in c.items() if k not in ("embedding", "output_head"))
 
 
 def active_parameters_with_input_embedding(shape: ModelShape) -> int:

@@ -2,7 +2,7 @@
 formulas, Table 2 use cases, Table 3 regenerated beside the printed values, and section 6 (DeepSeek).
 
 Convention: every flop here is a multiply-add counted as ONE flop (the note's Table 1 caption) unless a
-name says ``flop2``/``FLOP`` (two per multiply-add, the datasheet/MFU convention). Memory rows are
+name says ``_fma2``/``FLOP`` (two per multiply-add, the datasheet/MFU convention). Memory rows are
 element counts. Dollars and GPU-years in Table 3 use the note's ROUNDED $1e-18 per multiply-add;
 ``computed_exact_rate`` gives the exact $1.056e-18 (300e12 multiply-adds/s at $10,000 per GPU-year).
 
@@ -19,8 +19,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import cost as C
+from . import cost
 from .chinchilla import TOKENS_PER_PARAMETER, note_optimal_tokens
+from .hardware import HARDWARE
 from .flops import FLOP, MAC, decode_flops_per_token, forward_flops, training_flops
 from .memory import kv_cache_elements, note_activation_elements, note_kv_cache_elements
 from .params import count_parameters, total_parameters
@@ -46,13 +47,7 @@ def note_incremental_flops(n_layers: int, seq_len: int, d_model: int) -> int:
     return n_layers * (12 * d_model ** 2 + 2 * seq_len * d_model)
 
 
-def note_forward_backward_flops(n_layers: int, seq_len: int, d_model: int, vocab_size: int = 0) -> int:
-    """Eq. (5): ``(6 n^2 d + 36 n d^2) L + 3 V n d`` multiply-adds for one window, forward + backward."""
-    L, n, d = n_layers, seq_len, d_model
-    return (6 * n * n * d + 36 * n * d * d) * L + 3 * vocab_size * n * d
-
-
-def training_flops_per_token(d_model: int, n_layers: int, seq_len: int, vocab_size: int = 0) -> int:
+def note_training_macs_per_token(d_model: int, n_layers: int, seq_len: int, vocab_size: int = 0) -> int:
     """Eq. (5) / n: ``(6 n d + 36 d^2) L + 3 V d`` multiply-adds per trained token (all-position loss)."""
     L, n, d = n_layers, seq_len, d_model
     return (6 * n * d + 36 * d * d) * L + 3 * vocab_size * d
@@ -217,9 +212,9 @@ def _computed(quantity: str, u: UseCase) -> dict[str, float | None]:
     elif quantity == "training total flops":
         out.update(computed=train)
     elif quantity == "training total GPU-years":
-        out.update(computed=C.note_rounded_gpu_years(train), computed_exact_rate=C.gpu_years(train, MAC))
+        out.update(computed=cost.note_rounded_gpu_years(train), computed_exact_rate=cost.gpu_years(train, MAC))
     elif quantity == "training cost (2025)":
-        out.update(computed=C.note_rounded_cost_usd(train), computed_exact_rate=C.cost_usd(train, MAC))
+        out.update(computed=cost.note_rounded_cost_usd(train), computed_exact_rate=cost.cost_usd(train, MAC))
     else:
         raise ValueError(f"unknown Table 3 quantity {quantity!r}")
     return out
@@ -261,8 +256,8 @@ def inference_usd_per_million_tokens_case(case: str, exact_rate: bool = False) -
     u = USE_CASES[case]
     macs = note_incremental_flops(u.n_layers, u.seq_len, u.d_model)
     if exact_rate:
-        return C.inference_usd_per_million_tokens(macs, MAC)
-    return macs * 1e6 * C.NOTE_ROUNDED_USD_PER_MAC
+        return cost.inference_usd_per_million_tokens(macs, MAC)
+    return macs * 1e6 * cost.NOTE_ROUNDED_USD_PER_MAC
 
 
 # ----- Section 6: DeepSeek -----------------------------------------------------------------------
@@ -272,7 +267,7 @@ DEEPSEEK_REPORTED = {
     "total_params": 671e9, "active_params": 37e9, "pretrain_tokens": 14.8e12, "pretrain_seq_len": 4096,
     "gpu_hours_pretrain": 2.664e6, "gpu_hours_context_extension": 0.119e6, "gpu_hours_post_training": 0.005e6,
     "gpu_hours_total": 2.788e6, "usd_per_gpu_hour": 2.0, "usd_total": 5.576e6,
-    "train_flops_per_token_reported": 250e9, "peak_bf16_flops_per_s": 989e12,
+    "train_flops_per_token_reported": 250e9, "peak_bf16_flops_per_s": HARDWARE["h800"].peak_bf16_flops_per_s,
 }
 """DeepSeek-V3 technical report (arXiv 2412.19437): H800 GPU-hours, $2/GPU-hour, 14.8T tokens at 4K."""
 SECTION6_PRINTED = {"active_12Ld2_params": _p("38", _B), "chinchilla_tokens": _p("13.4", _T),
@@ -286,10 +281,10 @@ def section6() -> dict[str, Any]:
     d, L, n = DEEPSEEK_NOTE["d_model"], DEEPSEEK_NOTE["n_layers"], DEEPSEEK_NOTE["train_seq_len"]
     tokens = DEEPSEEK_REPORTED["pretrain_tokens"]
     chin = TOKENS_PER_PARAMETER * DEEPSEEK_NOTE["total_params"]
-    per_token = training_flops_per_token(d, L, n)
+    per_token = note_training_macs_per_token(d, L, n)
     macs = per_token * tokens
-    usd = C.note_rounded_cost_usd(macs)
-    usd_per_hour = C.NOTE_GPU.usd_per_hour
+    usd = cost.note_rounded_cost_usd(macs)
+    usd_per_hour = cost.NOTE_GPU.usd_per_hour
     printed_usd = SECTION6_PRINTED["cost_usd"].value
     return {
         "convention": "multiply-add = 1 flop (the note's)",
@@ -302,8 +297,8 @@ def section6() -> dict[str, Any]:
         "cost_usd_rounded_rate": usd,
         "gpu_hours_note_method": printed_usd / usd_per_hour,
         "gpu_hours_from_unrounded_usd": usd / usd_per_hour,
-        "gpu_hours_exact_300T": C.gpu_hours(macs, MAC),
-        "cost_usd_exact_rate": C.cost_usd(macs, MAC),
+        "gpu_hours_exact_300T": cost.gpu_hours(macs, MAC),
+        "cost_usd_exact_rate": cost.cost_usd(macs, MAC),
         "note_usd_per_gpu_hour": usd_per_hour,
         "reported_gpu_hours": DEEPSEEK_REPORTED["gpu_hours_total"],
         "reported_usd": DEEPSEEK_REPORTED["usd_total"],
@@ -333,10 +328,10 @@ def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None 
     counts = count_parameters(shape)
     d, L = shape.d_model, shape.n_layers
     peak, hours = DEEPSEEK_REPORTED["peak_bf16_flops_per_s"], DEEPSEEK_REPORTED["gpu_hours_pretrain"]
-    h800 = C.GpuRate("H800 SXM bf16 dense at $2/h", peak, 2, DEEPSEEK_REPORTED["usd_per_gpu_hour"])
+    h800 = cost.gpu_rate("h800", usd_per_hour=DEEPSEEK_REPORTED["usd_per_gpu_hour"])  # bf16 dense peak
     macs_per_token = {
-        "note_formula_n32768": float(training_flops_per_token(d, L, 32 * K)),
-        f"note_formula_n{seq_len}": float(training_flops_per_token(d, L, seq_len)),
+        "note_formula_n32768": float(note_training_macs_per_token(d, L, 32 * K)),
+        f"note_formula_n{seq_len}": float(note_training_macs_per_token(d, L, seq_len)),
         "six_n_active_d": 3.0 * counts.active,
         "six_n_active_d_published_37b": 3.0 * DEEPSEEK_REPORTED["active_params"],
         f"exact_causal_n{seq_len}": training_flops(shape, 1, seq_len, flops_per_mac=MAC, causal=True),
@@ -349,11 +344,11 @@ def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None 
         methods[name] = {
             "flops_mac_per_token": mpt, "flops_fma2_per_token": mpt * FLOP,
             "flops_mac": total_mac, "flops_fma2": total_mac * FLOP,
-            "implied_mfu_bf16": C.implied_mfu(total_mac, MAC, hours, peak),
-            "h800_hours_at_peak": C.gpu_hours(total_mac, MAC, h800),
-            "cost_usd_h800_at_peak": C.cost_usd(total_mac, MAC, h800),
-            "cost_usd_note_gpu_exact_rate": C.cost_usd(total_mac, MAC),
-            "cost_usd_note_rounded_rate": C.note_rounded_cost_usd(total_mac),
+            "implied_mfu_bf16": cost.implied_mfu(total_mac, MAC, hours, peak),
+            "h800_hours_at_peak": cost.gpu_hours(total_mac, MAC, h800),
+            "cost_usd_h800_at_peak": cost.cost_usd(total_mac, MAC, h800),
+            "cost_usd_note_gpu_exact_rate": cost.cost_usd(total_mac, MAC),
+            "cost_usd_note_rounded_rate": cost.note_rounded_cost_usd(total_mac),
         }
     return {
         "tokens": tokens, "seq_len": seq_len,

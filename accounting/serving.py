@@ -33,14 +33,14 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import cost as C
+from . import cost
 from .flops import FLOP, decode_flops_per_token, ffn_macs_per_token, forward_flops, full_recompute_flops
 from .hardware import Hardware, get_hardware
 from .memory import BYTES_PER_ELEMENT, kv_cache_bytes
 from .params import count_parameters, ffn_params, total_parameters
 from .shapes import ModelShape
 
-SECONDS_PER_HOUR = C.SECONDS_PER_HOUR
+SECONDS_PER_HOUR = cost.SECONDS_PER_HOUR
 DEFAULT_WORKSPACE_FRACTION = 0.10
 """Share of HBM kept for activations, communication buffers and allocator slack when no workspace is
 given (a stated assumption, not a measurement)."""
@@ -428,8 +428,8 @@ def note_method_usd_per_million_tokens(shape: ModelShape, hw: Hardware, context:
                                        dtype: str = "bf16") -> float:
     """The note's method, kept beside the roofline: decode FLOP per token (2 per multiply-add) at the
     datasheet ``dtype`` peak, 100% utilisation, no memory or communication: ``accounting.cost``."""
-    rate = C.GpuRate(hw.name, _peak(hw, dtype), FLOP, usd_per_gpu_hour)
-    return C.inference_usd_per_million_tokens(decode_flops_per_token(shape, context, flops_per_mac=FLOP), FLOP, rate)
+    rate = cost.GpuRate(hw.name, _peak(hw, dtype), FLOP, usd_per_gpu_hour)
+    return cost.inference_usd_per_million_tokens(decode_flops_per_token(shape, context, flops_per_mac=FLOP), FLOP, rate)
 
 
 # ----- one row: what `python -m accounting serve` prints --------------------------------------------

@@ -260,11 +260,6 @@ class ModelShape:
         return self.n_layers - self.first_dense_layers if self.is_moe else 0
 
     @property
-    def n_dense_layers(self) -> int:
-        """Blocks whose FFN is dense (all of them in a dense model)."""
-        return self.n_layers - self.n_moe_layers
-
-    @property
     def ffn_matrices(self) -> int:
         """Weight matrices in one FFN or expert: 2 for GELU, 3 for SwiGLU."""
         return 2 if self.ffn_kind == "gelu" else 3

@@ -14,7 +14,7 @@ from accounting.shapes import ModelShape
 
 from .attention import CausalSelfAttention
 from .ffn import FFN
-from .kv_cache import KVCache
+from .kv_cache import Cache
 from .mla import MultiHeadLatentAttention
 from .norm import make_norm
 from .rope import RotaryEmbedding
@@ -33,6 +33,6 @@ class Block(nn.Module):
         self.ffn = ffn if ffn is not None else FFN(shape, shape.d_ff)
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: Cache | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope, cache)
         return x + self.ffn(self.norm2(x))

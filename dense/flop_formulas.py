@@ -19,13 +19,12 @@ def _register(target, formula) -> None:
         fc.register_flop_formula(target)(formula)
 
 
-def _sdpa_cpu_forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_cpu_forward(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     """Flops of ``_scaled_dot_product_flash_attention_for_cpu``: Q K^T and P V, 2 per multiply-add."""
     return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _sdpa_cpu_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                       **kwargs) -> int:
+def _sdpa_cpu_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
     """Flops of its backward (torch's count for the CUDA kernels' backward)."""
     return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 

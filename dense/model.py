@@ -4,18 +4,15 @@
 ``accounting.params.count_parameters(shape).total`` and whose forward flops under
 ``torch.utils.flop_counter.FlopCounterMode`` equal ``accounting.flops.forward_flops(shape, T, batch=B,
 flops_per_mac=2)['total']`` (2 flops per multiply-add; attention counted over the full T x T matrix).
-The MoE model (``moe.MoETransformer``) is this class with an FFN factory that swaps in MoE FFNs.
-
-FFN modules may report auxiliary losses: after their forward, ``ffn.last_aux_losses`` (dict of scalar
-tensors, already weighted by their coefficients) and ``ffn.last_stats`` (any object, e.g.
-``moe.RouterStats``). The model gathers them into ``ModelOutput`` and adds the losses to ``loss``, so a
-training loop cannot forget them.
+The forward is two halves, ``trunk`` (embedding and blocks) and ``output`` (final norm, head, loss), so a
+subclass can add weighted losses of its own between them (``moe.MoETransformer`` does: its FFN swap, balancing
+losses and multi-token prediction all live in ``moe``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +23,7 @@ from accounting.shapes import ModelShape
 from . import flop_formulas  # noqa: F401  (FlopCounterMode formula for the CPU attention kernel)
 from .block import Block
 from .embedding import TokenEmbedding
-from .kv_cache import KVCache, LatentCache
+from .kv_cache import Cache, KVCache, LatentCache
 from .norm import make_norm
 from .rope import RotaryEmbedding
 
@@ -38,15 +35,13 @@ class ModelOutput:
     logits: [B, T, V] (or [B, 1, V] with ``last_only``).
     loss: ``lm_loss + sum(aux_losses.values())``; None without targets.
     lm_loss: mean next-token cross-entropy in nats (targets -1 are ignored); None without targets.
-    aux_losses: weighted auxiliary losses summed over layers, e.g. ``load_balance``, ``z_loss``.
-    router_stats: one entry per MoE layer (``moe.RouterStats``), empty for a dense model.
+    aux_losses: weighted losses a subclass adds to ``loss`` (empty for this dense model).
     """
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     lm_loss: torch.Tensor | None = None
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    router_stats: list[Any] = field(default_factory=list)
 
 
 def check_buildable(shape: ModelShape, mtp: bool = False) -> None:
@@ -63,6 +58,16 @@ def check_buildable(shape: ModelShape, mtp: bool = False) -> None:
     if shape.attention == "mla" and shape.position == "rope" and rope_dim(shape) < 2:
         raise ValueError("attention='mla' with position='rope' needs qk_rope_head_dim >= 2 "
                          "(or position='none')")
+
+
+INIT_STD = 0.02
+"""GPT-2 / nanoGPT: every Linear and Embedding weight starts N(0, 0.02^2)."""
+
+
+def residual_init_std(shape: ModelShape) -> float:
+    """GPT-2 / nanoGPT: residual output projections (attention ``wo``, FFN ``down``, routed experts' down
+    matrices) start with std ``INIT_STD / sqrt(2 L)``."""
+    return INIT_STD / math.sqrt(2 * shape.n_layers)
 
 
 def rope_dim(shape: ModelShape) -> int:
@@ -92,27 +97,30 @@ class Transformer(nn.Module):
             Block(shape, i, ffn_factory(i) if ffn_factory is not None else None) for i in range(shape.n_layers))
         self.norm = make_norm(shape)
         self.apply(self._init_weights)
-        # GPT-2 / nanoGPT: residual output projections scaled by 1 / sqrt(2 L).
         for name, p in self.named_parameters():
             if name.endswith(("attn.wo.weight", "down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layers))
+                nn.init.normal_(p, mean=0.0, std=residual_init_std(shape))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
     # ----- forward ------------------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, last_only: bool = False) -> ModelOutput:
+                cache: Cache | None = None, last_only: bool = False) -> ModelOutput:
         """Logits for ``idx`` [B, T] (token ids); with ``targets`` [B, T] also the loss.
 
-        ``cache``: a ``KVCache`` holding earlier positions; the T tokens continue from ``cache.pos``.
+        ``cache``: a ``KVCache`` or ``LatentCache`` (``new_cache``) holding earlier positions; the T tokens continue from ``cache.pos``.
         ``last_only``: compute logits at the last position only (generation; not with ``targets``).
         """
-        B, T = idx.shape
+        return self.output(self.trunk(idx, cache), targets, last_only=last_only)
+
+    def trunk(self, idx: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+        """Embedding and blocks: the last block's output [B, T, d], before the final norm."""
+        T = idx.size(1)
         start = 0 if cache is None else cache.pos
         if start + T > self.shape.seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds seq_len={self.shape.seq_len}")
@@ -121,15 +129,18 @@ class Transformer(nn.Module):
             x = block(x, self.rope, cache)
         if cache is not None:
             cache.advance(T)
-        hidden = x                                   # last block's output, before the final norm
-        x = self.norm(x)
+        return x
+
+    def output(self, hidden: torch.Tensor, targets: torch.Tensor | None = None,
+               aux_losses: dict[str, torch.Tensor] | None = None, last_only: bool = False) -> ModelOutput:
+        """Final norm and head on ``hidden`` (``trunk``'s output); with ``targets`` the loss, ``lm_loss`` plus
+        the weighted ``aux_losses``."""
+        x = self.norm(hidden)
         if last_only:
             x = x[:, -1:, :]
         logits = self.embedding.unembed(x)
-        extra = self.extra_losses(hidden, idx, targets) if targets is not None else {}
-        aux_losses, router_stats = self._collect_aux()
-        aux_losses.update(extra)
-        out = ModelOutput(logits=logits, aux_losses=aux_losses, router_stats=router_stats)
+        aux_losses = aux_losses or {}
+        out = ModelOutput(logits=logits, aux_losses=aux_losses)
         if targets is not None:
             if last_only:
                 raise ValueError("last_only=True gives no logits for a loss over all positions")
@@ -138,38 +149,8 @@ class Transformer(nn.Module):
             out.loss = out.lm_loss + sum(aux_losses.values()) if aux_losses else out.lm_loss
         return out
 
-    def extra_losses(self, hidden: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Weighted losses beyond next-token prediction, from the last block's output ``hidden`` [B, T, d]
-        (before the final norm). None here; ``moe.MoETransformer`` adds its MTP loss."""
-        return {}
-
-    def extra_blocks(self) -> list[nn.Module]:
-        """Blocks outside ``self.blocks`` whose FFN statistics the forward collects (MTP blocks)."""
-        return []
-
-    def _collect_aux(self) -> tuple[dict[str, torch.Tensor], list[Any]]:
-        """Sum the FFNs' weighted auxiliary losses by name and list their stats (see module docstring)."""
-        losses: dict[str, torch.Tensor] = {}
-        stats: list[Any] = []
-        for block in [*self.blocks, *self.extra_blocks()]:
-            ffn_losses = getattr(block.ffn, "last_aux_losses", None)
-            if ffn_losses is None:
-                continue
-            for name, value in ffn_losses.items():
-                losses[name] = losses[name] + value if name in losses else value
-            stats.append(block.ffn.last_stats)
-            block.ffn.last_aux_losses, block.ffn.last_stats = None, None
-        return losses, stats
-
-    def update_router_biases(self) -> None:
-        """Loss-free balancing step (``moe``); a no-op for a dense model and other balancing methods."""
-        for block in [*self.blocks, *self.extra_blocks()]:
-            update = getattr(block.ffn, "update_router_bias", None)
-            if update is not None:
-                update()
-
     # ----- decoding -----------------------------------------------------------------------------
-    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+    def new_cache(self, batch: int, max_len: int | None = None) -> Cache:
         """An empty cache for ``batch`` sequences of up to ``max_len`` (default ``seq_len``) tokens: a
         ``KVCache``, or for MLA the compressed ``LatentCache``."""
         s = self.shape

@@ -6,7 +6,7 @@ Rows of the CSV (``kind``):
     loop, grouped, and megablocks when importable on CUDA) on ``tokens`` tokens;
   * ``model``: forward + backward of a whole model (dense or MoE per backend), ``tokens`` = batch x seq;
   * ``decode`` / ``recompute``: one new token with a KV cache vs a full forward over the context, per
-    context length (uses ``dense.decode_timing.time_decode`` when the models provide it).
+    context length (``experiments.decode_timing.time_decode``).
 Each timed row is the MEDIAN of ``--repeats`` runs after ``--warmup`` runs (CUDA events on a GPU,
 ``time.perf_counter`` on a CPU). ``flops`` are accounting's count in FLOP (2 per multiply-add;
 training = 3 x forward), ``tflops_per_s = flops / median_s / 1e12``. Every row carries the environment
@@ -109,37 +109,26 @@ def make_shape(g: Grid, n_experts: int, top_k: int, n_layers: int, seq_len: int)
 
 
 def build(shape: ModelShape, backend: str, device: torch.device, dtype: str) -> torch.nn.Module:
-    from .train import model_from
+    import moe
 
-    return model_from(shape, None, backend).to(device=device, dtype=TORCH_DTYPES[dtype])
-
-
-def find_ffn(model: torch.nn.Module, moe_layer: bool) -> torch.nn.Module:
-    """The FFN module of the first block: the first submodule named ``*.ffn``/``*.mlp``/``*.moe``
-    (an MoE one when ``moe_layer``)."""
-    for name, mod in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("ffn", "mlp", "moe", "feed_forward"):
-            is_moe = any("expert" in n for n, _ in mod.named_modules()) or "moe" in type(mod).__name__.lower()
-            if is_moe == moe_layer:
-                return mod
-    raise LookupError("no FFN submodule (named ffn/mlp/moe/feed_forward) found in the model")
+    return moe.build_model(shape, backend=backend).to(device=device, dtype=TORCH_DTYPES[dtype])
 
 
-def _backward_of(out) -> torch.Tensor:
-    y = out[0] if isinstance(out, tuple) else getattr(out, "output", out)
-    return y.float().square().mean()
+def find_ffn(model: torch.nn.Module) -> torch.nn.Module:
+    """The FFN of the first block (``dense.FFN`` or ``moe.MoEFFN``; the shapes here have no leading dense
+    layers)."""
+    return model.blocks[0].ffn
 
 
 def bench_layer(g: Grid, n_experts: int, top_k: int, tokens: int, backend: str, device, args) -> dict:
     shape = make_shape(g, n_experts, top_k, n_layers=1, seq_len=min(tokens, g.seq_len))
-    ffn = find_ffn(build(shape, backend, device, g.dtype), moe_layer=n_experts > 0)
+    ffn = find_ffn(build(shape, backend, device, g.dtype))
     seq = shape.seq_len
     x = torch.randn(tokens // seq, seq, g.d_model, device=device, dtype=TORCH_DTYPES[g.dtype],
                     requires_grad=True)
 
     def step():
-        _backward_of(ffn(x)).backward()
+        ffn(x).float().square().mean().backward()
     times = time_fn(step, device, args.warmup, args.repeats)
     flops = 3 * sum(ffn_macs_per_token(shape, 0).values()) * FLOP * (x.shape[0] * seq)
     return _row("layer", shape, backend, x.shape[0] * seq, g.dtype, times, flops)
@@ -159,11 +148,8 @@ def bench_model(g: Grid, n_experts: int, top_k: int, tokens: int, backend: str, 
 
 
 def bench_decode(g: Grid, device, args) -> list[dict]:
-    """Incremental decode vs full recompute per context (needs dense.decode_timing.time_decode)."""
-    try:
-        from dense.decode_timing import time_decode
-    except ImportError:
-        return [{"kind": "decode", "note": "skipped: dense.decode_timing.time_decode not available"}]
+    """Incremental decode vs full recompute per context (``experiments.decode_timing.time_decode``)."""
+    from .decode_timing import time_decode
     rows = []
     for context in g.contexts:
         shape = make_shape(g, 0, 4, n_layers=g.n_layers, seq_len=max(g.contexts) + 1)

@@ -18,16 +18,16 @@ resumes under any other. Gathering a sharded state is a collective: every rank c
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .atomic import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 2
@@ -36,53 +36,6 @@ FORMAT = 2
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; ``str(err)`` is one line naming the file and the cause."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(path: str | Path) -> None:
-    """``fsync`` a folder so that a rename in it survives a crash (best effort: not every OS allows it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | Path, write) -> Path:
-    """Write ``path`` through ``write(file)`` into a temporary file in the same folder (flushed, fsync-ed,
-    mode ``0666 & ~umask``), then ``os.replace`` it into place. On any failure the temporary file is removed
-    and ``path`` is left as it was."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name it
-            e.filename = str(path)
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """`write_atomic` for a UTF-8 text file (config.yaml, env.json, summary.json)."""
-    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def stale_temporaries(folder: str | Path) -> list[Path]:

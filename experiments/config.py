@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from accounting.shapes import ModelShape, ShapeError
@@ -308,6 +308,3 @@ def compose(overrides: list[str] | None = None, config_name: str = "config",
                             return_hydra_config=return_hydra)
     finally:
         GlobalHydra.instance().clear()
-
-
-Validator = Callable[[DictConfig], RunSpec]

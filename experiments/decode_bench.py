@@ -20,7 +20,6 @@ read per step grow with the distinct experts a batch routes to, as in a real ser
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import math
@@ -32,12 +31,14 @@ from typing import Sequence
 
 import torch
 
+import moe
+
 from accounting.hardware import Hardware
 from accounting.params import count_parameters
 from accounting.serving import Layout, decode_step, expected_distinct_experts
 from accounting.shapes import ModelShape
 
-from .environment import environment, measure_matmul_peak
+from .environment import cpu_model, environment, measure_matmul_peak
 
 FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "context", "batch", "repeats",
           "step_s_median", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "tokens_per_s_median",
@@ -82,13 +83,7 @@ def measure_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> f
 
 
 def build(shape: ModelShape, device: torch.device, dtype: torch.dtype):
-    if shape.is_moe:
-        from moe.model import MoETransformer
-        model = MoETransformer(shape, backend="loop")
-    else:
-        from dense.model import Transformer
-        model = Transformer(shape)
-    return model.to(device=device, dtype=dtype).eval()
+    return moe.build_model(shape, backend="loop").to(device=device, dtype=dtype).eval()
 
 
 def filled_cache(model, batch: int, context: int, device: torch.device):
@@ -96,19 +91,10 @@ def filled_cache(model, batch: int, context: int, device: torch.device):
     then overwritten with noise: timing needs the sizes, not the values)."""
     cache = model.new_cache(batch, max_len=context + 1)
     model(torch.zeros(batch, 1, dtype=torch.long, device=device), cache=cache, last_only=True)
-    for t in cache.k + cache.v:
+    for t in cache.tensors():
         t.normal_()
     cache.reset(context)
     return cache
-
-
-def batch_view(cache, b: int):
-    """The first ``b`` sequences of ``cache`` as a cache of its own (views into the same storage)."""
-    view = copy.copy(cache)
-    view.k = [t[:b] for t in cache.k]
-    view.v = [t[:b] for t in cache.v]
-    view.batch = b
-    return view
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float]:
@@ -124,7 +110,7 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
     """Interleaved timings of one decode step at each batch; distinct experts touched per MoE layer.
     Batches above the first whose warm-up step takes longer than ``max_step_s`` are dropped (time budget)."""
     cache = filled_cache(model, max(batches), context, device)
-    views = {b: batch_view(cache, b) for b in batches}
+    views = {b: cache.first(b) for b in batches}
     gen = torch.Generator(device="cpu").manual_seed(context)
     tokens = torch.randint(0, shape.vocab_size, (max(batches), 1), generator=gen).to(device)
     times: dict[int, list[float]] = {b: [] for b in batches}
@@ -151,7 +137,7 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
             out = step(b)
             _sync(device)
             times[b].append(time.perf_counter() - t0)
-            if out.router_stats:
+            if isinstance(out, moe.MoEOutput):
                 distinct[b].append(statistics.fmean(float((s.tokens_per_expert > 0).sum())
                                                     for s in out.router_stats))
     del views, cache
@@ -186,6 +172,14 @@ def parse_args(argv: Sequence[str] | None):
     return a
 
 
+def _plan(a, gpu: bool) -> tuple[int, int, list[int], list[int], int]:
+    """(d_model, layers, batches, contexts, repeats) from the arguments; ``--quick`` is a seconds-long run."""
+    if a.quick:
+        return 64, 1, [1, 4], [16], 2
+    return (a.d_model or (2048 if gpu else 512), a.layers, a.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256],
+            a.contexts or [64, 512, 2048], a.repeats)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     device = torch.device(a.device)
@@ -197,13 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype_name = a.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = DTYPES[dtype_name]
     gpu = device.type == "cuda"
-    if a.quick:
-        d, layers, batches, contexts, repeats = 64, 1, [1, 4], [16], 2
-    else:
-        d = a.d_model or (2048 if gpu else 512)
-        layers, repeats = a.layers, a.repeats
-        batches = a.batches or [1, 2, 4, 8, 16, 32, 64, 128, 256]
-        contexts = a.contexts or [64, 512, 2048]
+    d, layers, batches, contexts, repeats = _plan(a, gpu)
     max_step = a.max_step_s if a.max_step_s is not None else (math.inf if gpu else 1.0)
     cap = (a.max_cache_gb if a.max_cache_gb is not None else (20.0 if gpu else 2.0)) * 1e9
     out = Path(a.out or f"reports/data/decode_{device.type}.csv")
@@ -225,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   memory_bandwidth_bytes_per_s=bw)
     layout = Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name)
     env = environment(device, dtype_name)
-    env.update({"cpu_model": _cpu_model(), "command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
+    env.update({"cpu_model": cpu_model(), "command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
                 "measured_peak_flops_fma2_per_s": peak, "measured_read_bandwidth_bytes_per_s": bw,
                 "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
                 "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",
@@ -257,26 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           flush=True)
                 ok = sorted(res)
                 for b in ok:
-                    ts = res[b]["times"]
-                    med = statistics.median(ts)
-                    q1, q3 = _quartiles(ts)
                     pred = decode_step(shape, hw, layout, b, n)
-                    row = {"device": env["cpu_model"] if device.type == "cpu" else env["device_name"], "dtype": dtype_name, "model": name,
-                           "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
-                           "context": n, "batch": b, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
-                           "step_s_q3": q3, "step_s_min": min(ts), "step_s_max": max(ts),
-                           "tokens_per_s_median": b / med, "predicted_step_s": pred["step_s"],
-                           "predicted_compute_s": pred["compute_s"], "predicted_memory_s": pred["memory_s"],
-                           "predicted_bound": pred["bound"], "predicted_bytes": pred["bytes"],
-                           "predicted_kv_bytes": pred["parts"]["attention_cache"]["bytes"],
-                           "predicted_routed_bytes": pred["parts"]["routed_experts"]["bytes"],
-                           "predicted_flops_fma2": pred["flops_fma2"],
-                           "measured_over_predicted_tokens_per_s": pred["step_s"] / med,
-                           "distinct_experts_measured": res[b]["distinct"],
-                           "distinct_experts_predicted": (expected_distinct_experts(shape.n_experts, shape.top_k, b)
-                                                          if shape.is_moe else None),
-                           "total_params": c.total, "active_params": c.active,
-                           "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bw}
+                    row = _row(shape, c, res[b], pred, name=name, context=n, batch=b, dtype=dtype_name, peak=peak,
+                               bw=bw, device=env["cpu_model"] if device.type == "cpu" else env["device_name"])
                     w.writerow(row)
                 fh.flush()
                 print(f"  {name:10s} n={n:5d} " + " ".join(
@@ -289,20 +260,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _row(shape: ModelShape, c, res: dict, pred: dict, *, name: str, context: int, batch: int, dtype: str,
+         peak: float, bw: float, device: str) -> dict:
+    """One CSV row: the measured step times at (context, batch) beside the roofline's prediction ``pred``."""
+    ts = res["times"]
+    med = statistics.median(ts)
+    q1, q3 = _quartiles(ts)
+    return {"device": device, "dtype": dtype, "model": name,
+            "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
+            "context": context, "batch": batch, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
+            "step_s_q3": q3, "step_s_min": min(ts), "step_s_max": max(ts),
+            "tokens_per_s_median": batch / med, "predicted_step_s": pred["step_s"],
+            "predicted_compute_s": pred["compute_s"], "predicted_memory_s": pred["memory_s"],
+            "predicted_bound": pred["bound"], "predicted_bytes": pred["bytes"],
+            "predicted_kv_bytes": pred["parts"]["attention_cache"]["bytes"],
+            "predicted_routed_bytes": pred["parts"]["routed_experts"]["bytes"],
+            "predicted_flops_fma2": pred["flops_fma2"],
+            "measured_over_predicted_tokens_per_s": pred["step_s"] / med,
+            "distinct_experts_measured": res["distinct"],
+            "distinct_experts_predicted": (expected_distinct_experts(shape.n_experts, shape.top_k, batch)
+                                           if shape.is_moe else None),
+            "total_params": c.total, "active_params": c.active,
+            "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bw}
+
+
 def _kv_bytes_per_token(shape: ModelShape, dtype: torch.dtype) -> float:
     from accounting.memory import kv_cache_elements_per_token
     return kv_cache_elements_per_token(shape) * torch.finfo(dtype).bits / 8
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ class MetricsWriter:
         if not self.enabled or not self.path.exists():
             return []
         keep = [r for r in parse_metrics(self.path) if r["step"] <= step]
-        from .checkpoint import write_text_atomic
+        from .atomic import write_text_atomic
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         return keep
 

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import moe
+
 from .config import ConfigError, compose, validate
 from .environment import environment
 from .metrics import train_flops_per_token
@@ -137,6 +139,7 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
         b = batch_size or cfg["train"]["batch_size"]
         model = build_model(spec).to(dev).train()
         opt = make_optimizer(model, cfg["optim"], dev)
+        moe.register_bias_update(model, opt)
         idx = torch.randint(0, shape.vocab_size, (b, shape.seq_len + 1), generator=gen).to(dev)
         fpt = train_flops_per_token(shape)
         state[name] = {"model": model, "opt": opt, "x": idx[:, :-1], "y": idx[:, 1:], "tokens": b * shape.seq_len,
@@ -151,8 +154,6 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
         out.loss.backward()
         s["opt"].step()
         s["opt"].zero_grad(set_to_none=True)
-        if hasattr(s["model"], "update_router_biases"):
-            s["model"].update_router_biases()
         _sync(dev)
         return time.perf_counter() - t0
 

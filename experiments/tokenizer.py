@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Protocol, Sequence
+
+from .atomic import write_text_atomic
 
 
 class Tokenizer(Protocol):
@@ -71,31 +72,6 @@ def train_bpe(texts: Sequence[str], vocab_size: int):
     return tok
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's pid in the name lets a later run tell a stale temporary (its writer is gone) from a live one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=f".{os.getpid()}.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)
-        raise
-
-
 def bpe_cache_path(cache_dir: str | Path, texts: Sequence[str], vocab_size: int) -> Path:
     """Where the BPE trained on ``texts`` with ``vocab_size`` is cached."""
     return Path(cache_dir) / "tokenizers" / f"bpe{vocab_size}-{texts_key(texts, 'bpe-v1', vocab_size)}.json"
@@ -109,7 +85,9 @@ def load_or_train_bpe(texts: Sequence[str], vocab_size: int, cache_dir: str | Pa
     if path.exists():
         return BPETokenizer(HFTokenizer.from_file(str(path)), path)
     tok = train_bpe(texts, vocab_size)
-    atomic_write_text(path, tok.to_str())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The writer's pid in the name lets a later run tell a stale temporary (its writer is gone) from a live one.
+    write_text_atomic(path, tok.to_str(), suffix=f".{os.getpid()}.tmp")
     return BPETokenizer(tok, path)
 
 

@@ -12,9 +12,11 @@ The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` receives (from ra
 experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and ``summary.json``.
 
 The loop: AdamW, linear warm-up + cosine decay, gradient accumulation and clipping, bf16 autocast (and
-optionally torch.compile) on CUDA, fp32 on the CPU; ``model.update_router_biases()`` after every optimizer
-step. A NaN/inf loss, gradient norm, weight or validation loss stops the run with a message (exit status
-3) before anything non-finite is applied or saved, leaving the last good checkpoint.
+optionally torch.compile) on CUDA, fp32 on the CPU; an MoE model's loss-free bias step runs as an optimizer
+pre-hook (``moe.register_bias_update``). A NaN/inf loss, gradient norm, weight or validation loss stops the
+run with a message (exit status 3) before anything non-finite is applied or saved, leaving the last good
+checkpoint. ``train`` reads as its parts: ``_setup`` (data, model, optimiser), ``_claim_folder`` (lock,
+decide), ``_start`` (resume or clean), ``_loop`` over ``_train_step``, ``_log`` and ``_save_checkpoint``.
 
 Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
 nothing of an old run touched before the new one can proceed; a used folder needs ``resume=true`` or
@@ -24,6 +26,7 @@ step boundary and exit 130/143. Exit statuses: 0 done, 2 refused, 3 diverged, 4 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -31,41 +34,36 @@ import re
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
+import moe
+
 from accounting.params import count_parameters
 
 from . import checkpoint as ckpt
-from . import distributed as D
+from .atomic import write_text_atomic
+from . import distributed
 from .config import ConfigError, RunSpec, one_line, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
 from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
     train_flops_per_token
+from .paths import portable_path
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def model_from(shape, router: dict | None = None, backend: str = "loop") -> torch.nn.Module:
-    """``moe.build_model(shape, RouterConfig(**router), backend)``: a dense.Transformer for E = 0."""
-    import moe
-
-    if not hasattr(moe, "build_model") and not shape.is_moe:  # the dense package alone
-        import dense
-        return dense.Transformer(shape)
-    return moe.build_model(shape, router=moe.RouterConfig(**(router or {})), backend=backend)
-
-
 def build_model(spec: RunSpec) -> torch.nn.Module:
     """The model of a validated run config (``model.shape``, ``model.router``, ``model.backend``)."""
     m = spec.cfg["model"]
-    return model_from(spec.shape, m["router"], m["backend"])
+    return moe.build_model(spec.shape, router=m["router"], backend=m["backend"])
 
 
 def lr_lambda(warmup_steps: int, max_steps: int, min_lr_ratio: float):
@@ -126,15 +124,6 @@ class Progress:
             self.bar.close()
 
 
-def _portable(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it (so committed records carry no
-    machine-specific prefix), else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -153,12 +142,12 @@ def evaluate(model: torch.nn.Module, sampler: WindowSampler, device: torch.devic
     return sum(losses) / len(losses)
 
 
-def _reduce_router(router: list[dict], info: D.DistInfo) -> list[dict]:
+def _reduce_router(router: list[dict], info: distributed.DistInfo) -> list[dict]:
     """Sum per-expert token counts over ranks and recompute the loads (all ranks call it)."""
     if not info.enabled or not router or "tokens_per_expert" not in router[0]:
         return router
     counts = torch.tensor([r["tokens_per_expert"] for r in router], dtype=torch.float64)
-    D.all_reduce_(counts, info)
+    distributed.all_reduce_(counts, info)
     for r, c in zip(router, counts.tolist()):
         r["tokens_per_expert"] = c
         r.update(load_balance(c))
@@ -281,7 +270,7 @@ def available_memory(device: torch.device) -> tuple[int | None, str]:
 
 def check_memory(spec: RunSpec, device: torch.device | None = None) -> None:
     """Refuse (one line) a run whose `training_memory_bytes` exceed what the device or machine has."""
-    device = device or D.pick_device(spec.cfg["train"]["device"], int(os.environ.get("LOCAL_RANK", "0")))
+    device = device or distributed.pick_device(spec.cfg["train"]["device"], int(os.environ.get("LOCAL_RANK", "0")))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     need = training_memory_bytes(spec, world)
     if device.type == "cpu":
@@ -399,7 +388,7 @@ class _Signals:
         for s in (signal.SIGINT, signal.SIGTERM):
             self.previous[s] = signal.signal(s, self._handle)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum, _frame) -> None:
         if self.signum or not self.in_loop:  # outside the loop there is no step boundary to wait for
             what = "second " if self.signum else ""
             raise Interrupted(signum, f"{what}{signal.Signals(signum).name}: stopped at once (any checkpoint "
@@ -418,302 +407,385 @@ def _kept(ckpt_path: Path) -> str:
     return "no checkpoint was written"
 
 
+@dataclass
+class _Run:
+    """What one training segment holds: its settings, data, model and optimiser, and where it stands."""
+
+    spec: RunSpec
+    run_dir: Path
+    info: distributed.DistInfo
+    dtype: str
+    label: str
+    t_start: float
+    sampler: WindowSampler | None = None
+    data: Any = None
+    raw: torch.nn.Module | None = None        # the model as built
+    model: torch.nn.Module | None = None      # raw, wrapped for DDP/FSDP and compiled
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    writer: MetricsWriter | None = None
+    meta: dict = field(default_factory=dict)
+    tokens_per_step: int = 0
+    flops_per_token: float = 0.0
+    max_steps: int = 0
+    step: int = 0
+    saved_step: int | None = None
+    wall_before: float = 0.0
+    last_train: float | None = None
+    last_val: float | None = None
+    peak: dict = field(default_factory=dict)
+    lock: RunLock | None = None
+
+    @property
+    def cfg(self) -> dict:
+        return self.spec.cfg
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / ckpt.CHECKPOINT
+
+    @property
+    def stop(self) -> int:
+        return self.cfg["train"]["stop_at_step"] or self.max_steps
+
+
 def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) one training job into ``run_dir``; returns the summary dict.
 
     Order: checks that need no work (paths, memory); data and model (nothing of the folder touched); lock the
     folder; decide fresh / resume / already completed / refuse (rank 0, then every rank follows); only then
     replace an old run's files (``overwrite=true``) or truncate its metrics to the checkpoint (resume)."""
-    cfg, shape = spec.cfg, spec.shape
-    t, o = cfg["train"], cfg["optim"]
-    run_dir = Path(run_dir)
-    info = D.setup(t["device"])
-    device, main = info.device, info.is_main
+    cfg, t = spec.cfg, spec.cfg["train"]
+    info = distributed.setup(t["device"])
     threads_before = torch.get_num_threads()
     if t["threads"]:
         torch.set_num_threads(t["threads"])
-    dtype = resolve_dtype(t, device)
-    label = f"{cfg['model']['name']}-{cfg['model']['size']}"
-    t_start = time.perf_counter()
+    r = _Run(spec, Path(run_dir), info, resolve_dtype(t, info.device), f"{cfg['model']['name']}-{cfg['model']['size']}",
+             time.perf_counter())
     signals = _Signals()
     signals.install()
-    lock: RunLock | None = None
     started = finished = False
-    ckpt_path = run_dir / ckpt.CHECKPOINT
-    summary_path = run_dir / "summary.json"
     try:
-        preflight(spec, device)
-        # Data: rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache
-        # (a failure on rank 0 is broadcast, so the other ranks stop with it instead of waiting).
-        err = None
-        if main:
-            try:
-                data = prepare(cfg["data"], cfg["paths"]["cache"])
-            except Exception as e:
-                err = e
-        _agree(0, err, info)
-        if not main:
-            data = prepare(cfg["data"], cfg["paths"]["cache"])
-        if data.vocab_size > shape.vocab_size:
-            raise DataError(f"the tokenizer has {data.vocab_size} tokens but model.shape.vocab_size="
-                            f"{shape.vocab_size}")
-        sampler = WindowSampler(data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank,
-                                t["eval_batches"])
-
-        torch.manual_seed(cfg["seed"])
-        raw = build_model(spec).to(device)
-        # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
-        model = D.wrap(raw, info, t["parallel"])
-        if device.type == "cuda" and t["compile"]:
-            model = torch.compile(model)
-        optimizer = make_optimizer(raw, o, device)
-        tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
-        flops_per_token = train_flops_per_token(shape)
-        max_steps = t["max_steps"]
-        if t["flops_budget"]:
-            max_steps = min(max_steps, max(1, math.ceil(t["flops_budget"] / (flops_per_token * tokens_per_step))))
-        warmup = min(o["warmup_steps"], max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, max_steps, o["min_lr_ratio"]))
-        writer = MetricsWriter(run_dir, enabled=main)
-        meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
-                "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
-
-        # The folder: rank 0 locks it and decides; nothing of an earlier run is touched before every check
-        # passed. decision: 0 fresh, 1 resume, 2 already completed; an error -> its exit status.
-        decision, err, state = 0, None, None
-        if main:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                lock = RunLock(run_dir)
-                lock.acquire()
-                if lock.previous:
-                    print(f"[{label}] taking over the stale lock of pid {lock.previous} (no longer running)",
-                          flush=True)
-                for p in _clean_temporaries(run_dir, cfg["paths"]["cache"]):
-                    print(f"[{label}] removed stale temporary file {p}", flush=True)
-                used = [f for f in RUN_FILES if (run_dir / f).exists()]
-                if cfg["resume"] and ckpt_path.exists():
-                    state = ckpt.read(ckpt_path, map_location=device)
-                    ckpt.check_compatible(state, ckpt_path, raw, shape=cfg["model"]["shape"],
-                                          family=cfg["model"]["name"])
-                    saved_meta = state.get("meta") or {}
-                    saved = saved_meta.get("config")
-                    if saved is not None:
-                        saved = {**saved, "world_size": saved_meta.get("world_size")}
-                        now = {**meta["config"], "world_size": info.world_size}
-                    else:  # a checkpoint from before settings were recorded: the folder's config.yaml
-                        saved, now = _saved_config(run_dir), meta["config"]
-                    if saved is not None:
-                        changed = changed_settings(saved, now)
-                        if changed:
-                            raise RunError(f"resume=true with settings that differ from the checkpoint's run "
-                                           f"({'; '.join(changed)}): resume with the original values, or "
-                                           f"start a new run (another name, or overwrite=true)")
-                    writer.check(state["step"])  # a bad metrics line refuses before anything changes
-                    old = _read_summary(run_dir)
-                    decision = 1
-                    if old and old.get("status") == "completed" and state["step"] >= max_steps:
-                        decision = 2
-                elif used and not cfg["overwrite"] and not cfg["resume"]:
-                    raise RunError(f"run folder {run_dir} already holds a run ({', '.join(used)}): pass "
-                                   f"resume=true to continue it or overwrite=true to replace it")
-            except BaseException as e:
-                err = e
-        decision = _agree(decision, err, info)
+        preflight(spec, info.device)
+        _setup(r)
+        decision, state = _claim_folder(r)
         if decision == 2:
-            summary = _read_summary(run_dir) if main else {}
-            if main:
-                print(f"[{label}] already completed at step {state['step']}: nothing to do (summary.json kept)",
-                      flush=True)
             finished = True
-            return summary
-        wall_before = 0.0
-        last_val, last_train = None, None
-        if decision == 1:
-            state = ckpt.load(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler,
-                              map_location=device, state=state)
-            step = state["step"]
-            wall_before = float((state.get("extra") or {}).get("wall_time_s") or 0.0)
-            kept = writer.truncate_after(step)
-            if kept:  # the losses of the run so far, in case no step or evaluation follows
-                last_train = kept[-1].get("train_loss")
-                last_val = next((r["val_loss"] for r in reversed(kept) if r.get("val_loss") is not None), None)
-            if main:
-                print(f"[{label}] resumed from {ckpt_path} at step {step}", flush=True)
-        else:
-            step = 0
-            if main:
-                if cfg["resume"]:
-                    print(f"[{label}] resume=true but {ckpt_path} does not exist: starting from scratch",
-                          flush=True)
-                for f in RUN_FILES:
-                    (run_dir / f).unlink(missing_ok=True)
+            return _read_summary(r.run_dir) if info.is_main else {}
+        _start(r, decision, state)
         started = True
-
-        peak = hardware_peak(cfg["hardware"], device, dtype)
-        params = count_parameters(shape)
-        if main:
-            ckpt.write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
-            env = environment(device, dtype, info.world_size)
-            env.update(peak)
-            env.update({"data": data.describe(), "parameters_total": params.total,
-                        "parameters_active": params.active,
-                        "parameters_counted": sum(p.numel() for p in model.parameters()),
-                        "tokens_per_step": tokens_per_step, "max_steps": max_steps,
-                        "train_flops_per_token": flops_per_token, "flop_convention": "2 per multiply-add"})
-            ckpt.write_text_atomic(run_dir / "env.json", json.dumps(env, indent=1))
-
-        model.train()
-        progress = Progress(t["progress"], max_steps, step, main, label)
-        interval_time, interval_steps = 0.0, 0
-        stop = t["stop_at_step"] or max_steps
-        status = "completed"
-        saved_step = step if decision == 1 else None
-
-        def summary_of(status: str, **more) -> dict:
-            return {"status": status, "step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
-                    "final_train_loss": last_train, "final_val_loss": last_val,
-                    "parameters_total": params.total, "parameters_active": params.active,
-                    "train_flops_per_token": flops_per_token,
-                    "train_flops": flops_per_token * step * tokens_per_step,
-                    "wall_time_s": wall_before + time.perf_counter() - t_start,
-                    "wall_time_this_segment_s": time.perf_counter() - t_start, "world_size": info.world_size,
-                    "parallel": t["parallel"] if info.enabled else None, "run_dir": _portable(run_dir), **more}
-
-        def save_checkpoint() -> None:
-            nonlocal saved_step
-            if not _all_ranks(ckpt.all_finite(list(raw.parameters()) + list(raw.buffers())), info):
-                raise TrainingDiverged(f"non-finite weights after step {step}; not saved; "
-                                       f"{_kept(ckpt_path)}")
-            ckpt.save(ckpt_path, model=raw, optimizer=optimizer, scheduler=scheduler, step=step,
-                      tokens=step * tokens_per_step, meta=meta,
-                      extra={"parallel": t["parallel"], "world_size": info.world_size,
-                             "wall_time_s": wall_before + time.perf_counter() - t_start},
-                      write=main)
-            saved_step = step
-
-        try:
-            signals.in_loop = True
-            while step < max_steps:
-                log_now = (step + 1) % t["log_every"] == 0 or step + 1 == max_steps or step + 1 == stop
-                t0 = time.perf_counter()
-                lm_sum = torch.zeros((), device=device)
-                total_sum = torch.zeros((), device=device)
-                router_micro = []
-                for micro in range(t["grad_accum"]):
-                    x, y = sampler.train_batch(step, micro)
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    sync = contextlib.nullcontext()
-                    if info.enabled:
-                        sync = D.gradient_sync(model, enabled=micro == t["grad_accum"] - 1)
-                    with sync:
-                        with autocast(device, dtype):
-                            out = model(x, y)
-                        (out.loss / t["grad_accum"]).backward()
-                    lm_sum += out.lm_loss.detach().float()
-                    total_sum += out.loss.detach().float()
-                    if log_now and out.router_stats:
-                        router_micro.append([s.to_dict() for s in out.router_stats])
-                losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
-                grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-                # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending
-                # SIGINT/SIGTERM on any rank stops every rank after this step).
-                flags = torch.tensor([float(torch.isfinite(losses).all()), float(torch.isfinite(grad_norm)),
-                                      -float(signals.signum)], dtype=torch.float64, device=device)
-                D.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
-                flags = flags.tolist()
-                if flags[0] < 1 or flags[1] < 1:
-                    optimizer.zero_grad(set_to_none=True)
-                    what = "loss" if flags[0] < 1 else "gradient norm"
-                    raise TrainingDiverged(
-                        f"non-finite {what} at step {step + 1} (train loss {losses[0].item()}, gradient norm "
-                        f"{float(grad_norm)}); the update was not applied; {_kept(ckpt_path)}")
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                raw.update_router_biases() if hasattr(raw, "update_router_biases") else None
-                step += 1
-                train_loss, total_loss = losses.tolist()
-                last_train = train_loss
-                interval_time += time.perf_counter() - t0
-                interval_steps += 1
-
-                rec = None
-                if log_now:
-                    evaluated = step % t["eval_every"] == 0 or step == max_steps or step == stop
-                    if evaluated:
-                        last_val = evaluate(raw, sampler, device, dtype)
-                    router = _reduce_router(aggregate_router_stats(router_micro), info)
-                    assignments = routed_assignments(router)
-                    windows = t["batch_size"] * t["grad_accum"] * info.world_size
-                    fpt_routed = (train_flops_per_token(shape, assignments / windows)
-                                  if assignments is not None else flops_per_token)
-                    step_time = interval_time / interval_steps
-                    tok_s = tokens_per_step / step_time
-                    achieved = fpt_routed * tok_s
-                    rec = {"step": step, "max_steps": max_steps, "tokens": step * tokens_per_step,
-                           "train_loss": train_loss, "train_total_loss": total_loss,
-                           "val_loss": last_val if evaluated else None,
-                           "lr": lr, "grad_norm": float(grad_norm), "step_time_s": step_time,
-                           "tokens_per_s": tok_s, "train_flops_per_token": flops_per_token,
-                           "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
-                           "peak_flops_per_s": peak["peak_flops_per_s"],
-                           "mfu": achieved / (peak["peak_flops_per_s"] * info.world_size), **memory_bytes(device),
-                           "aux_losses": {k: float(v.detach()) if torch.is_tensor(v) else float(v)
-                                          for k, v in out.aux_losses.items()},
-                           "router": router}
-                    writer.write(rec)
-                    interval_time, interval_steps = 0.0, 0
-                    if evaluated and not math.isfinite(last_val):
-                        raise TrainingDiverged(f"non-finite validation loss {last_val} at step {step}; "
-                                               f"{_kept(ckpt_path)}")
-                progress.update(step, rec)
-                if step == stop or step == max_steps or (t["ckpt_every"] and step % t["ckpt_every"] == 0):
-                    save_checkpoint()
-                if flags[2] < 0:
-                    signum = int(-flags[2])
-                    if saved_step != step:
-                        save_checkpoint()
-                    raise Interrupted(signum, f"{signal.Signals(signum).name} at step {step}")
-                if step == stop and stop < max_steps:
-                    status = "stopped"
-                    break
-        except (TrainingDiverged, Interrupted) as e:
-            signals.in_loop = False
-            progress.close()
-            status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
-            if main:
-                ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary_of(
-                    status, checkpoint_step=saved_step, reason=str(e))), indent=1))
-            if isinstance(e, Interrupted):
-                raise Interrupted(e.signum, f"{e} ({'checkpoint at step ' + str(saved_step) + ' in ' + str(ckpt_path) if saved_step is not None else 'no checkpoint'}); "
-                                            f"continue with resume=true") from None
-            raise
-        signals.in_loop = False
-        progress.close()
-        replica_diff = D.replica_max_abs_diff(raw, info)
-        summary = summary_of(status, replica_max_abs_diff=replica_diff)
-        if main:
-            ckpt.write_text_atomic(summary_path, json.dumps(_jsonable_summary(summary), indent=1))
-            print(f"[{label}] {status} at step {step}: train loss {_fmt(last_train)}, val loss "
-                  f"{_fmt(last_val)}, {summary['wall_time_s']:.1f} s -> {run_dir}", flush=True)
+        _write_run_files(r)
+        summary = _loop(r, signals)
         finished = True
         return summary
     except BaseException:
-        if main and not started:
-            _remove_if_empty(run_dir, cfg["paths"]["runs"], lock)
+        if info.is_main and not started:
+            _remove_if_empty(r.run_dir, cfg["paths"]["runs"], r.lock)
         raise
     finally:
         signals.restore()
-        if lock is not None:
-            lock.release()
+        if r.lock is not None:
+            r.lock.release()
         torch.set_num_threads(threads_before)
-        # Drop the wrapped model, optimizer and state before the process group goes (see D.cleanup).
-        model = raw = optimizer = scheduler = state = out = None  # noqa: F841
-        D.cleanup(info, barrier=finished)
+        # Drop the wrapped model, optimizer and state before the process group goes (see distributed.cleanup).
+        r = None  # noqa: F841
+        distributed.cleanup(info, barrier=finished)
+
+
+def _setup(r: _Run) -> None:
+    """Data (rank 0 first), model, optimiser and schedule; nothing of the run folder is touched."""
+    cfg, shape, info = r.cfg, r.spec.shape, r.info
+    t, o = cfg["train"], cfg["optim"]
+    # Rank 0 trains/caches the tokenizer and token arrays first, the others then read the cache (a failure on
+    # rank 0 is broadcast, so the other ranks stop with it instead of waiting).
+    err = None
+    if info.is_main:
+        try:
+            r.data = prepare(cfg["data"], cfg["paths"]["cache"])
+        except Exception as e:
+            err = e
+    _agree(0, err, info)
+    if not info.is_main:
+        r.data = prepare(cfg["data"], cfg["paths"]["cache"])
+    if r.data.vocab_size > shape.vocab_size:
+        raise DataError(f"the tokenizer has {r.data.vocab_size} tokens but model.shape.vocab_size="
+                        f"{shape.vocab_size}")
+    r.sampler = WindowSampler(r.data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank, t["eval_batches"])
+    torch.manual_seed(cfg["seed"])
+    r.raw = build_model(r.spec).to(info.device)
+    # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
+    r.model = distributed.wrap(r.raw, info, t["parallel"])
+    if info.device.type == "cuda" and t["compile"]:
+        r.model = torch.compile(r.model)
+    r.optimizer = make_optimizer(r.raw, o, info.device)
+    moe.register_bias_update(r.raw, r.optimizer)
+    r.tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
+    r.flops_per_token = train_flops_per_token(shape)
+    r.max_steps = t["max_steps"]
+    if t["flops_budget"]:
+        r.max_steps = min(r.max_steps, max(1, math.ceil(t["flops_budget"] / (r.flops_per_token * r.tokens_per_step))))
+    warmup = min(o["warmup_steps"], r.max_steps)
+    r.scheduler = torch.optim.lr_scheduler.LambdaLR(r.optimizer, lr_lambda(warmup, r.max_steps, o["min_lr_ratio"]))
+    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main)
+    r.meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
+              "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
+
+
+def _claim_folder(r: _Run) -> tuple[int, dict | None]:
+    """Rank 0 locks the folder (``r.lock``) and decides; every rank follows. Returns (decision, checkpoint
+    state): decision 0 fresh, 1 resume, 2 already completed; nothing of an earlier run is touched here."""
+    cfg, run_dir, ckpt_path = r.cfg, r.run_dir, r.ckpt_path
+    decision, err, state = 0, None, None
+    if r.info.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            r.lock = lock = RunLock(run_dir)
+            lock.acquire()
+            if lock.previous:
+                print(f"[{r.label}] taking over the stale lock of pid {lock.previous} (no longer running)",
+                      flush=True)
+            for p in _clean_temporaries(run_dir, cfg["paths"]["cache"]):
+                print(f"[{r.label}] removed stale temporary file {p}", flush=True)
+            used = [f for f in RUN_FILES if (run_dir / f).exists()]
+            if cfg["resume"] and ckpt_path.exists():
+                state = ckpt.read(ckpt_path, map_location=r.info.device)
+                _check_resumable(r, state)
+                old = _read_summary(run_dir)
+                decision = 1
+                if old and old.get("status") == "completed" and state["step"] >= r.max_steps:
+                    decision = 2
+                    print(f"[{r.label}] already completed at step {state['step']}: nothing to do (summary.json "
+                          f"kept)", flush=True)
+            elif used and not cfg["overwrite"] and not cfg["resume"]:
+                raise RunError(f"run folder {run_dir} already holds a run ({', '.join(used)}): pass "
+                               f"resume=true to continue it or overwrite=true to replace it")
+        except BaseException as e:
+            err = e
+    return _agree(decision, err, r.info), state
+
+
+def _check_resumable(r: _Run, state: dict) -> None:
+    """Refuse a checkpoint of another model, changed settings, or a metrics file that cannot be truncated."""
+    cfg = r.cfg
+    ckpt.check_compatible(state, r.ckpt_path, r.raw, shape=cfg["model"]["shape"], family=cfg["model"]["name"])
+    saved_meta = state.get("meta") or {}
+    saved = saved_meta.get("config")
+    if saved is not None:
+        saved = {**saved, "world_size": saved_meta.get("world_size")}
+        now = {**r.meta["config"], "world_size": r.info.world_size}
+    else:  # a checkpoint from before settings were recorded: the folder's config.yaml
+        saved, now = _saved_config(r.run_dir), r.meta["config"]
+    if saved is not None:
+        changed = changed_settings(saved, now)
+        if changed:
+            raise RunError(f"resume=true with settings that differ from the checkpoint's run "
+                           f"({'; '.join(changed)}): resume with the original values, or "
+                           f"start a new run (another name, or overwrite=true)")
+    r.writer.check(state["step"])  # a bad metrics line refuses before anything changes
+
+
+def _start(r: _Run, decision: int, state: dict | None) -> None:
+    """Load the checkpoint (resume) or remove an old run's files (fresh)."""
+    cfg, main = r.cfg, r.info.is_main
+    if decision == 1:
+        state = ckpt.load(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler,
+                          map_location=r.info.device, state=state)
+        r.step = r.saved_step = state["step"]
+        r.wall_before = float((state.get("extra") or {}).get("wall_time_s") or 0.0)
+        kept = r.writer.truncate_after(r.step)
+        if kept:  # the losses of the run so far, in case no step or evaluation follows
+            r.last_train = kept[-1].get("train_loss")
+            r.last_val = next((x["val_loss"] for x in reversed(kept) if x.get("val_loss") is not None), None)
+        if main:
+            print(f"[{r.label}] resumed from {r.ckpt_path} at step {r.step}", flush=True)
+    elif main:
+        if cfg["resume"]:
+            print(f"[{r.label}] resume=true but {r.ckpt_path} does not exist: starting from scratch", flush=True)
+        for f in RUN_FILES:
+            (r.run_dir / f).unlink(missing_ok=True)
+
+
+def _write_run_files(r: _Run) -> None:
+    """config.yaml (resolved) and env.json (device, versions, MFU peak, sizes), from rank 0."""
+    cfg = r.cfg
+    r.peak = hardware_peak(cfg["hardware"], r.info.device, r.dtype)
+    if r.info.is_main:
+        params = count_parameters(r.spec.shape)
+        write_text_atomic(r.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
+        env = environment(r.info.device, r.dtype, r.info.world_size)
+        env.update(r.peak)
+        env.update({"data": r.data.describe(), "parameters_total": params.total, "parameters_active": params.active,
+                    "parameters_counted": sum(p.numel() for p in r.model.parameters()),
+                    "tokens_per_step": r.tokens_per_step, "max_steps": r.max_steps,
+                    "train_flops_per_token": r.flops_per_token, "flop_convention": "2 per multiply-add"})
+        write_text_atomic(r.run_dir / "env.json", json.dumps(env, indent=1))
+
+
+def _loop(r: _Run, signals: _Signals) -> dict:
+    """Train from ``r.step`` to the stop step: step, log, checkpoint, honour a signal; the summary."""
+    t = r.cfg["train"]
+    r.model.train()
+    progress = Progress(t["progress"], r.max_steps, r.step, r.info.is_main, r.label)
+    interval_time, interval_steps, status = 0.0, 0, "completed"
+    try:
+        signals.in_loop = True
+        while r.step < r.max_steps:
+            log_now = (r.step + 1) % t["log_every"] == 0 or r.step + 1 in (r.max_steps, r.stop)
+            t0 = time.perf_counter()
+            result = _train_step(r, log_now, signals)
+            interval_time += time.perf_counter() - t0
+            interval_steps += 1
+            rec = None
+            if log_now:
+                rec = _log(r, result, interval_time / interval_steps)
+                interval_time, interval_steps = 0.0, 0
+            progress.update(r.step, rec)
+            if r.step in (r.stop, r.max_steps) or (t["ckpt_every"] and r.step % t["ckpt_every"] == 0):
+                _save_checkpoint(r)
+            if result.signum:
+                if r.saved_step != r.step:
+                    _save_checkpoint(r)
+                raise Interrupted(result.signum, f"{signal.Signals(result.signum).name} at step {r.step}")
+            if r.step == r.stop < r.max_steps:
+                status = "stopped"
+                break
+    except (TrainingDiverged, Interrupted) as e:
+        signals.in_loop = False
+        progress.close()
+        _stopped(r, e)
+    signals.in_loop = False
+    progress.close()
+    summary = _summary(r, status, replica_max_abs_diff=distributed.replica_max_abs_diff(r.raw, r.info))
+    if r.info.is_main:
+        write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(summary), indent=1))
+        print(f"[{r.label}] {status} at step {r.step}: train loss {_fmt(r.last_train)}, val loss "
+              f"{_fmt(r.last_val)}, {summary['wall_time_s']:.1f} s -> {r.run_dir}", flush=True)
+    return summary
+
+
+@dataclass
+class _StepResult:
+    lm_loss: float
+    total_loss: float
+    grad_norm: float
+    lr: float
+    signum: int                     # a SIGINT/SIGTERM pending on any rank (0: none)
+    router_micro: list              # per micro-batch, the RouterStats dicts (when logging an MoE model)
+    aux_losses: dict                # the last micro-batch's weighted auxiliary losses
+
+
+def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
+    """One optimizer step over ``grad_accum`` micro-batches; `TrainingDiverged` before a non-finite loss or
+    gradient is applied."""
+    t, o, info, device = r.cfg["train"], r.cfg["optim"], r.info, r.info.device
+    lm_sum = torch.zeros((), device=device)
+    total_sum = torch.zeros((), device=device)
+    router_micro = []
+    for micro in range(t["grad_accum"]):
+        x, y = r.sampler.train_batch(r.step, micro)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync = distributed.gradient_sync(r.model, enabled=micro == t["grad_accum"] - 1) if info.enabled \
+            else contextlib.nullcontext()
+        with sync:
+            with autocast(device, r.dtype):
+                out = r.model(x, y)
+            (out.loss / t["grad_accum"]).backward()
+        lm_sum += out.lm_loss.detach().float()
+        total_sum += out.loss.detach().float()
+        if log_now and isinstance(out, moe.MoEOutput):
+            router_micro.append([s.to_dict() for s in out.router_stats])
+    losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
+    grad_norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(),
+                                               o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending SIGINT/SIGTERM
+    # on any rank stops every rank after this step).
+    flags = torch.tensor([float(torch.isfinite(losses).all()), float(torch.isfinite(grad_norm)),
+                          -float(signals.signum)], dtype=torch.float64, device=device)
+    distributed.all_reduce_(flags, info, op=torch.distributed.ReduceOp.MIN)
+    finite_loss, finite_grad, minus_signum = flags.tolist()
+    if finite_loss < 1 or finite_grad < 1:
+        r.optimizer.zero_grad(set_to_none=True)
+        what = "loss" if finite_loss < 1 else "gradient norm"
+        raise TrainingDiverged(f"non-finite {what} at step {r.step + 1} (train loss {losses[0].item()}, gradient "
+                               f"norm {float(grad_norm)}); the update was not applied; {_kept(r.ckpt_path)}")
+    lr = r.scheduler.get_last_lr()[0]
+    r.optimizer.step()  # an MoE model's loss-free bias step runs first (moe.register_bias_update)
+    r.scheduler.step()
+    r.optimizer.zero_grad(set_to_none=True)
+    r.step += 1
+    lm_loss, total_loss = losses.tolist()
+    r.last_train = lm_loss
+    aux = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.aux_losses.items()} \
+        if log_now else {}
+    return _StepResult(lm_loss, total_loss, float(grad_norm), lr, int(-minus_signum), router_micro, aux)
+
+
+def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
+    """Evaluate when due, write one metrics.jsonl record and return it; `TrainingDiverged` on a non-finite
+    validation loss (after the record is written)."""
+    t, info = r.cfg["train"], r.info
+    evaluated = r.step % t["eval_every"] == 0 or r.step in (r.max_steps, r.stop)
+    if evaluated:
+        r.last_val = evaluate(r.raw, r.sampler, info.device, r.dtype)
+    router = _reduce_router(aggregate_router_stats(s.router_micro), info)
+    assignments = routed_assignments(router)
+    windows = t["batch_size"] * t["grad_accum"] * info.world_size
+    fpt_routed = (train_flops_per_token(r.spec.shape, assignments / windows)
+                  if assignments is not None else r.flops_per_token)
+    tok_s = r.tokens_per_step / step_time
+    achieved = fpt_routed * tok_s
+    rec = {"step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
+           "train_loss": s.lm_loss, "train_total_loss": s.total_loss, "val_loss": r.last_val if evaluated else None,
+           "lr": s.lr, "grad_norm": s.grad_norm, "step_time_s": step_time,
+           "tokens_per_s": tok_s, "train_flops_per_token": r.flops_per_token,
+           "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
+           "peak_flops_per_s": r.peak["peak_flops_per_s"],
+           "mfu": achieved / (r.peak["peak_flops_per_s"] * info.world_size), **memory_bytes(info.device),
+           "aux_losses": s.aux_losses, "router": router}
+    r.writer.write(rec)
+    if evaluated and not math.isfinite(r.last_val):
+        raise TrainingDiverged(f"non-finite validation loss {r.last_val} at step {r.step}; {_kept(r.ckpt_path)}")
+    return rec
+
+
+def _save_checkpoint(r: _Run) -> None:
+    """The checkpoint at ``r.step`` (atomic; rank 0 writes); never of non-finite weights."""
+    if not _all_ranks(ckpt.all_finite(list(r.raw.parameters()) + list(r.raw.buffers())), r.info):
+        raise TrainingDiverged(f"non-finite weights after step {r.step}; not saved; {_kept(r.ckpt_path)}")
+    t = r.cfg["train"]
+    ckpt.save(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler, step=r.step,
+              tokens=r.step * r.tokens_per_step, meta=r.meta,
+              extra={"parallel": t["parallel"], "world_size": r.info.world_size,
+                     "wall_time_s": r.wall_before + time.perf_counter() - r.t_start},
+              write=r.info.is_main)
+    r.saved_step = r.step
+
+
+def _summary(r: _Run, status: str, **more) -> dict:
+    params = count_parameters(r.spec.shape)
+    return {"status": status, "step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
+            "final_train_loss": r.last_train, "final_val_loss": r.last_val,
+            "parameters_total": params.total, "parameters_active": params.active,
+            "train_flops_per_token": r.flops_per_token,
+            "train_flops": r.flops_per_token * r.step * r.tokens_per_step,
+            "wall_time_s": r.wall_before + time.perf_counter() - r.t_start,
+            "wall_time_this_segment_s": time.perf_counter() - r.t_start, "world_size": r.info.world_size,
+            "parallel": r.cfg["train"]["parallel"] if r.info.enabled else None, "run_dir": portable_path(r.run_dir),
+            **more}
+
+
+def _stopped(r: _Run, e: TrainingDiverged | Interrupted) -> None:
+    """Write the summary of a diverged or interrupted run and re-raise (an interruption names its checkpoint)."""
+    status = "diverged" if isinstance(e, TrainingDiverged) else "interrupted"
+    if r.info.is_main:
+        write_text_atomic(r.run_dir / "summary.json", json.dumps(_jsonable_summary(_summary(
+            r, status, checkpoint_step=r.saved_step, reason=str(e))), indent=1))
+    if isinstance(e, Interrupted):
+        where = (f"checkpoint at step {r.saved_step} in {r.ckpt_path}" if r.saved_step is not None
+                 else "no checkpoint")
+        raise Interrupted(e.signum, f"{e} ({where}); continue with resume=true") from None
+    raise e
 
 
 def _jsonable_summary(s: dict) -> dict:
@@ -721,11 +793,11 @@ def _jsonable_summary(s: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in s.items()}
 
 
-def _agree(value: int, err: BaseException | None, info: D.DistInfo) -> int:
+def _agree(value: int, err: BaseException | None, info: distributed.DistInfo) -> int:
     """Every rank takes rank 0's ``value`` (>= 0), or stops with rank 0's error: rank 0 raises ``err``, the
     others raise `_Follower` with its exit status (printing nothing)."""
     flag = torch.tensor([value if err is None else -_exit_status(err)], dtype=torch.int64, device=info.device)
-    D.broadcast_(flag, info)
+    distributed.broadcast_(flag, info)
     if err is not None and info.is_main:
         raise err
     if flag.item() < 0:
@@ -733,9 +805,9 @@ def _agree(value: int, err: BaseException | None, info: D.DistInfo) -> int:
     return int(flag.item())
 
 
-def _all_ranks(ok: bool, info: D.DistInfo) -> bool:
+def _all_ranks(ok: bool, info: distributed.DistInfo) -> bool:
     flag = torch.tensor([1.0 if ok else 0.0], device=info.device)
-    D.all_reduce_(flag, info, op=torch.distributed.ReduceOp.MIN)
+    distributed.all_reduce_(flag, info, op=torch.distributed.ReduceOp.MIN)
     return bool(flag.item() >= 1)
 
 
@@ -766,7 +838,6 @@ def precheck(argv: list[str]) -> int:
     including ``hydra.sweeper.params`` of an experiment file, is expanded as Hydra's basic sweeper
     would); raises `ConfigError` with one line. Other Hydra flags (``--help``, ``--cfg``) skip the
     check. Returns the number of jobs checked."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -789,7 +860,7 @@ def precheck(argv: list[str]) -> int:
             params = compose(first, return_hydra=True).hydra.sweeper.get("params") or {}
             given = {o.get_key_element() for o in overrides}
             extra = [f"{k}={v}" for k, v in params.items() if k not in given]
-            jobs = BasicSweeper.split_arguments(parser.parse_overrides(extra) + overrides, None)[0]
+            jobs = sweep_jobs(parser.parse_overrides(extra) + overrides)
         for job in jobs:
             try:
                 spec = validate(compose(list(job)))
@@ -810,6 +881,23 @@ def precheck(argv: list[str]) -> int:
             raise ConfigError(f"{m.group(1)}={m.group(2)}: no such option; choose one of {options}") from None
         raise ConfigError(msg) from None
     return len(jobs)
+
+
+def sweep_jobs(overrides: list) -> list[list[str]]:
+    """The jobs of a ``-m`` sweep, as Hydra's basic sweeper runs them: one list of ``key=value`` per point
+    of the product of the (discrete) sweeps, a later override of a key replacing an earlier one."""
+    from hydra.errors import HydraException
+
+    choices: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise HydraException(f"BasicSweeper does not support sweep type : {o.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def _run_dir_from_hydra(cfg) -> str:

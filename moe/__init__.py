@@ -2,8 +2,9 @@
 
     model = moe.build_model(shape, router=moe.RouterConfig(balancing="loss_free"), backend="grouped")
     model = moe.from_hf("folder/with/config.json+safetensors")   # a transformers checkpoint (moe.hf)
+    moe.register_bias_update(model, opt)   # loss-free balancing: the bias step runs before opt.step()
     out = model(idx, targets)          # out.loss includes the auxiliary losses; out.router_stats per layer
-    out.loss.backward(); opt.step(); model.update_router_biases()
+    out.loss.backward(); opt.step()
 
 Importing ``moe`` registers a FlopCounterMode formula for ``torch._grouped_mm``.
 """
@@ -17,7 +18,7 @@ from . import flop_formulas  # noqa: F401  (registers the _grouped_mm flop formu
 from .balance import Collapse, RouterStats, detect_collapse
 from .experts import BACKENDS, make_experts
 from .hf import from_hf, to_hf
-from .model import MoETransformer, routed_assignments
+from .model import MoEOutput, MoETransformer, check_backend, register_bias_update, routed_assignments
 from .mtp import MTPModule
 from .moe_ffn import MoEFFN
 from .router import Router, RouterConfig
@@ -30,8 +31,7 @@ def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, ba
 
     ``router`` and ``backend`` are validated in both cases (a dense model ignores them).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")
+    check_backend(backend)
     config = RouterConfig.from_any(router)
     if not shape.is_moe:
         from dense import Transformer
@@ -39,5 +39,6 @@ def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, ba
     return MoETransformer(shape, router=config, backend=backend, mtp_loss_weight=mtp_loss_weight, **backend_kwargs)
 
 
-__all__ = ["BACKENDS", "Collapse", "MTPModule", "MoEFFN", "MoETransformer", "Router", "RouterConfig", "RouterStats",
-           "build_model", "from_hf", "to_hf", "detect_collapse", "make_experts", "routed_assignments"]
+__all__ = ["BACKENDS", "Collapse", "MTPModule", "MoEFFN", "MoEOutput", "MoETransformer", "Router", "RouterConfig", "RouterStats",
+           "build_model", "from_hf", "to_hf", "detect_collapse", "make_experts", "register_bias_update",
+           "routed_assignments"]

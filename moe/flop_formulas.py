@@ -12,7 +12,7 @@ import torch
 from torch.utils import flop_counter as fc
 
 
-def grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+def grouped_mm_flop(a_shape, b_shape, *args, **kwargs) -> int:
     """Flops of ``torch._grouped_mm(a, b, offs)`` from the input shapes (see module docstring)."""
     m, k, n = a_shape[-2], a_shape[-1], b_shape[-1]
     groups = a_shape[0] if len(a_shape) == 3 and len(b_shape) == 3 else 1

@@ -8,20 +8,43 @@ routed_assignments=A)['total']`` with A the kept (token, expert) pairs summed ov
 With ``shape.mtp_modules`` the model also builds DeepSeek-V3's multi-token-prediction modules
 (``moe.mtp``; ``self.mtp``), whose parameters equal ``count_parameters(shape).mtp_total``; they add the
 weighted loss ``aux_losses["mtp"]`` when targets are given.
+
+Each MoE layer leaves its weighted losses and ``RouterStats`` on itself after a forward; ``forward``
+collects them (main blocks, then MTP blocks) into ``MoEOutput``, so a training loop cannot forget the
+losses. The loss-free bias update runs as an optimizer step pre-hook (``register_bias_update``, as in
+torchtitan), so the training loop needs no MoE-specific call.
 """
 from __future__ import annotations
 
-from accounting.shapes import ModelShape
-from dense.model import Transformer
+from dataclasses import dataclass, field
 
-from .experts import BACKENDS
+import torch
 from torch import nn
 
+from accounting.shapes import ModelShape
 from dense.block import Block
+from dense.model import ModelOutput, Transformer
+
+from .balance import RouterStats
+from .experts import BACKENDS
 
 from .moe_ffn import MoEFFN
 from .mtp import MTPModule, mtp_loss
 from .router import RouterConfig
+
+
+def check_backend(backend: str) -> None:
+    """ValueError naming the choices unless ``backend`` is one of ``BACKENDS``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")
+
+
+@dataclass
+class MoEOutput(ModelOutput):
+    """``dense.ModelOutput`` plus ``router_stats``: one ``RouterStats`` per MoE layer that ran (main layers,
+    then MTP blocks). ``aux_losses`` holds ``load_balance``, ``z_loss`` (summed over layers) and ``mtp``."""
+
+    router_stats: list[RouterStats] = field(default_factory=list)
 
 
 class MoETransformer(Transformer):
@@ -36,8 +59,7 @@ class MoETransformer(Transformer):
         if not shape.is_moe:
             raise ValueError("MoETransformer needs n_experts > 0; build a dense shape with dense.Transformer "
                              "(or moe.build_model)")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown expert backend {backend!r}; choose one of {BACKENDS}")
+        check_backend(backend)
         config = RouterConfig.from_any(router)
 
         def ffn_factory(layer: int):
@@ -59,12 +81,47 @@ class MoETransformer(Transformer):
         if shape.mtp_modules:
             self.mtp.apply(self._init_weights)
 
-    def extra_losses(self, hidden, idx, targets):
-        """The MTP loss (``moe.mtp.mtp_loss``); {} without MTP modules."""
-        return mtp_loss(self, hidden, idx, targets)
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None,
+                last_only: bool = False) -> MoEOutput:
+        """As ``dense.Transformer.forward``, with the router losses, the MTP loss (with targets) and the
+        router statistics."""
+        hidden = self.trunk(idx, cache)
+        mtp = mtp_loss(self, hidden, idx, targets) if targets is not None else {}
+        aux_losses, router_stats = self._collect_routing()
+        out = self.output(hidden, targets, {**aux_losses, **mtp}, last_only=last_only)
+        return MoEOutput(**vars(out), router_stats=router_stats)
 
-    def extra_blocks(self):
-        return [m.block for m in self.mtp]
+    def moe_layers(self) -> list[MoEFFN]:
+        """The MoE FFNs of the main blocks, then of the MTP blocks."""
+        blocks = [*self.blocks, *(m.block for m in self.mtp)]
+        return [b.ffn for b in blocks if isinstance(b.ffn, MoEFFN)]
+
+    def _collect_routing(self) -> tuple[dict[str, torch.Tensor], list[RouterStats]]:
+        """Sum the layers' weighted losses by name and list their stats; clears what the layers left."""
+        losses: dict[str, torch.Tensor] = {}
+        stats: list[RouterStats] = []
+        for ffn in self.moe_layers():
+            if ffn.last_aux_losses is None:  # an MTP block that did not run (no targets)
+                continue
+            for name, value in ffn.last_aux_losses.items():
+                losses[name] = losses[name] + value if name in losses else value
+            stats.append(ffn.last_stats)
+            ffn.last_aux_losses, ffn.last_stats = None, None
+        return losses, stats
+
+    def update_router_biases(self) -> None:
+        """The loss-free balancing step of every MoE layer (no-op unless balancing='loss_free')."""
+        for ffn in self.moe_layers():
+            ffn.update_router_bias()
+
+
+def register_bias_update(model: nn.Module, optimizer: torch.optim.Optimizer):
+    """Run ``model.update_router_biases()`` before every ``optimizer.step()`` (torchtitan's optimizer
+    pre-hook) when ``model`` balances with DeepSeek-V3's loss-free bias; the hook handle, or None (a dense
+    model, or another balancing method: nothing to update)."""
+    if not isinstance(model, MoETransformer) or model.router_config.balancing != "loss_free":
+        return None
+    return optimizer.register_step_pre_hook(lambda *_: model.update_router_biases())
 
 
 def routed_assignments(router_stats) -> int:

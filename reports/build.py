@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from accounting import cost as accounting_cost
 from accounting.chinchilla import TOKENS_PER_PARAMETER
+from accounting.hardware import HARDWARE
 
-from . import costs as C
-from . import deepseek as DS
-from . import figures as F
-from . import serving as SV
+from . import costs as cost_table
+from . import deepseek as deepseek_costs
+from . import figures as plots
+from . import serving as serving_section
 from .collect import Collected, collect
-from .flopcheck import flop_check
+from . import flopcheck
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
 from .shipped import CONFIG_DIR, shipped_shapes
 from .table3 import table3
-from .tables import bullet, markdown, pct, ratio, sci, si, usd
+from .tables import markdown, pct, ratio, sci, si, usd
 
 SECTIONS = ("1. The note's Table 3, recomputed", "2. DeepSeek-V3: the note's estimate and its corrections",
             "3. Dense vs MoE cost", "4. Measured", "5. Measured cost per flop")
@@ -56,6 +58,12 @@ class Report:
         self.col, self.out, self.figdir = col, out, out / "figures"
         self.figures: list[Path] = []
         self.values: dict[str, float] = {}  # numbers the report prints, for tests
+        # Computed once, before any section renders: sections and findings only read these.
+        self.deepseek = deepseek_costs.corrections()
+        self.costs = cost_table.cost_table(self.deepseek["mfu"])
+        self.summary = run_summary(col)
+        self.bench_mfu = bench_mfu(col.bench)
+        self.paired = _paired_rows(col.paired)
 
     def fig(self, path: Path | None, caption: str) -> str:
         if path is None:
@@ -79,14 +87,14 @@ class Report:
             why = r.note
             text.append(f"- **{r.quantity}, case {r.case}**: printed {si(r.printed)}, recomputed {si(r.computed)} "
                         f"({ratio(r.ratio)}, {100 * (r.ratio - 1):+.1f}%). {why}".rstrip())
-        text.append("\n" + self.fig(F.table3_ratios(df, self.figdir),
+        text.append("\n" + self.fig(plots.table3_ratios(df, self.figdir),
                                     "recomputed / printed for each cell of Table 3; data: accounting.press2025 "
                                     "(printed values and formulas)"))
         return "\n".join(text)
 
     # ----- 2 -----------------------------------------------------------------------------------------
     def section2(self) -> str:
-        c = DS.corrections()
+        c = self.deepseek
         n, est, pr = c["note"], c["estimates"], c["note"]["printed"]
         self.values.update(deepseek_note_macs=n["train_flops_mac"], deepseek_note_usd=n["cost_usd_rounded_rate"],
                            deepseek_note_gpu_hours=n["gpu_hours_note_method"],
@@ -107,8 +115,8 @@ class Report:
                  si(n["gpu_hours_note_method"])],
                 [f"GPU-hours from the recomputed {usd(n['cost_usd_rounded_rate'])} / {rate}", "-",
                  si(n["gpu_hours_from_unrounded_usd"])],
-                ["GPU-hours, exact at 300e12 multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
-                ["dollars ($1e-18 per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
+                [f"GPU-hours, exact at {accounting_cost.NOTE_PEAK_MACS_TEXT} multiply-adds/s", "-", si(n["gpu_hours_exact_300T"])],
+                [f"dollars ({accounting_cost.NOTE_USD_PER_MAC_TEXT} per flop)", usd(pr["cost_usd"]), usd(n["cost_usd_rounded_rate"])],
                 ["dollars (unrounded $1.056e-18)", "-", usd(n["cost_usd_exact_rate"])],
                 ["reported GPU-hours / dollars", f"{si(pr['reported_gpu_hours'])} / {usd(pr['reported_usd'])}",
                  f"{si(n['reported_gpu_hours'])} / {usd(n['reported_usd'])} "
@@ -116,12 +124,12 @@ class Report:
         out = ["### The note's estimate, reproduced",
                "Printed values: `accounting.press2025.SECTION6_PRINTED`; recomputed by `accounting.press2025.section6()` "
                f"with the note's formula `(6 n d + 36 d²) L` per token (d = {n['d_model']}, L = {n['n_layers']}, "
-               f"n = {n['train_seq_len']}), its rounded $1e-18 per multiply-add and its GPU ({rate}, "
+               f"n = {n['train_seq_len']}), its rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per multiply-add and its GPU ({rate}, "
                "`accounting.cost.NOTE_GPU`); reported figures: `accounting.press2025.DEEPSEEK_REPORTED`.\n",
                markdown(rows, ["quantity", "printed in the note", "recomputed"], "lrr"),
                "\n### Corrections, each a computed factor"]
         rows = [[s.label, ratio(s.factor, 4), usd(s.usd), s.why] for s in c["steps"]]
-        reported_label = (f"{si(c['reported_gpu_hours'])} H800-hours x ${DS.REPORTED['usd_per_gpu_hour']:g}")
+        reported_label = (f"{si(c['reported_gpu_hours'])} H800-hours x ${deepseek_costs.REPORTED['usd_per_gpu_hour']:g}")
         rows.append(["reported by DeepSeek", "", usd(c["reported_usd"]), reported_label])
         out.append(markdown(rows, ["step", "factor", "cost after step", "why"], "lrrl"))
         self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
@@ -149,51 +157,52 @@ class Report:
                    f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; `accounting.press2025.deepseek_v3_estimates`):\n")
         out.append(markdown(rows, ["method", "MAC/token", "FLOP/token", "FLOP total", "implied MFU",
                                    "$ on H800 at peak"], "lrrrrr"))
-        out.append("\n" + self.fig(F.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),
+        out.append("\n" + self.fig(plots.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),
                                    "the note's DeepSeek-V3 cost corrected step by step; data: accounting.press2025 "
                                    "(section6, DEEPSEEK_REPORTED, deepseek_v3_estimates), accounting.flops/params/cost/hardware, "
                                    f"`accounting/{c['config'].parent.name}/{c['config'].name}`"))
-        self.deepseek = c
         return "\n".join(out)
 
     # ----- 3 -----------------------------------------------------------------------------------------
     def section3(self) -> str:
         mfu = self.deepseek["mfu"]
-        pr = C.price(mfu)
-        df = C.cost_table(mfu)
+        pr = cost_table.price(mfu)
+        df = self.costs
         if df.empty:
             return ("Not available: no shapes to price. The note's cases come from `accounting.press2025`, the public "
                     f"MoE configs from `accounting.hf_config` + `accounting/{CONFIG_DIR.name}/*.json`.\n")
         names = sorted(shipped_shapes())
         out = [f"Priced on {pr['hardware']} at ${pr['usd_per_hour']:g}/GPU-hour and {pct(mfu)} MFU (DeepSeek-V3's "
                f"implied utilisation, section 2), i.e. {sci(pr['usd_per_flop'])} $/FLOP; training window "
-               f"{C.TRAIN_WINDOW} tokens (causal), decode with {C.INFER_CONTEXT} tokens cached. Chinchilla tokens "
+               f"{cost_table.TRAIN_WINDOW} tokens (causal), decode with {cost_table.INFER_CONTEXT} tokens cached. Chinchilla tokens "
                f"= {TOKENS_PER_PARAMETER:g} x parameters. Shapes: "
                f"{', '.join(df['model'])}.\n"]
         rows = [[r.model, r.family, si(r.total_params), si(r.active_params), pct(r.active_fraction),
                  si(r.chinchilla_tokens_total), si(r.chinchilla_tokens_active), si(r.train_flops_per_token),
                  usd(r.train_usd_total), usd(r.train_usd_active), usd(r.infer_usd_per_mtok)] for r in df.itertuples()]
-        out.append(markdown(rows, ["model", "kind", "total", "active", "active/total", "tokens 20xtotal",
-                                   "tokens 20xactive", "train FLOP/token", "train $ (20xtotal)",
-                                   "train $ (20xactive)", "decode $/M tokens"], "llrrrrrrrrr"))
+        x = f"{TOKENS_PER_PARAMETER:g}x"
+        out.append(markdown(rows, ["model", "kind", "total", "active", "active/total", f"tokens {x}total",
+                                   f"tokens {x}active", "train FLOP/token", f"train $ ({x}total)",
+                                   f"train $ ({x}active)", "decode $/M tokens"], "llrrrrrrrrr"))
         srcs = ", ".join(f"`accounting/configs/{n}.json`" for n in names) or "accounting.press2025 Table 2"
-        out.append("\n" + self.fig(F.cost_vs_params(df, self.figdir),
+        out.append("\n" + self.fig(plots.cost_vs_params(df, self.figdir),
                                    f"training cost against total and active parameters (log-log); data: {srcs}, "
                                    "accounting.flops/params, prices as stated above"))
-        out.append(self.fig(F.inference_cost(df, self.figdir),
+        out.append(self.fig(plots.inference_cost(df, self.figdir),
                             f"decode cost per million tokens against active and total parameters; data: {srcs}"))
         if not len(names):
             out.append("Public MoE configs missing: they come from `accounting.hf_config` and "
                        f"`accounting/{CONFIG_DIR.name}/*.json`.")
-        self.costs = df
         return "\n".join(out)
 
     # ----- 4 -----------------------------------------------------------------------------------------
     def section4(self) -> str:
+        return "\n".join([self._training_runs(), self._bench_throughput(), self._flop_check(), self._decode()])
+
+    def _training_runs(self) -> str:
         col = self.col
         out = []
-        summ = run_summary(col)
-        self.summary = summ
+        summ = self.summary
         paths = ", ".join(f"`{p}/metrics.jsonl`" for p in col.run_paths)
         out.append("### Training runs")
         if summ.empty:
@@ -209,7 +218,7 @@ class Report:
                                        "train loss", "val loss", "MFU", "tokens/s"], "llllrrrlrrrrrrr"))
             out.append("Parameters and the decode cache per token (elements, all layers: 2 L KV hd for MHA/GQA, "
                        "L (kv_lora_rank + rope) for MLA) are `accounting`'s counts for the run's shape.\n")
-            out.append("\n" + self.fig(F.loss_curves(col.metrics, self.figdir),
+            out.append("\n" + self.fig(plots.loss_curves(col.metrics, self.figdir),
                                        f"loss against tokens and training FLOP (accounting, 2 per multiply-add); data: {paths}"))
             seeds = sorted({str(x) for x in col.runs.get("seed", [])})
             per_cfg = col.runs.groupby(["experiment", "family", "size"]).size() if "experiment" in col.runs else None
@@ -221,7 +230,7 @@ class Report:
                 out.append(DEFINITIONS + "\n")
                 moe_runs = sorted(col.router_load["run"].unique())
                 mp = ", ".join(f"`{col.runs[col.runs['run'] == r]['path'].iloc[0]}/metrics.jsonl`" for r in moe_runs)
-                out.append(self.fig(F.router_heatmap(col.router_load, self.figdir, moe_runs),
+                out.append(self.fig(plots.router_heatmap(col.router_load, self.figdir, moe_runs),
                                     "router load per expert and step, one row per MoE run and one column per MoE "
                                     f"layer, one colour scale for all panels; data: {mp}"))
                 lay = col.router_layer.groupby("run").apply(
@@ -230,13 +239,16 @@ class Report:
                         for r, v in lay.iterrows()]
                 out.append(markdown(rows, ["run", "balancing", "MaxVio, last step", "CV, last step"], "llrr"))
                 out.append("(means over MoE layers at the last logged step)\n")
-                out.append(self.fig(F.maxvio(col.router_layer, self.figdir),
+                out.append(self.fig(plots.maxvio(col.router_layer, self.figdir),
                                     f"MaxVio over training per balancing method; data: {mp}"))
             else:
                 out.append(f"No MoE router statistics in these runs; an MoE run ({TRAIN_CMD}) logs them.")
+        return "\n".join(out)
+
+    def _bench_throughput(self) -> str:
+        col, out = self.col, []
         out.append("\n### Throughput and MFU per backend (bench CSVs)")
-        bm = bench_mfu(col.bench)
-        self.bench_mfu = bm
+        bm = self.bench_mfu
         if bm.empty:
             out.append(f"No bench CSV under {', '.join(col.roots)}. Produce one with {BENCH_CMD}.\n")
         else:
@@ -252,13 +264,17 @@ class Report:
             if len(col.bench_paths) > 1:
                 out.append(f"\n{len(col.bench_paths)} bench CSVs ({srcs}) are shown side by side, never pooled: "
                            "each table row, figure panel and line names its CSV.")
-            out.append("\n" + self.fig(F.throughput(col.bench, self.figdir),
+            out.append("\n" + self.fig(plots.throughput(col.bench, self.figdir),
                                        "achieved TFLOP/s per backend (accounting FLOP / median time), one panel per "
                                        f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
-            if not any("cuda" in str(d) or "H100" in str(d) or "H200" in str(d) for d in col.bench.get("device_name", [])):
+            if not any(_is_gpu(d) for d in col.bench.get("device_name", [])):
                 out.append(f"These are CPU numbers; GPU numbers come from {BENCH_GPU_CMD}.")
-        out.append("\n### Accounting vs FlopCounterMode (computed live)")
-        fc, msg = flop_check()
+        return "\n".join(out)
+
+    def _flop_check(self) -> str:
+        out = []
+        out.append("\n### Accounting vs FlopCounterMode (`reports/flopcheck.csv`, held equal to a live count by the tests)")
+        fc, msg = flopcheck.read()
         if fc.empty:
             out.append(f"Not computed: {msg or 'no shapes could be built'}.")
         else:
@@ -268,25 +284,35 @@ class Report:
                                 ["shape", "tokens", "accounting FLOP", "FlopCounterMode FLOP", "ratio"], "lrrrr"))
             if msg:
                 out.append(f"\nNot built: {msg}.")
+        return "\n".join(out)
+
+    def _decode(self) -> str:
+        col, out = self.col, []
         out.append("\n### Incremental decode vs full recompute")
         dec = col.bench[col.bench["kind"].isin(["decode", "recompute"])] if not col.bench.empty else pd.DataFrame()
         dec = dec[dec["median_s"].notna()] if not dec.empty else dec
         if dec.empty:
             out.append(f"No decode rows in the bench CSVs. Produce them with {BENCH_CMD} (needs "
-                       "`dense.decode_timing.time_decode`).")
+                       "`experiments.decode_timing.time_decode`).")
         else:
-            out.append(self.fig(F.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
+            out.append(self.fig(plots.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
                                 f"recompute; data: {', '.join(f'`{s}`' for s in sorted(dec['source'].unique()))}"))
         return "\n".join(out)
 
     # ----- 5 -----------------------------------------------------------------------------------------
     def section5(self) -> str:
-        out = []
-        summ = self.summary
-        rr = mfu_ratio_runs(summ)
         rb = mfu_ratio_bench(self.bench_mfu)
+        out = self._paired_part() + self._unpaired_part(rb)
+        if not self.paired and self.summary.empty and rb.empty:
+            return (f"No measurements to compare yet: the MoE/dense cost per FLOP needs a paired benchmark "
+                    f"({PAIRED_CMD}).\n")
+        return "\n".join(out)
+
+    def _paired_part(self) -> list[str]:
+        """The paired benchmarks' c = MoE/dense cost per FLOP, with dollars drawn only from conclusive ones."""
+        out = []
         c = self.deepseek
-        est = c["flops"] * C.price(1.0)["usd_per_flop"] / c["mfu"]  # the corrected accounting at dense efficiency
+        est = c["flops"] * cost_table.price(1.0)["usd_per_flop"] / c["mfu"]  # the corrected accounting at dense efficiency
         out.append("The note prices every FLOP alike, but an MoE step need not run at a dense step's efficiency. "
                    "Let **c = (time per FLOP of an MoE training step) / (time per FLOP of a dense one)**, the "
                    "MoE/dense cost per FLOP (1/c is the MoE/dense MFU ratio). c is measured by a dedicated paired "
@@ -296,7 +322,6 @@ class Report:
                    "`dense` only in its FFN (8 experts, top-2, equal active parameters), so its c prices routing; "
                    "`deepseek` also changes FFN kind and norms, and `deepseek_mla` the attention too, so their c "
                    "prices the whole architecture against dense, not routing alone.\n")
-        self.paired = []
         if not self.col.paired:
             out.append(f"No paired benchmark under {', '.join(self.col.roots)}. Produce one with {PAIRED_CMD}.\n")
         for pb in self.col.paired:
@@ -312,8 +337,6 @@ class Report:
             for m, v in summ_p["models"].items():
                 if m == "dense":
                     continue
-                self.paired.append({"source": src, "model": m, **v, "device": env.get("device_name", "?"),
-                                    "repeats": summ_p["repeats"]})
                 conclusive = not str(v["verdict"]).startswith("too wide")
                 rows.append([m, v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
                              f"[{v['cost_ratio_low']:.3f}, {v['cost_ratio_high']:.3f}]",
@@ -329,7 +352,7 @@ class Report:
             except (OSError, ValueError):
                 raw = pd.DataFrame()
             name = "paired_cost_ratio_" + Path(src).name
-            out.append("\n" + self.fig(F.paired_ratio(raw, summ_p, self.figdir, name,
+            out.append("\n" + self.fig(plots.paired_ratio(raw, summ_p, self.figdir, name,
                                                      f"MoE / dense cost per FLOP, paired repeats ({Path(src).name})"),
                                        f"per-repeat MoE/dense time per training FLOP with the median and its 95% "
                                        f"bootstrap interval; data: `{src}/paired.csv`, `{src}/summary.json`, "
@@ -353,6 +376,12 @@ class Report:
                            "machine, not DeepSeek's H800 cluster, where expert parallelism, all-to-all communication "
                            "and kernel efficiency set c; apply them to DeepSeek's dollars only as an illustration. "
                            f"A GPU measurement comes from {PAIRED_GPU_CMD}.")
+        return out
+
+    def _unpaired_part(self, rb) -> list[str]:
+        """Training runs' and bench CSVs' MFU ratios: context only."""
+        out, summ = [], self.summary
+        rr = mfu_ratio_runs(summ)
         if not summ.empty:
             out.append("\n### Unpaired measurements (context only, not used for dollars)")
             out.append("Each training run's MFU is its own median over logged steps, measured at a different time "
@@ -363,7 +392,7 @@ class Report:
             out.append(markdown([[r, pct(v[0.1]), pct(v[0.5]), pct(v[0.9]), ratio(v[0.9] / v[0.1])]
                                  for r, v in spread.iterrows()],
                                 ["run", "MFU p10", "median", "p90", "p90 / p10"], "lrrrr") + "\n")
-            out.append(self.fig(F.mfu_by_family(summ, self.figdir),
+            out.append(self.fig(plots.mfu_by_family(summ, self.figdir),
                                 "median MFU per training run; data: " + ", ".join(f"`{p}/metrics.jsonl`" for p in self.col.run_paths)))
         if not rr.empty:
             out.append(markdown([[r.device_name, r.size, r.moe_run, pct(r.dense_mfu), pct(r.moe_mfu), ratio(r.ratio)]
@@ -380,10 +409,7 @@ class Report:
                                 "lllrrrl"))
             best = rb[rb["kind"] == "model"] if (rb["kind"] == "model").any() else rb
             self.values["mfu_ratio_bench, best backend"] = float(best.groupby("backend")["median_ratio"].median().max())
-        if not self.paired and summ.empty and rb.empty:
-            return (f"No measurements to compare yet: the MoE/dense cost per FLOP needs a paired benchmark "
-                    f"({PAIRED_CMD}).\n")
-        return "\n".join(out)
+        return out
 
     # ----- key findings ------------------------------------------------------------------------------
     def findings(self) -> str:
@@ -393,7 +419,7 @@ class Report:
             out.append(f"- The note's Table 3 recomputes to within its printed rounding in "
                        f"{v['table3_cells'] - v.get('table3_differs', 0)} of {v['table3_cells']} cells "
                        "(section 1; `accounting.press2025`).")
-        c = getattr(self, "deepseek", None)
+        c = self.deepseek
         if c:
             out.append(f"- DeepSeek-V3: the note's {usd(c['steps'][0].usd)} becomes the reported "
                        f"{usd(c['reported_usd'])} through computed factors; the exact architecture trains at "
@@ -401,20 +427,21 @@ class Report:
                        f"{si(c['reported_flops_per_token'])}), which over the reported "
                        f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} model FLOP utilisation "
                        "(MFU; section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
-        costs = getattr(self, "costs", None)
-        if costs is not None and not costs.empty and (costs["model"] == "deepseek-v3").any():
+        costs = self.costs
+        if not costs.empty and (costs["model"] == "deepseek-v3").any():
             r = costs[costs["model"] == "deepseek-v3"].iloc[0]
             out.append(f"- An MoE's Chinchilla budget depends on which parameters count: DeepSeek-V3 "
-                       f"({pct(r.active_fraction)} of its parameters active) costs {usd(r.train_usd_total)} at 20 x "
-                       f"total parameters but {usd(r.train_usd_active)} at 20 x active (section 3; "
+                       f"({pct(r.active_fraction)} of its parameters active) costs {usd(r.train_usd_total)} at "
+                       f"{TOKENS_PER_PARAMETER} x total parameters but {usd(r.train_usd_active)} at "
+                       f"{TOKENS_PER_PARAMETER} x active (section 3; "
                        "`reports.costs`, shipped configs).")
-        for p in getattr(self, "paired", [])[:3]:
+        for p in self.paired[:3]:
             out.append(f"- Measured MoE/dense cost per training FLOP, {p['model']} vs dense: c = "
                        f"{p['cost_ratio_median']:.3f} [{p['cost_ratio_low']:.3f}, {p['cost_ratio_high']:.3f}] "
                        f"(median, 95% bootstrap interval, {p['repeats']} interleaved repeats on {p['device']}): "
                        f"{p['verdict']} (section 5; `{p['source']}/paired.csv`).")
-        summ = getattr(self, "summary", None)
-        if summ is not None and not summ.empty and summ["final_val_loss"].notna().any():
+        summ = self.summary
+        if not summ.empty and summ["final_val_loss"].notna().any():
             best = summ.loc[summ["final_val_loss"].idxmin()]
             worst = summ.loc[summ["final_val_loss"].idxmax()]
             out.append(f"- Training runs ({len(summ)}, one seed each): final validation loss from "
@@ -459,7 +486,7 @@ class Report:
                 if fn == self.section2:
                     raise
             body.append("")
-        body.append(SV.section(self.out, self.figures, self.col.roots))
+        body.append(serving_section.section(self.out, self.figures, self.col.roots))
         parts += ["## Key findings\n", self.findings(), *body]
         return "\n".join(parts)
 
@@ -482,7 +509,9 @@ def _env_line(env: dict) -> str:
 
 
 def _is_gpu(name) -> bool:
-    return any(k in str(name) for k in ("H100", "H200", "H800", "A100", "NVIDIA", "cuda"))
+    """A device name from a GPU: CUDA, NVIDIA, or the model of a GPU preset in ``accounting.hardware``."""
+    gpus = {hw.name.split()[0] for key, hw in HARDWARE.items() if key != "press2025"}  # H100, H800, A100...
+    return any(k in str(name) for k in ("NVIDIA", "cuda", *gpus))
 
 
 def _conclusive_width(paired: list[dict]) -> float:
@@ -498,6 +527,13 @@ def remove_stale_figures(figdir: Path, keep) -> list[Path]:
     for p in stale:
         p.unlink()
     return stale
+
+
+def _paired_rows(paired: list[dict]) -> list[dict]:
+    """One row per MoE model of each paired benchmark: its cost ratio c against dense, with the source."""
+    return [{"source": pb["source"], "model": m, **v, "device": pb["env"].get("device_name", "?"),
+             "repeats": pb["summary"]["repeats"]}
+            for pb in paired for m, v in pb["summary"]["models"].items() if m != "dense"]
 
 
 def build(roots, out: str | Path = "reports", select=None) -> Report:

@@ -24,6 +24,8 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from experiments.paths import portable_path
+
 METRICS = "metrics.jsonl"
 BENCH_COLUMNS = {"kind", "median_s"}
 
@@ -88,12 +90,12 @@ def _read_mapping(path: Path, parse, kind: str) -> dict | None:
     try:
         data = parse(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError) as e:
-        warn(f"{display_path(path)}: not valid {kind} ({' '.join(str(e).split())[:80]}); ignored")
+        warn(f"{portable_path(path)}: not valid {kind} ({' '.join(str(e).split())[:80]}); ignored")
         return None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        warn(f"{display_path(path)}: holds a {type(data).__name__}, not a {kind} mapping; ignored")
+        warn(f"{portable_path(path)}: holds a {type(data).__name__}, not a {kind} mapping; ignored")
         return None
     return data
 
@@ -115,7 +117,7 @@ def load_paired(dirs: Iterable[Path]) -> list[dict]:
         summ = _read_json(d / "summary.json")
         if not isinstance(summ.get("models"), dict):
             continue
-        out.append({"source": display_path(d), "summary": summ, "env": _read_json(d / "env.json")})
+        out.append({"source": portable_path(d), "summary": summ, "env": _read_json(d / "env.json")})
     return out
 
 
@@ -145,14 +147,6 @@ def _float(x) -> float:
     return v
 
 
-def display_path(path: Path) -> str:
-    """Path relative to the working directory when possible (for captions)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def run_info(run_dir: Path) -> dict | None:
     """One row describing a run: family, balancing, sizes, device, peak (from config/env/summary); None
     (with a one-line warning) when its config.yaml is missing or unusable: the run cannot be labelled
@@ -162,13 +156,13 @@ def run_info(run_dir: Path) -> dict | None:
     model = cfg.get("model") if cfg else None
     shape = model.get("shape") if isinstance(model, dict) else None
     if not isinstance(shape, dict) or not isinstance(model.get("router") or {}, dict):
-        warn(f"{display_path(run_dir)}: skipped: its config.yaml is missing or has no model.shape "
+        warn(f"{portable_path(run_dir)}: skipped: its config.yaml is missing or has no model.shape "
              f"mapping, so the run cannot be labelled")
         return None
     try:
         n_experts, top_k = int(shape.get("n_experts") or 0), int(shape.get("top_k") or 0)
     except (TypeError, ValueError):
-        warn(f"{display_path(run_dir)}: skipped: model.shape.n_experts/top_k in its config.yaml are not "
+        warn(f"{portable_path(run_dir)}: skipped: model.shape.n_experts/top_k in its config.yaml are not "
              f"integers, so the run cannot be labelled")
         return None
     env, summ = _read_json(run_dir / "env.json"), _read_json(run_dir / "summary.json")
@@ -179,7 +173,7 @@ def run_info(run_dir: Path) -> dict | None:
     if is_moe and _float(router.get("z_loss_coef")) > 0 and balancing == "none":
         balancing = "z_loss"
     return {
-        "path": display_path(run_dir), "run": f"{cfg.get('name', run_dir.parent.parent.name)}/"
+        "path": portable_path(run_dir), "run": f"{cfg.get('name', run_dir.parent.parent.name)}/"
                                                f"{family}/{run_dir.name}",
         "experiment": cfg.get("name", ""), "family": family, "is_moe": is_moe, "balancing": balancing,
         "z_loss_coef": _float(router.get("z_loss_coef")), "backend": model.get("backend", ""),
@@ -213,7 +207,7 @@ def _metric_records(path: Path) -> list[dict]:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        warn(f"{display_path(path)}: unreadable ({e.strerror}); skipped")
+        warn(f"{portable_path(path)}: unreadable ({e.strerror}); skipped")
         return []
     out = []
     for i, ln in enumerate(raw.split(b"\n"), start=1):
@@ -226,7 +220,7 @@ def _metric_records(path: Path) -> list[dict]:
         step = rec.get("step") if isinstance(rec, dict) else None
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) \
                 or step != int(step):
-            warn(f"{display_path(path)} line {i}: not a metrics record with an integer step; skipped")
+            warn(f"{portable_path(path)} line {i}: not a metrics record with an integer step; skipped")
             continue
         rec["step"] = int(step)
         out.append(rec)
@@ -270,7 +264,7 @@ def load_bench(paths: Iterable[Path]) -> pd.DataFrame:
     frames = []
     for p in paths:
         df = pd.read_csv(p)
-        df["source"] = display_path(p)
+        df["source"] = portable_path(p)
         frames.append(df)
     if not frames:
         return pd.DataFrame()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from accounting import cost as AC
+from accounting import cost as accounting_cost
 from accounting import press2025
 from accounting.chinchilla import TOKENS_PER_PARAMETER
 from accounting.flops import FLOP, decode_flops_per_token, training_flops_per_token
@@ -38,9 +38,9 @@ def note_cases() -> dict[str, ModelShape]:
 
 def price(mfu: float) -> dict:
     """$ per FLOP on the H800 preset at DeepSeek's reported $/GPU-hour and utilisation ``mfu``."""
-    rate = AC.gpu_rate("h800", usd_per_hour=press2025.DEEPSEEK_REPORTED["usd_per_gpu_hour"], mfu=mfu)
+    rate = accounting_cost.gpu_rate("h800", usd_per_hour=press2025.DEEPSEEK_REPORTED["usd_per_gpu_hour"], mfu=mfu)
     return {"hardware": rate.name, "peak": rate.peak_flops_per_s, "usd_per_hour": rate.usd_per_hour, "mfu": mfu,
-            "usd_per_flop": AC.usd_per_flop(rate, FLOP)}
+            "usd_per_flop": accounting_cost.usd_per_flop(rate, FLOP)}
 
 
 def cost_table(mfu: float, shapes: dict[str, ModelShape] | None = None) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from accounting import cost as AC
+from accounting import cost as accounting_cost
 from accounting import press2025
 from accounting.flops import FLOP, MAC
 from accounting.hardware import get_hardware
@@ -29,9 +29,9 @@ class Step:
     why: str
 
 
-def h800_rate() -> AC.GpuRate:
+def h800_rate() -> accounting_cost.GpuRate:
     """The H800 preset (bf16 dense datasheet peak) at DeepSeek's reported $/GPU-hour, 100% utilisation."""
-    return AC.gpu_rate("h800", usd_per_hour=REPORTED["usd_per_gpu_hour"])
+    return accounting_cost.gpu_rate("h800", usd_per_hour=REPORTED["usd_per_gpu_hour"])
 
 
 def corrections() -> dict:
@@ -49,8 +49,8 @@ def corrections() -> dict:
     peak = est["peak_bf16_flops_per_s"]
 
     steps = [Step(f"the note: (6nd+36d²)L x {s6['reported_tokens'] / 1e12:g}T at n={s6['train_seq_len'] // 1024}K, "
-                  f"${AC.NOTE_ROUNDED_USD_PER_MAC:g}/flop", 1.0, s6["cost_usd_rounded_rate"],
-                  "multiply-adds at the note's rounded $1e-18 per flop (press2025.section6)")]
+                  f"${accounting_cost.NOTE_ROUNDED_USD_PER_MAC:g}/flop", 1.0, s6["cost_usd_rounded_rate"],
+                  f"multiply-adds at the note's rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per flop (press2025.section6)")]
 
     def add(label, factor, why):
         steps.append(Step(label, factor, steps[-1].usd * factor, why))
@@ -65,7 +65,7 @@ def corrections() -> dict:
     add("+ multi-token prediction (MTP) module", exact_mtp["flops_mac_per_token"] / exact["flops_mac_per_token"],
         "the depth-1 MTP module trained alongside")
     add(f"H800 at ${h800.usd_per_hour:g}/h and {peak / 1e12:g} TFLOP/s peak",
-        AC.usd_per_flop(h800, FLOP) / AC.NOTE_ROUNDED_USD_PER_MAC,
+        accounting_cost.usd_per_flop(h800, FLOP) / accounting_cost.NOTE_ROUNDED_USD_PER_MAC,
         "the reported rental price over the datasheet bf16 peak, at 100% utilisation")
     add("implied utilisation (MFU)", 1.0 / exact_mtp["implied_mfu_bf16"],
         f"the computed flops spread over the reported {hours_pre / 1e6:.4g}M pretraining H800-hours")
@@ -79,7 +79,7 @@ def corrections() -> dict:
             "exact_mtp_flops_per_token": exact_mtp["flops_fma2_per_token"],
             "flops": exact_mtp["flops_fma2"], "flops_per_token": exact_mtp["flops_fma2_per_token"],
             "mfu": exact_mtp["implied_mfu_bf16"], "mfu_no_mtp": exact["implied_mfu_bf16"],
-            "mfu_fp8": AC.implied_mfu(exact_mtp["flops_fma2"], FLOP, hours_pre, h800_hw.peak("fp8")),
+            "mfu_fp8": accounting_cost.implied_mfu(exact_mtp["flops_fma2"], FLOP, hours_pre, h800_hw.peak("fp8")),
             "reported_usd": est["reported_usd_total"], "reported_gpu_hours": hours_all,
             "reported_gpu_hours_pretrain": hours_pre,
             "six_n_d": m["six_n_active_d_published_37b"]["flops_fma2"],

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from accounting.chinchilla import TOKENS_PER_PARAMETER  # noqa: E402
+
 from . import palette as pal  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -208,11 +210,11 @@ def cost_vs_params(costs: pd.DataFrame, figdir: Path) -> Path | None:
     if costs.empty:
         return None
     return _scatter_figure(costs, (("total_params", "train_usd_total", "Training cost vs total parameters "
-                                    "(tokens = 20 x total)"),
+                                    f"(tokens = {TOKENS_PER_PARAMETER} x total)"),
                                    ("active_params", "train_usd_total", "Training cost vs active parameters "
-                                    "(tokens = 20 x total)"),
+                                    f"(tokens = {TOKENS_PER_PARAMETER} x total)"),
                                    ("active_params", "train_usd_active", "Training cost vs active parameters "
-                                    "(tokens = 20 x active)")),
+                                    f"(tokens = {TOKENS_PER_PARAMETER} x active)")),
                            "training cost (USD)", figdir, "cost_vs_params")
 
 
@@ -432,10 +434,3 @@ def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, tit
     ax.set_title(title, fontsize=10.5)
     ax.legend(loc="lower right", fontsize=9)
     return _save(fig, figdir, name)
-
-
-def is_finite(x) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False

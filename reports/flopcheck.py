@@ -1,8 +1,16 @@
-"""Accounting's forward flops vs what ``torch.utils.flop_counter.FlopCounterMode`` counts, computed live
-on tiny shapes when the ``dense``/``moe`` packages import (FLOP = 2 per multiply-add, full n x n
-attention: FlopCounterMode does not halve causal attention). Experts run on the ``loop`` backend,
-whose per-expert matmuls FlopCounterMode sees (it counts ``torch._grouped_mm`` as 0)."""
+"""Accounting's forward flops vs what ``torch.utils.flop_counter.FlopCounterMode`` counts, on tiny shapes
+(FLOP = 2 per multiply-add, full n x n attention: FlopCounterMode does not halve causal attention). Experts
+run on the ``loop`` backend, whose per-expert matmuls FlopCounterMode sees (it counts ``torch._grouped_mm``
+as 0).
+
+The report reads the committed table ``reports/flopcheck.csv`` (`read`) and builds no model;
+``python -m reports.flopcheck`` measures it again (`flop_check`, torch) and writes it, and
+``tests/test_reports.py`` holds the committed file equal to a live measurement.
+"""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -25,17 +33,25 @@ SHAPES = {
 }
 
 
-def _build(shape: ModelShape):
+CSV = Path(__file__).with_name("flopcheck.csv")
+COLUMNS = ["shape", "tokens", "accounting_flops", "flopcounter_flops", "ratio"]
+
+
+def read(path: Path = CSV) -> tuple[pd.DataFrame, str]:
+    """(table, message) from the committed CSV; an empty table and the reason when it cannot be read."""
     try:
-        import moe
-        if hasattr(moe, "build_model"):
-            return moe.build_model(shape, backend="loop")
-    except ImportError:
-        pass
-    if shape.is_moe:
-        raise ImportError("moe.build_model is not available")
-    import dense
-    return dense.Transformer(shape)
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        return pd.DataFrame(), f"`{path}` could not be read ({type(e).__name__}); write it with `python -m reports.flopcheck`"
+    missing = [c for c in COLUMNS if c not in df]
+    if missing:
+        return pd.DataFrame(), f"`{path}` lacks the column(s) {', '.join(missing)}"
+    return df[COLUMNS], ""
+
+
+def _build(shape: ModelShape):
+    import moe
+    return moe.build_model(shape, backend="loop")
 
 
 def flop_check(batch: int = 2) -> tuple[pd.DataFrame, str]:
@@ -62,3 +78,16 @@ def flop_check(batch: int = 2) -> tuple[pd.DataFrame, str]:
                      "flopcounter_flops": measured, "ratio": measured / acc if acc else float("nan")})
     msg = "; ".join(skipped)
     return pd.DataFrame(rows), msg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m reports.flopcheck [out.csv]``: measure and write the table (default ``reports/flopcheck.csv``)."""
+    out = Path((argv if argv is not None else sys.argv[1:] or [str(CSV)])[0])
+    df, msg = flop_check()
+    df.to_csv(out, index=False)
+    print(f"wrote {out} ({len(df)} shapes){'; ' + msg if msg else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ import matplotlib.ticker  # noqa: E402,F401
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from accounting import serving as S  # noqa: E402
+from accounting import serving as roofline  # noqa: E402
 from accounting.hardware import get_hardware  # noqa: E402
 from accounting.hf_config import load_shipped  # noqa: E402
 from accounting.params import count_parameters  # noqa: E402
@@ -65,8 +65,8 @@ def sweep_models():
     c = count_parameters(ds)
     return [("DeepSeek-V3 (MoE, 671B / 37B active)", "deepseek", ds),
             ("Mixtral 8x7B (MoE, 47B / 13B active)", "moe", load_shipped("mixtral-8x7b", seq_len=SWEEP["context"])),
-            (f"dense, {si(c.active)} (= V3 active)", "dense", S.dense_equivalent(ds, c.active, "dense-active")),
-            (f"dense, {si(c.total)} (= V3 total)", "note", S.dense_equivalent(ds, c.total, "dense-total"))]
+            (f"dense, {si(c.active)} (= V3 active)", "dense", roofline.dense_equivalent(ds, c.active, "dense-active")),
+            (f"dense, {si(c.total)} (= V3 total)", "note", roofline.dense_equivalent(ds, c.total, "dense-total"))]
 
 
 def batch_sweep() -> pd.DataFrame:
@@ -75,11 +75,11 @@ def batch_sweep() -> pd.DataFrame:
     hw = get_hardware(SWEEP["hw"])
     rows = []
     for label, family, shape in sweep_models():
-        base = S.Layout(weights_dtype=SWEEP["weights"], kv_dtype=SWEEP["kv"])
-        g = S.smallest_fitting_gpus(shape, hw, base, SWEEP["context"], batch=1.0)
+        base = roofline.Layout(weights_dtype=SWEEP["weights"], kv_dtype=SWEEP["kv"])
+        g = roofline.smallest_fitting_gpus(shape, hw, base, SWEEP["context"], batch=1.0)
         lay = replace(base, gpus=g)
         for b in BATCHES:
-            r = S.serve(shape, hw, lay, b, SWEEP["context"], usd_per_gpu_hour=SWEEP["usd"])
+            r = roofline.serve(shape, hw, lay, b, SWEEP["context"], usd_per_gpu_hour=SWEEP["usd"])
             rows.append({"model": label, "family": family, "gpus": g, "tp": r["tp"], "batch": b, "fits": r["fits"],
                          "max_batch": r["max_batch"], "bound": r["bound"],
                          "usd_per_mtok_out": r["usd_per_million_output_tokens"],
@@ -276,8 +276,23 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
              "nearly all its *total* weights per step while computing only its *active* ones. "
              "`accounting.serving` prices this as a roofline (compute, HBM and link time per step; the slowest "
              "binds; efficiency 1.0 = the bound); `python -m accounting serve` and `serving-check` print it.\n"]
-    d = S.deepseek_disclosed_check()
-    parts += ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
+    parts += _deepseek_part(out, figures) + _note_case_d_part(out, figures) + _batch_sweep_part(out, figures)
+    parts.append("### Measured decode vs the roofline\n")
+    csvs = find_decode_csvs(roots)
+    if not csvs:
+        parts.append(f"No `decode_*.csv` found under {', '.join(map(str, roots))}; run {BENCH_CMD}.\n")
+    for path in csvs:
+        try:
+            parts.append(measured_part(path, out, figures))
+        except Exception as e:  # noqa: BLE001  (a malformed CSV must not sink the report)
+            parts.append(f"`{path}` could not be read: `{type(e).__name__}: {e}`\n")
+    return "\n".join(parts)
+
+
+def _deepseek_part(out: Path, figures: list | None) -> list[str]:
+    """DeepSeek-V3 in its disclosed serving layouts: the roofline bound against the disclosed throughput."""
+    d = roofline.deepseek_disclosed_check()
+    return ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
               f"Source: {d['source']}. Decode: EP{d['decode_layout']['gpus']} "
               f"({d['decode_layout']['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
               f"data-parallel), prefill: EP{d['prefill_layout']['gpus']} "
@@ -320,8 +335,12 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
               _fig(deepseek_figure(d, out / "figures", figures),
                    "DeepSeek's disclosed throughput vs the roofline bound in its layouts; data: "
                    "accounting.serving.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
-    rows = S.note_case_d_roofline()
-    parts += ["### The note's case D, recomputed\n",
+
+
+def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
+    """The note's case D priced with the roofline."""
+    rows = roofline.note_case_d_roofline()
+    return ["### The note's case D, recomputed\n",
               "The note puts inference for its case D at $1-2 per million tokens (arithmetic only). Its dense MHA "
               "shape at its own context, priced with the roofline (bf16, tensor-parallel over the smallest "
               "power-of-two replica that holds one sequence, at the largest batch that fits):\n",
@@ -336,9 +355,13 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
               f"${rows[0]['usd_per_million_output_tokens_kv_floor']:.0f} per million tokens on "
               f"{rows[0]['hardware']} at ${rows[0]['usd_per_gpu_hour']:g}/hour, whatever the batch. The note's $1-2 "
               "holds only for arithmetic; a 2025 model at that context needs a compressed cache (GQA, MLA) to get near it.\n"]
+
+
+def _batch_sweep_part(out: Path, figures: list | None) -> list[str]:
+    """$ per million output tokens against batch, per model."""
     df = batch_sweep()
     best = df[df["fits"]].loc[lambda x: x.groupby("model")["usd_per_mtok_out"].idxmin()]
-    parts += ["### $ per million output tokens vs batch\n",
+    return ["### $ per million output tokens vs batch\n",
               f"{get_hardware(SWEEP['hw']).name}, {SWEEP['weights']} weights, {SWEEP['kv']} KV cache, context "
               f"{SWEEP['context']}, ${SWEEP['usd']:g}/GPU-hour; each model on the smallest power-of-two replica that "
               "holds one sequence per GPU (MoE: experts spread over it, the rest replicated; dense: tensor-parallel). "
@@ -351,13 +374,3 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
               _fig(usd_vs_batch_figure(df, out / "figures", figures),
                    "$ per million output tokens vs batch (marker: binding regime; hollow: does not fit in HBM; "
                    "dashed: the note's compute-only method); data: accounting.serving.serve")]
-    parts.append("### Measured decode vs the roofline\n")
-    csvs = find_decode_csvs(roots)
-    if not csvs:
-        parts.append(f"No `decode_*.csv` found under {', '.join(map(str, roots))}; run {BENCH_CMD}.\n")
-    for path in csvs:
-        try:
-            parts.append(measured_part(path, out, figures))
-        except Exception as e:  # noqa: BLE001  (a malformed CSV must not sink the report)
-            parts.append(f"`{path}` could not be read: `{type(e).__name__}: {e}`\n")
-    return "\n".join(parts)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import pandas as pd
 
@@ -84,7 +84,3 @@ def markdown(rows: Sequence[Sequence] | pd.DataFrame, headers: Sequence[str] | N
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def bullet(items: Iterable[str]) -> str:
-    return "\n".join(f"- {s}" for s in items)

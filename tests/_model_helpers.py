@@ -1,7 +1,6 @@
 """Helpers shared by the dense/MoE model tests (not a test module)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 
@@ -39,13 +38,3 @@ def touched_parameters(model: torch.nn.Module, token: int = 3) -> tuple[int, lis
     count += sum(p.numel() for p in model.parameters() if id(p) not in skip)
     model.zero_grad(set_to_none=True)
     return count, picked_per_layer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one intra-op thread; with 2 threads on a busy 2-core machine OpenMP's
-    barriers made these tests up to 100x slower. Restores the previous setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

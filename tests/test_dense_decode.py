@@ -10,10 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from accounting import ModelShape
 from accounting.flops import decode_flops_per_token
 from accounting.memory import kv_cache_elements
-from dense.decode_timing import format_table, time_decode
-from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
+from experiments.decode_timing import format_table, time_decode
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32; differences come only from summation order in attention
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 CACHED = {

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
 from accounting.params import count_parameters
 from experiments.config import ConfigError, compose, one_line, validate
@@ -13,11 +12,7 @@ from experiments.train import precheck
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def clear_hydra():
-    GlobalHydra.instance().clear()
-    yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("clear_hydra")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("overrides", [[], ["model=dense"], ["model=moe"], ["model=deepseek"],

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
 import experiments.train as T
 from experiments import checkpoint as ckpt
@@ -35,16 +34,7 @@ FAST = ["model=dense", "data.tokenizer=bytes", "train.batch_size=2", "model.shap
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def clear_hydra():
-    GlobalHydra.instance().clear()
-    yield
-    GlobalHydra.instance().clear()
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
+pytestmark = pytest.mark.usefixtures("clear_hydra")  # tests/conftest.py
 
 
 def cfg_for(tmp_path, cache, *overrides):

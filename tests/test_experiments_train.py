@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
 import experiments.train as T
 from experiments.config import compose, validate
@@ -27,16 +26,7 @@ FAST = ["size=tiny", "data.tokenizer=bytes", "train.batch_size=4", "model.shape.
         "train.eval_batches=2", "train.progress=none", "optim.warmup_steps=2", "train.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def clear_hydra():
-    GlobalHydra.instance().clear()
-    yield
-    GlobalHydra.instance().clear()
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
+pytestmark = pytest.mark.usefixtures("clear_hydra")  # tests/conftest.py
 
 
 def spec_for(cache, *overrides):

@@ -6,9 +6,10 @@ import torch
 
 from accounting import ModelShape
 from moe.experts import GroupedExperts, LoopExperts, MEGABLOCKS_INSTALL, make_experts
-from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
 
 BASE = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=6, top_k=2, d_expert=24)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def routing(N: int, E: int, k: int, generator=None):

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import dense
 import moe
 from accounting import ModelShape, ShapeError, count_parameters, forward_flops
-from _model_helpers import n_params, one_thread, touched_parameters  # noqa: F401 (autouse fixture)
+from _model_helpers import n_params, touched_parameters  # noqa: E402
 
 BASE = dict(vocab_size=96, d_model=32, n_layers=2, n_heads=4, seq_len=32, n_experts=4, top_k=2, d_expert=16)
 SHAPES = {
@@ -38,6 +38,8 @@ ROUTERS = {
     "softmax-aux": moe.RouterConfig(balancing="aux_loss", z_loss_coef=1e-3),
     "sigmoid-lossfree": moe.RouterConfig(gating="sigmoid", balancing="loss_free", route_scale=2.5),
 }
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(params=list(SHAPES), ids=list(SHAPES))

@@ -12,7 +12,8 @@ from accounting import ModelShape
 from moe.balance import detect_collapse
 from moe.moe_ffn import MoEFFN
 from moe.router import Router, RouterConfig
-from _model_helpers import one_thread  # noqa: F401,E402 (autouse fixture: 1 intra-op thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_shape(E=4, k=2, d=8):
@@ -163,3 +164,19 @@ def test_routing_function_comes_from_the_shape_unless_overridden():
     r2 = Router(shape, RouterConfig(gating="softmax", normalize_topk=True, route_scale=1.0))
     r2.load_state_dict(r.state_dict())
     torch.testing.assert_close(r2(x).weights.sum(-1), torch.ones(32))
+
+
+def test_loss_free_update_runs_as_an_optimizer_pre_hook():
+    torch.manual_seed(0)
+    shape = ModelShape(vocab_size=32, d_model=16, n_layers=2, n_heads=2, seq_len=8, n_experts=4, top_k=2,
+                       d_expert=8)
+    model = moe.build_model(shape, RouterConfig(balancing="loss_free", bias_update_rate=0.1)).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    assert moe.register_bias_update(model, opt) is not None
+    idx = torch.randint(0, 32, (2, 8))
+    model(idx, idx).loss.backward()
+    opt.step()
+    assert all(b.ffn.router.bias.abs().sum() > 0 for b in model.blocks)
+    assert all(b.ffn.router.load_accum.sum() == 0 for b in model.blocks)
+    dense_model = moe.build_model(ModelShape(vocab_size=32, d_model=16, n_layers=2, n_heads=2, seq_len=8))
+    assert moe.register_bias_update(dense_model, torch.optim.SGD(dense_model.parameters(), lr=0.0)) is None

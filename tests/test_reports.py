@@ -281,3 +281,15 @@ def test_cli_rejects_a_missing_runs_folder(tmp_path, capsys):
     assert main(["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert "no such directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_committed_flopcheck_equals_a_live_count():
+    """The report reads reports/flopcheck.csv and builds no model; the models must still count as committed."""
+    from reports import flopcheck
+    committed, msg = flopcheck.read()
+    live, skipped = flopcheck.flop_check()
+    assert msg == "" and skipped == ""
+    assert committed["shape"].tolist() == live["shape"].tolist() == list(SHAPES)
+    for col in ("tokens", "accounting_flops", "flopcounter_flops"):
+        assert committed[col].tolist() == live[col].tolist()
+    assert (committed["accounting_flops"] == committed["flopcounter_flops"]).all()

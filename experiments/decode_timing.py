@@ -5,8 +5,8 @@ attention over n cached keys (linear in n); full recompute runs a forward over a
 attention is quadratic in n). ``accounting.flops.decode_flops_per_token`` and ``full_recompute_flops``
 price the two; this module times them.
 
-    python -m dense.decode_timing                      # prints a table (CPU, 1 thread, batch 8)
-    python -m dense.decode_timing --contexts 256 1024 4096 --d-model 128 --device cuda
+    python -m experiments.decode_timing                      # prints a table (CPU, 1 thread, batch 8)
+    python -m experiments.decode_timing --contexts 256 1024 4096 --d-model 128 --device cuda
 
 ``time_decode`` is what ``experiments.bench`` calls.
 """
@@ -24,7 +24,7 @@ from accounting.flops import FLOP, decode_flops_per_token, full_recompute_flops
 from accounting.memory import kv_cache_elements_per_token
 from accounting.shapes import ModelShape
 
-from .model import Transformer
+from dense.model import Transformer
 
 
 def _sync(device: torch.device) -> None:
