@@ -57,22 +57,28 @@ class ExpertWeights(nn.Module):
 
 
 class LoopExperts(ExpertWeights):
-    """Reference backend: a Python loop over experts (gather, three or two mm, scatter-add)."""
+    """Reference backend: a Python loop over experts (gather, three or two mm, scatter-add).
+
+    The stacked weights are split ONCE per forward (``unbind``): indexing ``self.w_up[e]`` per expert
+    would give each expert's slice its own backward, each zero-filling a full [E, d, f] gradient (O(E^2)
+    work in backward); ``unbind``'s backward stacks the E slice gradients once (O(E))."""
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
         token, expert, weight = flatten_assignments(indices, weights, keep)
         y = torch.zeros_like(x)
+        w_up, w_down = self.w_up.unbind(0), self.w_down.unbind(0)
+        w_gate = self.w_gate.unbind(0) if self.kind == "swiglu" else None
         for e in range(self.n_experts):
             sel = torch.where(expert == e)[0]
             if sel.numel() == 0:
                 continue
             h = x[token[sel]]                                            # [n_e, d]
             if self.kind == "swiglu":
-                h = F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])       # [n_e, f]
+                h = F.silu(h @ w_gate[e]) * (h @ w_up[e])                 # [n_e, f]
             else:
-                h = F.gelu(h @ self.w_up[e])
-            y.index_add_(0, token[sel], (h @ self.w_down[e]) * weight[sel, None])
+                h = F.gelu(h @ w_up[e])
+            y.index_add_(0, token[sel], (h @ w_down[e]) * weight[sel, None])
         return y
 
 
@@ -101,8 +107,90 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Te
     return _ContiguousGrad.apply(torch._grouped_mm(a, b, offs=offs))
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of two [A, n] tensors -> [A] (accumulated in float32 for bf16)."""
+    return torch.linalg.vecdot(a, b, dim=-1)
+
+
+class _SortedExperts(torch.autograd.Function):
+    """Routed experts on assignments sorted by expert, forward and backward written out.
+
+    Inputs: x [T, d]; ws [A] the routing weights in expert-sorted order; the stacked weights (w_gate is
+    None for GELU); tok [A] (int64) the token of each sorted assignment; inv [T k] or None: for each
+    token-major assignment ``t k + j`` its row in the sorted order (dropless only); offs [E] int32 end
+    offsets; fold: ``"h"`` multiplies the routing weight into the down projection's input [A, f],
+    ``"out"`` into its output [A, d] (equal by linearity; the smaller of f and d is cheaper).
+
+    Gather and combine use the permutation both ways: the forward's gather ``x[tok]`` has as backward the
+    combine (``inv`` gather then a sum over the k slots of each token), and the combine has as backward the
+    gather ``gy[tok]``, so no ``index_add_`` (serial on a CPU) is left when dropless; with drops
+    (``inv`` None) the combine and the gather's backward are ``index_add_``. Flops: the 3 (SwiGLU) or 2
+    grouped matmuls forward and twice that backward, as autograd would; nothing is recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, ws, w_gate, w_up, w_down, tok, inv, offs, fold):
+        T, d = x.shape
+        xs = x.index_select(0, tok)                                          # [A, d]
+        if w_gate is not None:
+            g, u = torch._grouped_mm(xs, w_gate, offs=offs), torch._grouped_mm(xs, w_up, offs=offs)
+            s = F.silu(g)
+            h = s * u                                                        # [A, f]
+        else:
+            g = torch._grouped_mm(xs, w_up, offs=offs)
+            s = u = None
+            h = F.gelu(g)
+        hw = h * ws[:, None] if fold == "h" else h
+        out = torch._grouped_mm(hw, w_down, offs=offs)                     # [A, d]
+        if fold == "out":
+            out.mul_(ws[:, None])
+        y = _combine(out, tok, inv, T)
+        ctx.save_for_backward(xs, ws, w_gate, w_up, w_down, tok, inv, offs, g, s, u, h, hw)
+        ctx.fold, ctx.T = fold, T
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        xs, ws, w_gate, w_up, w_down, tok, inv, offs, g, s, u, h, hw = ctx.saved_tensors
+        gy = gy.contiguous()
+        w = ws[:, None]
+        gout = gy.index_select(0, tok)                                       # [A, d], unweighted
+        gh = torch._grouped_mm(gout, w_down.transpose(-2, -1), offs=offs)   # [A, f] d(loss)/d(hw)
+        gws = _rowdot(gh, h)                                                # d(loss)/d(ws)
+        if ctx.fold == "out":
+            gout.mul_(w)                                                    # gradient of h @ w_down
+        gw_down = torch._grouped_mm(hw.t(), gout, offs=offs)                # [E, f, d]
+        gh.mul_(w)                                                          # d(loss)/d(h)
+        if w_gate is not None:
+            gu = gh * s
+            gg = torch.ops.aten.silu_backward(gh.mul_(u), g)                # gh * u * silu'(g)
+            gw_gate = torch._grouped_mm(xs.t(), gg, offs=offs)
+            gw_up = torch._grouped_mm(xs.t(), gu, offs=offs)
+            gxs = torch._grouped_mm(gg, w_gate.transpose(-2, -1), offs=offs)
+            gxs.add_(torch._grouped_mm(gu, w_up.transpose(-2, -1), offs=offs))
+        else:
+            gg = torch.ops.aten.gelu_backward(gh, g)
+            gw_gate, gw_up = None, torch._grouped_mm(xs.t(), gg, offs=offs)
+            gxs = torch._grouped_mm(gg, w_up.transpose(-2, -1), offs=offs)
+        gx = _combine(gxs, tok, inv, ctx.T)
+        return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None
+
+
+def _combine(rows: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor | None, T: int) -> torch.Tensor:
+    """Sum the sorted rows [A, d] of each token into [T, d]: a gather into token-major order and a sum
+    over the k slots when dropless (``inv``), ``index_add_`` otherwise."""
+    if inv is not None:
+        return rows.index_select(0, inv).view(T, -1, rows.size(-1)).sum(1)
+    return torch.zeros(T, rows.size(-1), dtype=rows.dtype, device=rows.device).index_add_(0, tok, rows)
+
+
 class GroupedExperts(ExpertWeights):
-    """Sort the kept assignments by expert and run each matrix as one grouped GEMM."""
+    """Sort the kept assignments by expert and run each matrix as one grouped GEMM (see ``_SortedExperts``).
+
+    ``fold``: where the routing weight is multiplied in, ``"auto"`` (the down projection's input when
+    d_expert <= d_model, else its output), ``"h"`` or ``"out"``."""
+
+    fold = "auto"
 
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
@@ -113,24 +201,32 @@ class GroupedExperts(ExpertWeights):
             if width % 8:
                 raise ValueError(f"backend='grouped' needs {name} to be a multiple of 8 (torch._grouped_mm "
                                  f"needs 16-byte strides in bf16), got {width}; use backend='loop'")
+        self.d_model, self.d_expert = shape.d_model, shape.d_expert
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
-        token, expert, weight = flatten_assignments(indices, weights, keep)
-        order = torch.argsort(expert, stable=True)
-        token, weight = token[order], weight[order]
+        N, k = indices.shape
+        expert = indices.reshape(-1)                                      # token-major [N k]
+        if keep is not None:
+            kept = keep.reshape(-1).nonzero().squeeze(1)
+            expert = expert.index_select(0, kept)
+        order = torch.argsort(expert, stable=True)                        # sorted row -> assignment
         offs = torch.bincount(expert, minlength=self.n_experts).cumsum(0).to(torch.int32)  # [E] end offsets
-        y = torch.zeros_like(x)
-        if token.numel() == 0:
-            return y
-        h_in = x[token]                                                  # [A, d], grouped by expert
-        w_up, w_down = self.w_up.to(x.dtype), self.w_down.to(x.dtype)
-        if self.kind == "swiglu":
-            h = F.silu(grouped_mm(h_in, self.w_gate.to(x.dtype), offs)) * grouped_mm(h_in, w_up, offs)
+        if keep is None:
+            tok = order.div(k, rounding_mode="floor")
+            inv = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+            ws = weights.reshape(-1)[order]
         else:
-            h = F.gelu(grouped_mm(h_in, w_up, offs))                      # [A, f]
-        out = grouped_mm(h, w_down, offs) * weight[:, None]              # [A, d]
-        return y.index_add_(0, token, out)
+            flat = kept.index_select(0, order)                            # sorted row -> token-major id
+            tok, inv = flat.div(k, rounding_mode="floor"), None
+            ws = weights.reshape(-1)[flat]
+            if flat.numel() == 0:
+                return torch.zeros_like(x)
+        wd = x.dtype
+        fold = self.fold if self.fold != "auto" else ("h" if self.d_expert <= self.d_model else "out")
+        w_gate = self.w_gate.to(wd) if self.w_gate is not None else None
+        return _SortedExperts.apply(x, ws.to(wd), w_gate, self.w_up.to(wd), self.w_down.to(wd), tok, inv,
+                                    offs, fold)
 
 
 class MegaBlocksExperts(nn.Module):
