@@ -121,6 +121,12 @@ class _SortedExperts(torch.autograd.Function):
     offsets; fold: ``"h"`` multiplies the routing weight into the down projection's input [A, f],
     ``"out"`` into its output [A, d] (equal by linearity; the smaller of f and d is cheaper).
 
+    Memory: x [T, d] is saved instead of its gathered copy [A, d]; the backward regathers it into the
+    buffer of the output gradient's gathered copy once that is dead, and the forward's combine gathers into
+    the gathered input's buffer: fewer fresh [A, d] tensors (on a CPU each costs page faults comparable to
+    a pass over it). SwiGLU saves g and u and recomputes silu(g) in backward; with fold ``"h"`` the routing
+weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g) u`` there.
+
     Gather and combine use the permutation both ways: the forward's gather ``x[tok]`` has as backward the
     combine (``inv`` gather then a sum over the k slots of each token), and the combine has as backward the
     gather ``gy[tok]``, so no ``index_add_`` (serial on a CPU) is left when dropless; with drops
@@ -134,53 +140,64 @@ class _SortedExperts(torch.autograd.Function):
         xs = x.index_select(0, tok)                                          # [A, d]
         if w_gate is not None:
             g, u = torch._grouped_mm(xs, w_gate, offs=offs), torch._grouped_mm(xs, w_up, offs=offs)
-            s = F.silu(g)
-            h = s * u                                                        # [A, f]
+            h = F.silu(g).mul_(u)                                            # [A, f]; silu(g) recomputed in backward
         else:
             g = torch._grouped_mm(xs, w_up, offs=offs)
-            s = u = None
+            u = None
             h = F.gelu(g)
-        hw = h * ws[:, None] if fold == "h" else h
+        if fold == "h" and w_gate is not None:
+            hw, h = h.mul_(ws[:, None]), None    # in place: backward gets d(loss)/d(ws) from silu(g) and u
+        else:
+            hw = h * ws[:, None] if fold == "h" else h
         out = torch._grouped_mm(hw, w_down, offs=offs)                     # [A, d]
         if fold == "out":
             out.mul_(ws[:, None])
-        y = _combine(out, tok, inv, T)
-        ctx.save_for_backward(xs, ws, w_gate, w_up, w_down, tok, inv, offs, g, s, u, h, hw)
-        ctx.fold, ctx.T = fold, T
+        y = _combine(out, tok, inv, T, buf=xs)       # xs is not saved: its memory takes the gather
+        ctx.save_for_backward(x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw)
+        ctx.fold = fold
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        xs, ws, w_gate, w_up, w_down, tok, inv, offs, g, s, u, h, hw = ctx.saved_tensors
+        x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw = ctx.saved_tensors
+        T = x.size(0)
         gy = gy.contiguous()
         w = ws[:, None]
         gout = gy.index_select(0, tok)                                       # [A, d], unweighted
         gh = torch._grouped_mm(gout, w_down.transpose(-2, -1), offs=offs)   # [A, f] d(loss)/d(hw)
-        gws = _rowdot(gh, h)                                                # d(loss)/d(ws)
+        if h is not None:
+            gws = _rowdot(gh, h)                                            # d(loss)/d(ws)
         if ctx.fold == "out":
             gout.mul_(w)                                                    # gradient of h @ w_down
         gw_down = torch._grouped_mm(hw.t(), gout, offs=offs)                # [E, f, d]
-        gh.mul_(w)                                                          # d(loss)/d(h)
+        xs = torch.index_select(x, 0, tok, out=gout)                        # gout is dead: regather x there
         if w_gate is not None:
-            gu = gh * s
+            gu = F.silu(g).mul_(gh)                                         # unweighted d(loss)/d(u)
+            if h is None:                                                   # fold "h" in place
+                gws = _rowdot(gu, u)                                        # sum_f gh silu(g) u
+            gu.mul_(w)
+            gh.mul_(w)                                                      # d(loss)/d(h)
             gg = torch.ops.aten.silu_backward(gh.mul_(u), g)                # gh * u * silu'(g)
             gw_gate = torch._grouped_mm(xs.t(), gg, offs=offs)
             gw_up = torch._grouped_mm(xs.t(), gu, offs=offs)
             gxs = torch._grouped_mm(gg, w_gate.transpose(-2, -1), offs=offs)
             gxs.add_(torch._grouped_mm(gu, w_up.transpose(-2, -1), offs=offs))
         else:
-            gg = torch.ops.aten.gelu_backward(gh, g)
+            gg = torch.ops.aten.gelu_backward(gh.mul_(w), g)
             gw_gate, gw_up = None, torch._grouped_mm(xs.t(), gg, offs=offs)
             gxs = torch._grouped_mm(gg, w_up.transpose(-2, -1), offs=offs)
-        gx = _combine(gxs, tok, inv, ctx.T)
+        gx = _combine(gxs, tok, inv, T, buf=xs)                             # xs is dead: gather into it
         return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None
 
 
-def _combine(rows: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor | None, T: int) -> torch.Tensor:
-    """Sum the sorted rows [A, d] of each token into [T, d]: a gather into token-major order and a sum
-    over the k slots when dropless (``inv``), ``index_add_`` otherwise."""
+def _combine(rows: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor | None, T: int,
+             buf: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum the sorted rows [A, d] of each token into [T, d]: a gather into token-major order (into ``buf``,
+    a dead [A, d] tensor, when given: on a CPU a fresh tensor of this size costs more in page faults than
+    the gather itself) and a sum over the k slots when dropless (``inv``), ``index_add_`` otherwise."""
     if inv is not None:
-        return rows.index_select(0, inv).view(T, -1, rows.size(-1)).sum(1)
+        tm = rows.index_select(0, inv) if buf is None else torch.index_select(rows, 0, inv, out=buf)
+        return tm.view(T, -1, rows.size(-1)).sum(1)
     return torch.zeros(T, rows.size(-1), dtype=rows.dtype, device=rows.device).index_add_(0, tok, rows)
 
 
