@@ -16,11 +16,13 @@ flops: ``2 * ffn_matrices * d * f`` per kept assignment (2 per multiply-add).
 from __future__ import annotations
 
 import math
+import threading
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from accounting.shapes import ModelShape
 
@@ -107,6 +109,26 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Te
     return _ContiguousGrad.apply(torch._grouped_mm(a, b, offs=offs))
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor of ``shape`` for values that die inside one forward or one backward call, reused
+    across calls on a CPU (per thread, per tag and dtype, grown to the largest size asked): a fresh
+    tensor of tens of MB costs more in page faults than one pass over it. On other devices (caching
+    allocators) a fresh ``empty``. Callers never return or save these."""
+    if like.device.type != "cpu":
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    n, key = math.prod(shape), (tag, like.dtype)
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < n:
+        buf = bufs[key] = torch.empty(n, dtype=like.dtype)
+    return buf[:n].view(shape)
+
+
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise dot product of two [A, n] tensors -> [A] (accumulated in float32 for bf16)."""
     return torch.linalg.vecdot(a, b, dim=-1)
@@ -121,7 +143,8 @@ class _SortedExperts(torch.autograd.Function):
     offsets; fold: ``"h"`` multiplies the routing weight into the down projection's input [A, f],
     ``"out"`` into its output [A, d] (equal by linearity; the smaller of f and d is cheaper).
 
-    Memory: x [T, d] is saved instead of its gathered copy [A, d]; the backward regathers it into the
+    Memory: the gathered input, the gathered output gradient and SwiGLU's backward temporaries live in
+    reused scratch tensors (``_scratch``; on a CPU); x [T, d] is saved instead of its gathered copy [A, d]; the backward regathers it into the
     buffer of the output gradient's gathered copy once that is dead, and the forward's combine gathers into
     the gathered input's buffer: fewer fresh [A, d] tensors (on a CPU each costs page faults comparable to
     a pass over it). SwiGLU saves g and u and recomputes silu(g) in backward; with fold ``"h"`` the routing
@@ -137,7 +160,7 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
     @staticmethod
     def forward(ctx, x, ws, w_gate, w_up, w_down, tok, inv, offs, fold):
         T, d = x.shape
-        xs = x.index_select(0, tok)                                          # [A, d]
+        xs = torch.index_select(x, 0, tok, out=_scratch("xs", (tok.numel(), d), x))   # [A, d]
         if w_gate is not None:
             g, u = torch._grouped_mm(xs, w_gate, offs=offs), torch._grouped_mm(xs, w_up, offs=offs)
             h = F.silu(g).mul_(u)                                            # [A, f]; silu(g) recomputed in backward
@@ -158,12 +181,13 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy):
         x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw = ctx.saved_tensors
         T = x.size(0)
         gy = gy.contiguous()
         w = ws[:, None]
-        gout = gy.index_select(0, tok)                                       # [A, d], unweighted
+        gout = torch.index_select(gy, 0, tok, out=_scratch("gout", (tok.numel(), gy.size(-1)), gy))
         gh = torch._grouped_mm(gout, w_down.transpose(-2, -1), offs=offs)   # [A, f] d(loss)/d(hw)
         if h is not None:
             gws = _rowdot(gh, h)                                            # d(loss)/d(ws)
@@ -172,12 +196,13 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
         gw_down = torch._grouped_mm(hw.t(), gout, offs=offs)                # [E, f, d]
         xs = torch.index_select(x, 0, tok, out=gout)                        # gout is dead: regather x there
         if w_gate is not None:
-            gu = F.silu(g).mul_(gh)                                         # unweighted d(loss)/d(u)
+            gu = torch.ops.aten.silu.out(g, out=_scratch("gu", g.shape, g)).mul_(gh)  # unweighted d(loss)/d(u)
             if h is None:                                                   # fold "h" in place
                 gws = _rowdot(gu, u)                                        # sum_f gh silu(g) u
             gu.mul_(w)
             gh.mul_(w)                                                      # d(loss)/d(h)
-            gg = torch.ops.aten.silu_backward(gh.mul_(u), g)                # gh * u * silu'(g)
+            gg = torch.ops.aten.silu_backward.grad_input(gh.mul_(u), g,    # gh * u * silu'(g)
+                                                         grad_input=_scratch("gg", g.shape, g))
             gw_gate = torch._grouped_mm(xs.t(), gg, offs=offs)
             gw_up = torch._grouped_mm(xs.t(), gu, offs=offs)
             gxs = torch._grouped_mm(gg, w_gate.transpose(-2, -1), offs=offs)
