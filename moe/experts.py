@@ -129,6 +129,25 @@ def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     return buf[:n].view(shape)
 
 
+def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
+              out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
+    """``out (+)= grouped_mm(a [A, K], b [G, K, N], offs)`` written into ``out`` [A, N]. On a CPU (``bounds``:
+    the host copy of ``[0] + offs``) one ``mm`` per group into its rows of ``out`` (``addmm_`` when
+    accumulating: the sum rides in the GEMM), as ``torch._grouped_mm``'s CPU path does but without a fresh
+    output; elsewhere ``torch._grouped_mm``."""
+    if bounds is None:
+        r = torch._grouped_mm(a, b, offs=offs)
+        return out.add_(r) if accumulate else out.copy_(r)
+    for e in range(len(bounds) - 1):
+        lo, hi = bounds[e], bounds[e + 1]
+        if hi > lo:
+            if accumulate:
+                out[lo:hi].addmm_(a[lo:hi], b[e])
+            else:
+                torch.mm(a[lo:hi], b[e], out=out[lo:hi])
+    return out
+
+
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise dot product of two [A, n] tensors -> [A] (accumulated in float32 for bf16)."""
     return torch.linalg.vecdot(a, b, dim=-1)
@@ -143,8 +162,9 @@ class _SortedExperts(torch.autograd.Function):
     offsets; fold: ``"h"`` multiplies the routing weight into the down projection's input [A, f],
     ``"out"`` into its output [A, d] (equal by linearity; the smaller of f and d is cheaper).
 
-    Memory: the gathered input, the gathered output gradient and SwiGLU's backward temporaries live in
-    reused scratch tensors (``_scratch``; on a CPU); x [T, d] is saved instead of its gathered copy [A, d]; the backward regathers it into the
+    Memory: the gathered input, the down projection's output, the gathered output gradient, the input
+    gradient's two products (summed inside the GEMM, ``addmm_``) and SwiGLU's backward temporaries live in
+    reused scratch tensors (``_scratch``, ``_gmm_into``; on a CPU); x [T, d] is saved instead of its gathered copy [A, d]; the backward regathers it into the
     buffer of the output gradient's gathered copy once that is dead, and the forward's combine gathers into
     the gathered input's buffer: fewer fresh [A, d] tensors (on a CPU each costs page faults comparable to
     a pass over it). SwiGLU saves g and u and recomputes silu(g) in backward; with fold ``"h"`` the routing
@@ -172,12 +192,13 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
             hw, h = h.mul_(ws[:, None]), None    # in place: backward gets d(loss)/d(ws) from silu(g) and u
         else:
             hw = h * ws[:, None] if fold == "h" else h
-        out = torch._grouped_mm(hw, w_down, offs=offs)                     # [A, d]
+        bounds = [0] + offs.tolist() if x.device.type == "cpu" else None
+        out = _gmm_into(hw, w_down, offs, bounds, _scratch("out", (hw.size(0), d), hw))   # [A, d]
         if fold == "out":
             out.mul_(ws[:, None])
         y = _combine(out, tok, inv, T, buf=xs)       # xs is not saved: its memory takes the gather
         ctx.save_for_backward(x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw)
-        ctx.fold = fold
+        ctx.fold, ctx.bounds = fold, bounds
         return y
 
     @staticmethod
@@ -188,7 +209,9 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
         gy = gy.contiguous()
         w = ws[:, None]
         gout = torch.index_select(gy, 0, tok, out=_scratch("gout", (tok.numel(), gy.size(-1)), gy))
-        gh = torch._grouped_mm(gout, w_down.transpose(-2, -1), offs=offs)   # [A, f] d(loss)/d(hw)
+        A, bounds = tok.numel(), ctx.bounds
+        gh = _gmm_into(gout, w_down.transpose(-2, -1), offs, bounds,        # [A, f] d(loss)/d(hw)
+                       _scratch("gh", (A, w_down.size(1)), gout))
         if h is not None:
             gws = _rowdot(gh, h)                                            # d(loss)/d(ws)
         if ctx.fold == "out":
@@ -205,12 +228,12 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
                                                          grad_input=_scratch("gg", g.shape, g))
             gw_gate = torch._grouped_mm(xs.t(), gg, offs=offs)
             gw_up = torch._grouped_mm(xs.t(), gu, offs=offs)
-            gxs = torch._grouped_mm(gg, w_gate.transpose(-2, -1), offs=offs)
-            gxs.add_(torch._grouped_mm(gu, w_up.transpose(-2, -1), offs=offs))
+            gxs = _gmm_into(gg, w_gate.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
+            _gmm_into(gu, w_up.transpose(-2, -1), offs, bounds, gxs, accumulate=True)
         else:
             gg = torch.ops.aten.gelu_backward(gh.mul_(w), g)
             gw_gate, gw_up = None, torch._grouped_mm(xs.t(), gg, offs=offs)
-            gxs = torch._grouped_mm(gg, w_up.transpose(-2, -1), offs=offs)
+            gxs = _gmm_into(gg, w_up.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
         gx = _combine(gxs, tok, inv, T, buf=xs)                             # xs is dead: gather into it
         return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None
 
