@@ -5,8 +5,12 @@ Every backend maps ``(x [N, d], indices [N, k], weights [N, k], keep [N, k] | No
 kind at width f = ``d_expert``: GELU ``down(gelu(up x))`` or SwiGLU ``down(silu(gate x) * up x)``.
 
 * ``loop``: the readable reference; per expert gather its tokens, matmul, scatter-add.
-* ``grouped``: sort assignments by expert, one ``torch._grouped_mm`` per matrix (int32 cumulative end
-  offsets). Its strides must be multiples of 16 bytes, so d and f must be multiples of 8 (bf16) or 4 (fp32).
+* ``grouped``: sort assignments by expert, one grouped GEMM per matrix (``torch._grouped_mm``, int32
+  cumulative end offsets; on a CPU the products whose outputs are temporaries run per group into reused
+  scratch rows), forward and backward written out in ``_SortedExperts``: the expert-order permutation is
+  used both ways (gather, and a gather back to token order in place of ``index_add_`` when dropless), the
+  routing weight is folded into the down projection's input or output, whichever is smaller. Its strides
+  must be multiples of 16 bytes, so d and f must be multiples of 8 (bf16) or 4 (fp32).
 * ``megablocks``: ``megablocks.layers.dmoe.dMoE``'s dropless experts (grouped GEMM), CUDA only, optional.
 
 ``loop`` and ``grouped`` share parameters and names (``w_up``, ``w_gate``, ``w_down``; [E, d, f],
@@ -134,10 +138,10 @@ def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list
     """``out (+)= grouped_mm(a [A, K], b [G, K, N], offs)`` written into ``out`` [A, N]. On a CPU (``bounds``:
     the host copy of ``[0] + offs``) one ``mm`` per group into its rows of ``out`` (``addmm_`` when
     accumulating: the sum rides in the GEMM), as ``torch._grouped_mm``'s CPU path does but without a fresh
-    output; elsewhere ``torch._grouped_mm``."""
-    if bounds is None:
+    output; elsewhere ``torch._grouped_mm``, returned as is (``out`` only receives the accumulated sum)."""
+    if bounds is None:                     # not a CPU: the fresh output of the fused kernel, no copy
         r = torch._grouped_mm(a, b, offs=offs)
-        return out.add_(r) if accumulate else out.copy_(r)
+        return out.add_(r) if accumulate else r
     for e in range(len(bounds) - 1):
         lo, hi = bounds[e], bounds[e + 1]
         if hi > lo:
@@ -178,7 +182,7 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
     """
 
     @staticmethod
-    def forward(ctx, x, ws, w_gate, w_up, w_down, tok, inv, offs, fold):
+    def forward(ctx, x, ws, w_gate, w_up, w_down, tok, inv, offs, fold, per_group):
         T, d = x.shape
         xs = torch.index_select(x, 0, tok, out=_scratch("xs", (tok.numel(), d), x))   # [A, d]
         if w_gate is not None:
@@ -192,7 +196,7 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
             hw, h = h.mul_(ws[:, None]), None    # in place: backward gets d(loss)/d(ws) from silu(g) and u
         else:
             hw = h * ws[:, None] if fold == "h" else h
-        bounds = [0] + offs.tolist() if x.device.type == "cpu" else None
+        bounds = [0] + offs.tolist() if per_group else None
         out = _gmm_into(hw, w_down, offs, bounds, _scratch("out", (hw.size(0), d), hw))   # [A, d]
         if fold == "out":
             out.mul_(ws[:, None])
@@ -235,7 +239,7 @@ weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g
             gw_gate, gw_up = None, torch._grouped_mm(xs.t(), gg, offs=offs)
             gxs = _gmm_into(gg, w_up.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
         gx = _combine(gxs, tok, inv, T, buf=xs)                             # xs is dead: gather into it
-        return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None
+        return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None, None
 
 
 def _combine(rows: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor | None, T: int,
@@ -256,6 +260,7 @@ class GroupedExperts(ExpertWeights):
     d_expert <= d_model, else its output), ``"h"`` or ``"out"``."""
 
     fold = "auto"
+    per_group_on_cpu = True   # False: torch._grouped_mm for every product, as on other devices
 
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
@@ -291,7 +296,7 @@ class GroupedExperts(ExpertWeights):
         fold = self.fold if self.fold != "auto" else ("h" if self.d_expert <= self.d_model else "out")
         w_gate = self.w_gate.to(wd) if self.w_gate is not None else None
         return _SortedExperts.apply(x, ws.to(wd), w_gate, self.w_up.to(wd), self.w_down.to(wd), tok, inv,
-                                    offs, fold)
+                                    offs, fold, self.per_group_on_cpu and x.device.type == "cpu")
 
 
 class MegaBlocksExperts(nn.Module):

@@ -104,14 +104,17 @@ def test_megablocks_agrees_in_bf16(kind):
 @pytest.mark.parametrize("kind", ["gelu", "swiglu"])
 @pytest.mark.parametrize("fold", ["h", "out"])
 @pytest.mark.parametrize("with_drops", [False, True])
-def test_grouped_fold_variants_agree_with_loop(kind, fold, with_drops, monkeypatch):
+@pytest.mark.parametrize("per_group", [True, False])
+def test_grouped_fold_variants_agree_with_loop(kind, fold, with_drops, per_group, monkeypatch):
     """Both places of the routing weight (down projection's input or output) give loop's outputs and
-    gradients, including the routing weights' gradient, with and without dropped assignments."""
+    gradients, including the routing weights' gradient, with and without dropped assignments, with the
+    CPU's per-group products into scratch rows and with torch._grouped_mm throughout (other devices)."""
     torch.manual_seed(1)
     shape = ModelShape(**{**BASE, "d_expert": 40}, ffn_kind=kind)
     loop, grouped = LoopExperts(shape), GroupedExperts(shape)
     grouped.load_state_dict(loop.state_dict())
     monkeypatch.setattr(grouped, "fold", fold)
+    monkeypatch.setattr(grouped, "per_group_on_cpu", per_group)
     N = 64
     indices, weights = routing(N, shape.n_experts, shape.top_k)
     keep = torch.rand(N, shape.top_k) > 0.4 if with_drops else None
@@ -189,3 +192,22 @@ def test_loop_backward_is_linear_in_experts():
     elem_ratio = costs[64][1] / costs[8][1]
     assert ops_ratio <= 8 * 1.25, costs
     assert elem_ratio <= 8 * 1.25, costs
+
+
+def test_grouped_scratch_reuse_two_forwards_then_backward():
+    """Two forwards (different inputs and routings) before one backward, as in gradient accumulation
+    without a backward in between: the reused CPU scratch tensors must not leak between calls."""
+    torch.manual_seed(3)
+    shape = ModelShape(**{**BASE, "d_expert": 40}, ffn_kind="swiglu")
+    loop, grouped = LoopExperts(shape), GroupedExperts(shape)
+    grouped.load_state_dict(loop.state_dict())
+    batches = [(torch.randn(48, shape.d_model), *routing(48, shape.n_experts, shape.top_k)),
+               (torch.randn(80, shape.d_model), *routing(80, shape.n_experts, shape.top_k))]
+    res = []
+    for module in (loop, grouped):
+        xs = [x.clone().requires_grad_() for x, _, _ in batches]
+        ys = [module(x, i, w) for x, (_, i, w) in zip(xs, batches)]
+        sum((y.square().sum() * (n + 1)) for n, y in enumerate(ys)).backward()
+        res.append(ys + [x.grad for x in xs] + [p.grad for p in module.parameters()])
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
