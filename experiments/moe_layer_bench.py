@@ -1,7 +1,8 @@
 """One MoE layer against a dense FFN of equal active flops, a plain matmul floor and peer implementations.
 
 ``python -m experiments.moe_layer_bench [--shapes fine coarse] [--dtypes fp32 bf16] [--threads 1 2]
-[--repeats 9] [--out reports/data/moe_layer_cpu.csv]``
+[--repeats 9] [--out reports/data/moe_layer_cpu.csv]``; ``python -m experiments.moe_layer_bench table
+before=A.csv after=B.csv`` prints the ratio rows of ``ours_grouped`` as a markdown table.
 
 Per configuration (shape x dtype x thread count) every contender runs forward + backward of ONE layer on
 ``tokens`` tokens [1, T, d] (input gradient and all parameter gradients; the output gradient is a fixed
@@ -424,6 +425,31 @@ def _print(rows: list[dict]) -> None:
             print(f"  {r['contender']:>14} / {r['vs']:20} {r['median']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]")
 
 
+def ratio_table(paths: dict[str, str | Path], contender: str = "ours_grouped") -> str:
+    """A markdown table of ``contender``'s per-round time ratios (median [q1, q3]) against every other
+    contender, per configuration, one column group per labelled CSV (e.g. before / after)."""
+    data: dict[tuple, dict[str, dict]] = {}
+    loads: dict[tuple, dict[str, str]] = {}
+    for label, path in paths.items():
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                key = (r["shape"], r["dtype"], r["threads"])
+                loads.setdefault(key, {})[label] = f"{r['load1_start']}-{r['load1_end']}"
+                if r["row"] == "ratio" and r["contender"] == contender:
+                    data.setdefault(key, {}).setdefault(r["vs"], {})[label] = (
+                        f"{float(r['median']):.2f} [{float(r['q1']):.2f}, {float(r['q3']):.2f}]")
+    labels = list(paths)
+    lines = ["| shape | dtype | threads | vs | " + " | ".join(f"{contender} / vs, {lb}" for lb in labels) + " |",
+             "|" + "---|" * (4 + len(labels))]
+    for key in sorted(data):
+        for vs, cells in sorted(data[key].items()):
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {vs} | "
+                         + " | ".join(cells.get(lb, "n/a") for lb in labels) + " |")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | (load avg, 1 min) | "
+                     + " | ".join(loads[key].get(lb, "") for lb in labels) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.moe_layer_bench", description=__doc__.split("\n")[0])
     p.add_argument("--shapes", nargs="+", default=["fine", "coarse"], choices=sorted(SHAPES))
@@ -447,6 +473,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "table":   # python -m experiments.moe_layer_bench table before=A.csv after=B.csv
+        print(ratio_table(dict(a.split("=", 1) for a in argv[1:])))
+        return 0
     out = run(parse_args(argv))
     print(f"wrote {out}")
     return 0
