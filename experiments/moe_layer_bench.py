@@ -396,6 +396,7 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     threads = args.threads if device.type == "cpu" else [0]
     row_env = {k: env[k] for k in ("device", "device_name", "torch", "git_commit")}
+    threads_before = torch.get_num_threads()
     with out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
@@ -406,6 +407,7 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
                     fh.flush()
                     if not args.quiet:
                         _print(rows)
+    torch.set_num_threads(threads_before)
     info.update(load_avg_end=os.getloadavg(), time_end_unix_s=time.time())
     Path(str(out) + ".env.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
     return out
