@@ -16,8 +16,11 @@ random tensor). Contenders:
   autograd, no elementwise work: the floor a layer of these flops can reach here.
 * peers, when importable: transformers' ``MixtralSparseMoeBlock`` and ``Qwen3MoeSparseMoeBlock`` with
   ``experts_implementation='grouped_mm'`` (``--peer-eager`` adds Mixtral's eager per-expert loop), and
-  torchtitan's ``MoE`` (its experts compute in bf16 whatever the input dtype). Same weights copied in,
-  same routing function (so the same routing up to ties).
+  torchtitan's ``MoE`` (its experts compute in bf16 whatever the input dtype, so its fp32 rows time a
+  bf16 computation). Same weights copied in, same routing function (so the same routing up to ties).
+  torchtitan is not in the project's environment (its dependencies would change shared packages); the
+  committed CPU runs used ``pip install --no-deps --target DIR torchtitan==0.3.0 spmd_types tyro
+  docstring_parser triton`` with DIR on PYTHONPATH; without it the row says ``unavailable``.
 
 Before a contender is timed its output on the same input is compared with the reference (our ``loop``
 backend in the run's dtype on the same weights, so the routing is computed from the same rounded logits):
