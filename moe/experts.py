@@ -133,6 +133,16 @@ def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     return buf[:n].view(shape)
 
 
+def release_scratch() -> int:
+    """Free this thread's CPU scratch tensors (``_scratch``); returns the bytes released. They are held
+    between steps on purpose (shared by all layers of a thread): about (4 d + 3 f) x T k elements at
+    the largest layer shape seen."""
+    bufs = getattr(_SCRATCH, "bufs", None) or {}
+    freed = sum(b.numel() * b.element_size() for b in bufs.values())
+    bufs.clear()
+    return freed
+
+
 def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
               out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
     """``out (+)= grouped_mm(a [A, K], b [G, K, N], offs)`` written into ``out`` [A, N]. On a CPU (``bounds``:

@@ -211,3 +211,18 @@ def test_grouped_scratch_reuse_two_forwards_then_backward():
         res.append(ys + [x.grad for x in xs] + [p.grad for p in module.parameters()])
     for a, b in zip(*res):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_release_scratch_frees_the_cpu_buffers():
+    from moe.experts import release_scratch
+
+    torch.manual_seed(4)
+    shape = ModelShape(**{**BASE, "d_expert": 40}, ffn_kind="swiglu")
+    grouped = GroupedExperts(shape)
+    indices, weights = routing(32, shape.n_experts, shape.top_k)
+    release_scratch()
+    x = torch.randn(32, shape.d_model, requires_grad=True)
+    grouped(x, indices, weights).sum().backward()
+    A, d, f = 32 * shape.top_k, shape.d_model, shape.d_expert
+    assert release_scratch() == 4 * (4 * A * d + 3 * A * f)   # xs, out, gout, gxs; gh, gu, gg (fp32)
+    assert release_scratch() == 0
