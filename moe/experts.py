@@ -19,6 +19,7 @@ flops: ``2 * ffn_matrices * d * f`` per kept assignment (2 per multiply-add).
 """
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 from functools import partial
@@ -141,6 +142,9 @@ def release_scratch() -> int:
     freed = sum(b.numel() * b.element_size() for b in bufs.values())
     bufs.clear()
     return freed
+
+
+atexit.register(release_scratch)   # free the main thread's scratch before the interpreter tears down
 
 
 def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
