@@ -5,8 +5,12 @@ Every backend maps ``(x [N, d], indices [N, k], weights [N, k], keep [N, k] | No
 kind at width f = ``d_expert``: GELU ``down(gelu(up x))`` or SwiGLU ``down(silu(gate x) * up x)``.
 
 * ``loop``: the readable reference; per expert gather its tokens, matmul, scatter-add.
-* ``grouped``: sort assignments by expert, one ``torch._grouped_mm`` per matrix (int32 cumulative end
-  offsets). Its strides must be multiples of 16 bytes, so d and f must be multiples of 8 (bf16) or 4 (fp32).
+* ``grouped``: sort assignments by expert, one grouped GEMM per matrix (``torch._grouped_mm``, int32
+  cumulative end offsets; on a CPU the products whose outputs are temporaries run per group into reused
+  scratch rows), forward and backward written out in ``_SortedExperts``: the expert-order permutation is
+  used both ways (gather, and a gather back to token order in place of ``index_add_`` when dropless), the
+  routing weight is folded into the down projection's input or output, whichever is smaller. Its strides
+  must be multiples of 16 bytes, so d and f must be multiples of 8 (bf16) or 4 (fp32).
 * ``megablocks``: ``megablocks.layers.dmoe.dMoE``'s dropless experts (grouped GEMM), CUDA only, optional.
 
 ``loop`` and ``grouped`` share parameters and names (``w_up``, ``w_gate``, ``w_down``; [E, d, f],
@@ -15,12 +19,15 @@ flops: ``2 * ffn_matrices * d * f`` per kept assignment (2 per multiply-add).
 """
 from __future__ import annotations
 
+import atexit
 import math
+import threading
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from accounting.shapes import ModelShape
 
@@ -57,22 +64,28 @@ class ExpertWeights(nn.Module):
 
 
 class LoopExperts(ExpertWeights):
-    """Reference backend: a Python loop over experts (gather, three or two mm, scatter-add)."""
+    """Reference backend: a Python loop over experts (gather, three or two mm, scatter-add).
+
+    The stacked weights are split ONCE per forward (``unbind``): indexing ``self.w_up[e]`` per expert
+    would give each expert's slice its own backward, each zero-filling a full [E, d, f] gradient (O(E^2)
+    work in backward); ``unbind``'s backward stacks the E slice gradients once (O(E))."""
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
         token, expert, weight = flatten_assignments(indices, weights, keep)
         y = torch.zeros_like(x)
+        w_up, w_down = self.w_up.unbind(0), self.w_down.unbind(0)
+        w_gate = self.w_gate.unbind(0) if self.kind == "swiglu" else None
         for e in range(self.n_experts):
             sel = torch.where(expert == e)[0]
             if sel.numel() == 0:
                 continue
             h = x[token[sel]]                                            # [n_e, d]
             if self.kind == "swiglu":
-                h = F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])       # [n_e, f]
+                h = F.silu(h @ w_gate[e]) * (h @ w_up[e])                 # [n_e, f]
             else:
-                h = F.gelu(h @ self.w_up[e])
-            y.index_add_(0, token[sel], (h @ self.w_down[e]) * weight[sel, None])
+                h = F.gelu(h @ w_up[e])
+            y.index_add_(0, token[sel], (h @ w_down[e]) * weight[sel, None])
         return y
 
 
@@ -101,8 +114,167 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Te
     return _ContiguousGrad.apply(torch._grouped_mm(a, b, offs=offs))
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A scratch tensor of ``shape`` for values that die inside one forward or one backward call, reused
+    across calls on a CPU (per thread, per tag and dtype, grown to the largest size asked): a fresh
+    tensor of tens of MB costs more in page faults than one pass over it. On other devices (caching
+    allocators) a fresh ``empty``. Callers never return or save these."""
+    if like.device.type != "cpu":
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    n, key = math.prod(shape), (tag, like.dtype)
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < n:
+        buf = bufs[key] = torch.empty(n, dtype=like.dtype)
+    return buf[:n].view(shape)
+
+
+def release_scratch() -> int:
+    """Free this thread's CPU scratch tensors (``_scratch``); returns the bytes released. They are held
+    between steps on purpose (shared by all layers of a thread): about (4 d + 3 f) x T k elements at
+    the largest layer shape seen."""
+    bufs = getattr(_SCRATCH, "bufs", None) or {}
+    freed = sum(b.numel() * b.element_size() for b in bufs.values())
+    bufs.clear()
+    return freed
+
+
+atexit.register(release_scratch)   # free the main thread's scratch before the interpreter tears down
+
+
+def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
+              out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
+    """``out (+)= grouped_mm(a [A, K], b [G, K, N], offs)`` written into ``out`` [A, N]. On a CPU (``bounds``:
+    the host copy of ``[0] + offs``) one ``mm`` per group into its rows of ``out`` (``addmm_`` when
+    accumulating: the sum rides in the GEMM), as ``torch._grouped_mm``'s CPU path does but without a fresh
+    output; elsewhere ``torch._grouped_mm``, returned as is (``out`` only receives the accumulated sum)."""
+    if bounds is None:                     # not a CPU: the fresh output of the fused kernel, no copy
+        r = torch._grouped_mm(a, b, offs=offs)
+        return out.add_(r) if accumulate else r
+    for e in range(len(bounds) - 1):
+        lo, hi = bounds[e], bounds[e + 1]
+        if hi > lo:
+            if accumulate:
+                out[lo:hi].addmm_(a[lo:hi], b[e])
+            else:
+                torch.mm(a[lo:hi], b[e], out=out[lo:hi])
+    return out
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of two [A, n] tensors -> [A] (accumulated in float32 for bf16)."""
+    return torch.linalg.vecdot(a, b, dim=-1)
+
+
+class _SortedExperts(torch.autograd.Function):
+    """Routed experts on assignments sorted by expert, forward and backward written out.
+
+    Inputs: x [T, d]; ws [A] the routing weights in expert-sorted order; the stacked weights (w_gate is
+    None for GELU); tok [A] (int64) the token of each sorted assignment; inv [T k] or None: for each
+    token-major assignment ``t k + j`` its row in the sorted order (dropless only); offs [E] int32 end
+    offsets; fold: ``"h"`` multiplies the routing weight into the down projection's input [A, f],
+    ``"out"`` into its output [A, d] (equal by linearity; the smaller of f and d is cheaper).
+
+    Memory: the gathered input, the down projection's output, the gathered output gradient, the input
+    gradient's two products (summed inside the GEMM, ``addmm_``) and SwiGLU's backward temporaries live in
+    reused scratch tensors (``_scratch``, ``_gmm_into``; on a CPU); x [T, d] is saved instead of its gathered copy [A, d]; the backward regathers it into the
+    buffer of the output gradient's gathered copy once that is dead, and the forward's combine gathers into
+    the gathered input's buffer: fewer fresh [A, d] tensors (on a CPU each costs page faults comparable to
+    a pass over it). SwiGLU saves g and u and recomputes silu(g) in backward; with fold ``"h"`` the routing
+weight is multiplied into h in place and its gradient taken as ``sum_f gh silu(g) u`` there.
+
+    Gather and combine use the permutation both ways: the forward's gather ``x[tok]`` has as backward the
+    combine (``inv`` gather then a sum over the k slots of each token), and the combine has as backward the
+    gather ``gy[tok]``, so no ``index_add_`` (serial on a CPU) is left when dropless; with drops
+    (``inv`` None) the combine and the gather's backward are ``index_add_``. Flops: the 3 (SwiGLU) or 2
+    grouped matmuls forward and twice that backward, as autograd would; nothing is recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, ws, w_gate, w_up, w_down, tok, inv, offs, fold, per_group):
+        T, d = x.shape
+        xs = torch.index_select(x, 0, tok, out=_scratch("xs", (tok.numel(), d), x))   # [A, d]
+        if w_gate is not None:
+            g, u = torch._grouped_mm(xs, w_gate, offs=offs), torch._grouped_mm(xs, w_up, offs=offs)
+            h = F.silu(g).mul_(u)                                            # [A, f]; silu(g) recomputed in backward
+        else:
+            g = torch._grouped_mm(xs, w_up, offs=offs)
+            u = None
+            h = F.gelu(g)
+        if fold == "h" and w_gate is not None:
+            hw, h = h.mul_(ws[:, None]), None    # in place: backward gets d(loss)/d(ws) from silu(g) and u
+        else:
+            hw = h * ws[:, None] if fold == "h" else h
+        bounds = [0] + offs.tolist() if per_group else None
+        out = _gmm_into(hw, w_down, offs, bounds, _scratch("out", (hw.size(0), d), hw))   # [A, d]
+        if fold == "out":
+            out.mul_(ws[:, None])
+        y = _combine(out, tok, inv, T, buf=xs)       # xs is not saved: its memory takes the gather
+        ctx.save_for_backward(x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw)
+        ctx.fold, ctx.bounds = fold, bounds
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw = ctx.saved_tensors
+        T = x.size(0)
+        gy = gy.contiguous()
+        w = ws[:, None]
+        gout = torch.index_select(gy, 0, tok, out=_scratch("gout", (tok.numel(), gy.size(-1)), gy))
+        A, bounds = tok.numel(), ctx.bounds
+        gh = _gmm_into(gout, w_down.transpose(-2, -1), offs, bounds,        # [A, f] d(loss)/d(hw)
+                       _scratch("gh", (A, w_down.size(1)), gout))
+        if h is not None:
+            gws = _rowdot(gh, h)                                            # d(loss)/d(ws)
+        if ctx.fold == "out":
+            gout.mul_(w)                                                    # gradient of h @ w_down
+        gw_down = torch._grouped_mm(hw.t(), gout, offs=offs)                # [E, f, d]
+        xs = torch.index_select(x, 0, tok, out=gout)                        # gout is dead: regather x there
+        if w_gate is not None:
+            gu = torch.ops.aten.silu.out(g, out=_scratch("gu", g.shape, g)).mul_(gh)  # unweighted d(loss)/d(u)
+            if h is None:                                                   # fold "h" in place
+                gws = _rowdot(gu, u)                                        # sum_f gh silu(g) u
+            gu.mul_(w)
+            gh.mul_(w)                                                      # d(loss)/d(h)
+            gg = torch.ops.aten.silu_backward.grad_input(gh.mul_(u), g,    # gh * u * silu'(g)
+                                                         grad_input=_scratch("gg", g.shape, g))
+            gw_gate = torch._grouped_mm(xs.t(), gg, offs=offs)
+            gw_up = torch._grouped_mm(xs.t(), gu, offs=offs)
+            gxs = _gmm_into(gg, w_gate.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
+            _gmm_into(gu, w_up.transpose(-2, -1), offs, bounds, gxs, accumulate=True)
+        else:
+            gg = torch.ops.aten.gelu_backward(gh.mul_(w), g)
+            gw_gate, gw_up = None, torch._grouped_mm(xs.t(), gg, offs=offs)
+            gxs = _gmm_into(gg, w_up.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
+        gx = _combine(gxs, tok, inv, T, buf=xs)                             # xs is dead: gather into it
+        return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None, None
+
+
+def _combine(rows: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor | None, T: int,
+             buf: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum the sorted rows [A, d] of each token into [T, d]: a gather into token-major order (into ``buf``,
+    a dead [A, d] tensor, when given: on a CPU a fresh tensor of this size costs more in page faults than
+    the gather itself) and a sum over the k slots when dropless (``inv``), ``index_add_`` otherwise."""
+    if inv is not None:
+        tm = rows.index_select(0, inv) if buf is None else torch.index_select(rows, 0, inv, out=buf)
+        return tm.view(T, -1, rows.size(-1)).sum(1)
+    return torch.zeros(T, rows.size(-1), dtype=rows.dtype, device=rows.device).index_add_(0, tok, rows)
+
+
 class GroupedExperts(ExpertWeights):
-    """Sort the kept assignments by expert and run each matrix as one grouped GEMM."""
+    """Sort the kept assignments by expert and run each matrix as one grouped GEMM (see ``_SortedExperts``).
+
+    ``fold``: where the routing weight is multiplied in, ``"auto"`` (the down projection's input when
+    d_expert <= d_model, else its output), ``"h"`` or ``"out"``."""
+
+    fold = "auto"
+    per_group_on_cpu = True   # False: torch._grouped_mm for every product, as on other devices
 
     def __init__(self, shape: ModelShape):
         super().__init__(shape)
@@ -113,24 +285,32 @@ class GroupedExperts(ExpertWeights):
             if width % 8:
                 raise ValueError(f"backend='grouped' needs {name} to be a multiple of 8 (torch._grouped_mm "
                                  f"needs 16-byte strides in bf16), got {width}; use backend='loop'")
+        self.d_model, self.d_expert = shape.d_model, shape.d_expert
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
-        token, expert, weight = flatten_assignments(indices, weights, keep)
-        order = torch.argsort(expert, stable=True)
-        token, weight = token[order], weight[order]
+        N, k = indices.shape
+        expert = indices.reshape(-1)                                      # token-major [N k]
+        if keep is not None:
+            kept = keep.reshape(-1).nonzero().squeeze(1)
+            expert = expert.index_select(0, kept)
+        order = torch.argsort(expert, stable=True)                        # sorted row -> assignment
         offs = torch.bincount(expert, minlength=self.n_experts).cumsum(0).to(torch.int32)  # [E] end offsets
-        y = torch.zeros_like(x)
-        if token.numel() == 0:
-            return y
-        h_in = x[token]                                                  # [A, d], grouped by expert
-        w_up, w_down = self.w_up.to(x.dtype), self.w_down.to(x.dtype)
-        if self.kind == "swiglu":
-            h = F.silu(grouped_mm(h_in, self.w_gate.to(x.dtype), offs)) * grouped_mm(h_in, w_up, offs)
+        if keep is None:
+            tok = order.div(k, rounding_mode="floor")
+            inv = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+            ws = weights.reshape(-1)[order]
         else:
-            h = F.gelu(grouped_mm(h_in, w_up, offs))                      # [A, f]
-        out = grouped_mm(h, w_down, offs) * weight[:, None]              # [A, d]
-        return y.index_add_(0, token, out)
+            flat = kept.index_select(0, order)                            # sorted row -> token-major id
+            tok, inv = flat.div(k, rounding_mode="floor"), None
+            ws = weights.reshape(-1)[flat]
+            if flat.numel() == 0:
+                return torch.zeros_like(x)
+        wd = x.dtype
+        fold = self.fold if self.fold != "auto" else ("h" if self.d_expert <= self.d_model else "out")
+        w_gate = self.w_gate.to(wd) if self.w_gate is not None else None
+        return _SortedExperts.apply(x, ws.to(wd), w_gate, self.w_up.to(wd), self.w_down.to(wd), tok, inv,
+                                    offs, fold, self.per_group_on_cpu and x.device.type == "cpu")
 
 
 class MegaBlocksExperts(nn.Module):
