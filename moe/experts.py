@@ -114,7 +114,7 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Te
     return _ContiguousGrad.apply(torch._grouped_mm(a, b, offs=offs))
 
 
-_SCRATCH = threading.local()
+_SCRATCH: dict[int, dict] = {}   # thread id -> {(tag, dtype): flat buffer}
 
 
 def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -124,9 +124,7 @@ def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     allocators) a fresh ``empty``. Callers never return or save these."""
     if like.device.type != "cpu":
         return torch.empty(shape, dtype=like.dtype, device=like.device)
-    bufs = getattr(_SCRATCH, "bufs", None)
-    if bufs is None:
-        bufs = _SCRATCH.bufs = {}
+    bufs = _SCRATCH.setdefault(threading.get_ident(), {})
     n, key = math.prod(shape), (tag, like.dtype)
     buf = bufs.get(key)
     if buf is None or buf.numel() < n:
@@ -134,17 +132,21 @@ def _scratch(tag: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     return buf[:n].view(shape)
 
 
-def release_scratch() -> int:
-    """Free this thread's CPU scratch tensors (``_scratch``); returns the bytes released. They are held
-    between steps on purpose (shared by all layers of a thread): about (4 d + 3 f) x T k elements at
-    the largest layer shape seen."""
-    bufs = getattr(_SCRATCH, "bufs", None) or {}
-    freed = sum(b.numel() * b.element_size() for b in bufs.values())
-    bufs.clear()
+def release_scratch(all_threads: bool = False) -> int:
+    """Free the CPU scratch tensors (``_scratch``) of this thread, or of every thread; returns the bytes
+    released. They are held between steps on purpose (shared by all layers of a thread): about
+    (4 d + 3 f) x T k elements at the largest layer shape seen."""
+    owners = list(_SCRATCH) if all_threads else [threading.get_ident()]
+    freed = 0
+    for owner in owners:
+        bufs = _SCRATCH.pop(owner, {})
+        freed += sum(b.numel() * b.element_size() for b in bufs.values())
     return freed
 
 
-atexit.register(release_scratch)   # free the main thread's scratch before the interpreter tears down
+# Free every thread's scratch before the interpreter tears down: tensors alive into teardown made a
+# distributed CPU run abort at exit now and then.
+atexit.register(release_scratch, all_threads=True)
 
 
 def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
