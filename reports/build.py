@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from accounting import cost as accounting_cost
+from accounting import serving as roofline
 from accounting.chinchilla import TOKENS_PER_PARAMETER
 from accounting.hardware import HARDWARE
 
@@ -424,9 +425,20 @@ class Report:
             out.append(f"- DeepSeek-V3: the note's {usd(c['steps'][0].usd)} becomes the reported "
                        f"{usd(c['reported_usd'])} through computed factors; the exact architecture trains at "
                        f"{si(c['exact_flops_per_token'])} FLOP per token (DeepSeek reports "
-                       f"{si(c['reported_flops_per_token'])}), which over the reported "
-                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu'])} model FLOP utilisation "
-                       "(MFU; section 2; `accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
+                       f"{si(c['reported_flops_per_token'])}; {si(c['exact_mtp_flops_per_token'])} with its "
+                       f"multi-token-prediction module), which over the reported "
+                       f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu_no_mtp'])} model "
+                       f"FLOP utilisation ({pct(c['mfu'])} with the module; MFU; section 2; "
+                       "`accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
+        d = roofline.deepseek_disclosed_check()
+        out.append(f"- Serving DeepSeek-V3 in DeepSeek's disclosed decode layout, the roofline bound is "
+                   f"{si(d['decode_bound_tokens_per_s_per_node'])} output tokens/s per H800 node "
+                   f"({d['decode_bound']}-bound); DeepSeek's disclosed {si(d['decode_achieved_tokens_per_s_per_node'])} "
+                   f"is {pct(d['decode_fraction_of_bound'])} of it, i.e. "
+                   f"${d['usd_per_million_output_tokens_disclosed']:.2f} per million output tokens against "
+                   f"${d['usd_per_million_output_tokens_bound']:.3f} at the bound and "
+                   f"${d['usd_per_million_output_tokens_note_method']:.3f} by the note's compute-only method "
+                   "(section 6; `accounting.serving.deepseek_disclosed_check`).")
         costs = self.costs
         if not costs.empty and (costs["model"] == "deepseek-v3").any():
             r = costs[costs["model"] == "deepseek-v3"].iloc[0]
