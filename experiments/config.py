@@ -99,6 +99,7 @@ SCHEMA: dict[str, Any] = {
             "route_scale": F(FLOAT, positive=True),
         },
         "backend": F(STR, choices=("loop", "grouped", "megablocks")),
+        "mtp_loss_weight": F(FLOAT, min=0),
     },
     "data": {
         "source": F(STR, choices=("shakespeare", "text", "bin")), "path": F(STR, nullable=True),
@@ -249,6 +250,9 @@ def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunS
     if plain["seed"] > SEED_MAX:
         raise ConfigError(f"seed={plain['seed']} must be in [0, 2^63 - 1]")
     check_run_dir(plain)
+    if shape.mtp_modules and not shape.is_moe:
+        raise ConfigError(f"model.shape.mtp_modules={shape.mtp_modules} needs an MoE model (model.shape.n_experts > 0): "
+                          f"the dense torch model builds no multi-token-prediction modules")
     if plain["resume"] and plain["overwrite"]:
         raise ConfigError("resume=true and overwrite=true contradict each other: pick one")
 

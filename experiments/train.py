@@ -61,9 +61,11 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_model(spec: RunSpec) -> torch.nn.Module:
-    """The model of a validated run config (``model.shape``, ``model.router``, ``model.backend``)."""
+    """The model of a validated run config (``model.shape``, ``model.router``, ``model.backend``,
+    ``model.mtp_loss_weight``)."""
     m = spec.cfg["model"]
-    return moe.build_model(spec.shape, router=m["router"], backend=m["backend"])
+    return moe.build_model(spec.shape, router=m["router"], backend=m["backend"],
+                           mtp_loss_weight=m["mtp_loss_weight"])
 
 
 def lr_lambda(warmup_steps: int, max_steps: int, min_lr_ratio: float):
@@ -350,9 +352,15 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+ADDED_KEYS = {"model.shape.mtp_modules": 0, "model.mtp_loss_weight": 0.3}
+"""Keys added to conf/ after runs were saved without them, with the value those runs had in effect: a run
+saved before a key existed resumes when the key now holds that value."""
+
+
 def changed_settings(saved: dict, now: dict) -> list[str]:
     """``key old -> new`` for every setting that differs and may not change on resume."""
     a, b = _flat(saved), _flat(now)
+    a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
     return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
                                                  for m in RESUME_MAY_CHANGE)]
@@ -672,6 +680,7 @@ class _StepResult:
     signum: int                     # a SIGINT/SIGTERM pending on any rank (0: none)
     router_micro: list              # per micro-batch, the RouterStats dicts (when logging an MoE model)
     aux_losses: dict                # the last micro-batch's weighted auxiliary losses
+    mtp_loss: float | None = None   # the weighted MTP loss (mean over micro-batches); None without MTP
 
 
 def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
@@ -680,6 +689,8 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
     t, o, info, device = r.cfg["train"], r.cfg["optim"], r.info, r.info.device
     lm_sum = torch.zeros((), device=device)
     total_sum = torch.zeros((), device=device)
+    mtp_sum = torch.zeros((), device=device)
+    has_mtp = False
     router_micro = []
     for micro in range(t["grad_accum"]):
         x, y = r.sampler.train_batch(r.step, micro)
@@ -692,9 +703,12 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
             (out.loss / t["grad_accum"]).backward()
         lm_sum += out.lm_loss.detach().float()
         total_sum += out.loss.detach().float()
+        if "mtp" in out.aux_losses:
+            mtp_sum += out.aux_losses["mtp"].detach().float()
+            has_mtp = True
         if log_now and isinstance(out, moe.MoEOutput):
             router_micro.append([s.to_dict() for s in out.router_stats])
-    losses = torch.stack([lm_sum, total_sum]) / t["grad_accum"]
+    losses = torch.stack([lm_sum, total_sum, mtp_sum]) / t["grad_accum"]
     grad_norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(),
                                                o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
@@ -714,11 +728,12 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
     r.scheduler.step()
     r.optimizer.zero_grad(set_to_none=True)
     r.step += 1
-    lm_loss, total_loss = losses.tolist()
+    lm_loss, total_loss, mtp = losses.tolist()
     r.last_train = lm_loss
     aux = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.aux_losses.items()} \
         if log_now else {}
-    return _StepResult(lm_loss, total_loss, float(grad_norm), lr, int(-minus_signum), router_micro, aux)
+    return _StepResult(lm_loss, total_loss, float(grad_norm), lr, int(-minus_signum), router_micro, aux,
+                       mtp if has_mtp else None)
 
 
 def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
@@ -742,7 +757,7 @@ def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
            "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
            "peak_flops_per_s": r.peak["peak_flops_per_s"],
            "mfu": achieved / (r.peak["peak_flops_per_s"] * info.world_size), **memory_bytes(info.device),
-           "aux_losses": s.aux_losses, "router": router}
+           "mtp_loss": s.mtp_loss, "aux_losses": s.aux_losses, "router": router}
     r.writer.write(rec)
     if evaluated and not math.isfinite(r.last_val):
         raise TrainingDiverged(f"non-finite validation loss {r.last_val} at step {r.step}; {_kept(r.ckpt_path)}")

@@ -57,6 +57,11 @@ def test_bytes_tokenizer_sets_vocab_256():
     (["data=text"], "data.path"),
     (["optim.betas=[0.9]"], "optim.betas"),
     (["model.backend=megablocks"], "megablocks"),
+    (["model.mtp_loss_weight=-0.1"], "model.mtp_loss_weight=-0.1 must be >= 0"),
+    (["model.mtp_loss_weight=abc"], "model.mtp_loss_weight='abc' must be a number"),
+    (["model.mtp_loss_weight=true"], "model.mtp_loss_weight=True must be a number"),
+    (["model=dense", "model.shape.mtp_modules=1"], "model.shape.mtp_modules=1 needs an MoE model"),
+    (["model.shape.mtp_modules=-1"], "mtp_modules"),
 ])
 def test_validation_errors_are_one_line(overrides, needle):
     with pytest.raises(ConfigError) as e:
@@ -74,6 +79,20 @@ def test_precheck_expands_sweeps_and_experiment_params():
         precheck(["-m", "model=moe,dense", "model.shape.top_k=2"])
     with pytest.raises(ConfigError, match="model=nope: no such option; choose one of deepseek, deepseek_mla, dense, moe"):
         precheck(["-m", "model=dense,nope"])
+
+
+def test_mtp_keys_reach_the_run_spec():
+    spec = validate(compose(["model=deepseek", "model.shape.mtp_modules=1", "model.mtp_loss_weight=0.1"]))
+    assert spec.shape.mtp_modules == 1 and spec.cfg["model"]["mtp_loss_weight"] == 0.1
+    default = validate(compose([]))
+    assert default.shape.mtp_modules == 0 and default.cfg["model"]["mtp_loss_weight"] == 0.3
+
+
+def test_cli_bad_mtp_loss_weight_exits_2_with_one_line():
+    p = subprocess.run([sys.executable, "-m", "experiments.train", "model.mtp_loss_weight=-1"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["config error: model.mtp_loss_weight=-1 must be >= 0"]
 
 
 def test_cli_config_error_exits_with_one_line():

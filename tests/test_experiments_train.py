@@ -54,6 +54,44 @@ def test_two_steps_write_run_folder(tmp_path, cache, model):
         assert abs(sum(lf) - 1) < 1e-6 and {"cv", "max_vio", "dropped_fraction", "aux_loss", "bias"} <= set(r["router"][0])
 
 
+def test_mtp_module_trains_and_its_weight_reaches_the_model(tmp_path, cache):
+    """model.shape.mtp_modules=1 builds DeepSeek-V3's MTP module; model.mtp_loss_weight is its lambda: the
+    logged mtp_loss is the weighted term in train_total_loss; weight 0 drops it (total = LM + router losses)."""
+    common = ["model=deepseek", "model.shape.mtp_modules=1", "train.max_steps=2", "train.log_every=1",
+              "train.eval_every=2"]
+    spec = spec_for(cache, *common, "model.mtp_loss_weight=0.5")
+    model = T.build_model(spec)
+    assert len(model.mtp) == 1 and model.mtp_loss_weight == 0.5
+    summary = T.train(spec, tmp_path / "w05")
+    assert summary["status"] == "completed"
+    rows = read_metrics(tmp_path / "w05")
+    for r in rows:
+        router = sum(v for k, v in r["aux_losses"].items() if k != "mtp")
+        assert r["mtp_loss"] > 0 and r["mtp_loss"] == pytest.approx(r["aux_losses"]["mtp"], rel=1e-5)
+        assert r["train_total_loss"] == pytest.approx(r["train_loss"] + router + r["mtp_loss"], rel=1e-5)
+    # lambda scales the term: the first step's MTP cross-entropy is the same at any weight (same init, data)
+    T.train(spec_for(cache, *common, "model.mtp_loss_weight=0.25"), tmp_path / "w025")
+    first = read_metrics(tmp_path / "w025")[0]
+    assert first["mtp_loss"] == pytest.approx(rows[0]["mtp_loss"] / 2, rel=1e-4)
+    T.train(spec_for(cache, *common, "model.mtp_loss_weight=0"), tmp_path / "w0")
+    for r in read_metrics(tmp_path / "w0"):
+        assert r["mtp_loss"] is None and "mtp" not in r["aux_losses"]
+        assert r["train_total_loss"] == pytest.approx(r["train_loss"] + sum(r["aux_losses"].values()), rel=1e-6)
+    # changing lambda is a change of what the run computes: resume refuses it
+    with pytest.raises(T.RunError, match=r"model.mtp_loss_weight 0.5 -> 0.1"):
+        T.train(spec_for(cache, *common, "train.max_steps=3", "model.mtp_loss_weight=0.1", "resume=true"),
+                tmp_path / "w05")
+
+
+def test_runs_saved_before_the_mtp_keys_resume():
+    saved = {"model": {"name": "moe", "shape": {"d_model": 64}}, "train": {"max_steps": 2}}
+    now = {"model": {"name": "moe", "shape": {"d_model": 64, "mtp_modules": 0}, "mtp_loss_weight": 0.3},
+           "train": {"max_steps": 2}}
+    assert T.changed_settings(saved, now) == []
+    now["model"]["shape"]["mtp_modules"] = 1
+    assert T.changed_settings(saved, now) == ["model.shape.mtp_modules 0 -> 1"]
+
+
 @pytest.mark.parametrize("model", ["moe", "deepseek"])
 def test_kill_and_resume_matches_uninterrupted(tmp_path, cache, model):
     common = [f"model={model}", "train.max_steps=8", "train.log_every=1", "train.eval_every=4",
