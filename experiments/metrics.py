@@ -4,8 +4,8 @@ Fields of a line (units in the names; flops are FLOP, TWO per multiply-add):
   step, tokens (trained so far), train_loss (LM cross-entropy, mean over the step's micro-batches),
   train_total_loss (LM + auxiliary losses), val_loss (when evaluated), lr, grad_norm (before clipping),
   step_time_s (mean over the steps since the last line), tokens_per_s,
-  train_flops_per_token (3 x forward, dropless top-k, accounting), train_flops_per_token_routed (the
-  same with the (token, expert) pairs the routers actually produced), achieved_flops_per_s, mfu
+  train_flops_fma2_per_token (3 x forward, dropless top-k, accounting), train_flops_fma2_per_token_routed
+  (the same with the (token, expert) pairs the routers actually produced), achieved_flops_fma2_per_s, mfu
   (achieved / peak_flops_per_s), memory_bytes, and ``router``: one dict per MoE layer with
   load_fraction [E], tokens_per_expert [E], cv (population std / mean of the loads), max_vio
   (max load / mean load - 1), dropped_fraction, entropy, aux_loss, z_loss, bias [E] or null.
