@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from . import cost, press2025, serving
 from .chinchilla import FITS, TOKENS_PER_PARAMETER, chinchilla_tokens
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
+from .formatting import si
 from .hardware import HARDWARE, get_hardware
 from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
 from .memory import kv_cache_elements_per_token
@@ -29,7 +30,6 @@ from .shapes import ModelShape
 
 CONVENTION = {"flops_mac": "multiply-add = 1 flop (the note's convention)",
               "flops_fma2": "multiply-add = 2 flops (datasheet peaks, MFU, 6ND)"}
-_SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
 
 
 class CliError(Exception):
@@ -42,24 +42,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ----- formatting ----------------------------------------------------------------------------------
-def si(x: Any, digits: int = 3) -> str:
-    """A readable number: K/M/B/T suffixes (the note's), e-notation from 1e15 up, plain below 1000."""
-    if x is None:
-        return "-"
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return str(x)
-    if x == 0:
-        return "0"
-    a = abs(x)
-    if a >= 1e15:
-        m, e = f"{x:.{digits - 1}e}".split("e")
-        return f"{m}e{int(e)}"
-    for scale, suffix in _SUFFIXES:
-        if a >= scale:
-            return f"{x / scale:.{digits}g}{suffix}"
-    return f"{x:.{digits + 1}g}"
-
-
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Nested dicts -> [(dotted.key, value)]; lists of scalars are joined with ';'."""
     out: list[tuple[str, Any]] = []

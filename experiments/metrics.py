@@ -4,8 +4,8 @@ Fields of a line (units in the names; flops are FLOP, TWO per multiply-add):
   step, tokens (trained so far), train_loss (LM cross-entropy, mean over the step's micro-batches),
   train_total_loss (LM + auxiliary losses), val_loss (when evaluated), lr, grad_norm (before clipping),
   step_time_s (mean over the steps since the last line), tokens_per_s,
-  train_flops_per_token (3 x forward, dropless top-k, accounting), train_flops_per_token_routed (the
-  same with the (token, expert) pairs the routers actually produced), achieved_flops_per_s, mfu
+  train_flops_fma2_per_token (3 x forward, dropless top-k, accounting), train_flops_fma2_per_token_routed
+  (the same with the (token, expert) pairs the routers actually produced), achieved_flops_fma2_per_s, mfu
   (achieved / peak_flops_per_s), memory_bytes, and ``router``: one dict per MoE layer with
   load_fraction [E], tokens_per_expert [E], cv (population std / mean of the loads), max_vio
   (max load / mean load - 1), dropped_fraction, entropy, aux_loss, z_loss, bias [E] or null.
@@ -19,8 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import torch
+
 from accounting.flops import FLOP, forward_flops
 from accounting.shapes import ModelShape
+from moe.balance import load_stats, routed_assignments as kept_assignments
 
 METRICS = "metrics.jsonl"
 
@@ -133,7 +136,7 @@ def aggregate_router_stats(per_micro: Sequence[Sequence[Any]]) -> list[dict]:
     """Merge the router stats of several forwards (micro-batches, ranks) into one dict per MoE layer.
 
     ``per_micro[m][l]`` is layer ``l``'s `RouterStats` (or its ``to_dict()``) in forward ``m``. Token
-    counts are summed and the loads recomputed from them; losses, entropy and dropped share are averaged;
+    counts are summed and the loads recomputed from them (`load_balance`, i.e. ``moe.balance.load_stats``); losses, entropy and dropped share are averaged;
     the bias is the latest.
     """
     if not per_micro or not per_micro[0]:
@@ -163,10 +166,8 @@ def load_balance(counts: Sequence[float]) -> dict:
     n, total = len(counts), float(sum(counts))
     if n == 0 or total <= 0:
         return {"load_fraction": [0.0] * n, "cv": float("nan"), "max_vio": float("nan")}
-    mean = total / n
-    var = sum((c - mean) ** 2 for c in counts) / n
-    return {"load_fraction": [c / total for c in counts], "cv": math.sqrt(var) / mean,
-            "max_vio": max(counts) / mean - 1.0}
+    load, cv, vio = load_stats(torch.tensor([float(c) for c in counts], dtype=torch.float64))
+    return {"load_fraction": load.tolist(), "cv": float(cv), "max_vio": float(vio)}
 
 
 def _mean(values: Iterable[Any]) -> float | None:
@@ -186,8 +187,9 @@ def train_flops_per_token(shape: ModelShape, routed_assignments_per_window: floa
     return 3.0 * fwd / n
 
 
-def routed_assignments(router: Sequence[dict]) -> float | None:
-    """(token, expert) pairs the experts processed, summed over layers: tokens_per_expert net of drops."""
+def routed_assignments(router: Sequence[dict]) -> int | None:
+    """(token, expert) pairs the experts processed, summed over layers (``moe.balance.routed_assignments``
+    of the logged per-layer dicts); None without per-expert counts."""
     if not router or any(r.get("tokens_per_expert") is None for r in router):
         return None
-    return sum(sum(r["tokens_per_expert"]) * (1.0 - (r.get("dropped_fraction") or 0.0)) for r in router)
+    return kept_assignments(router)

@@ -44,8 +44,8 @@ from .config import ConfigError, compose, validate
 from .environment import environment
 from .metrics import train_flops_per_token
 
-CSV_COLUMNS = ["repeat", "position", "model", "step_s", "tokens", "train_flops_per_token", "flops",
-               "flops_per_s", "cost_ratio_vs_dense"]
+CSV_COLUMNS = ["repeat", "position", "model", "step_s", "tokens", "train_flops_fma2_per_token", "flops_fma2",
+               "flops_fma2_per_s", "cost_ratio_vs_dense"]
 BLOCK = 20
 """Repeats per bootstrap block."""
 CONCLUSIVE_WIDTH = 0.10
@@ -172,7 +172,7 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
             s = state[n]
             flops = s["fpt"] * s["tokens"]
             rows.append({"repeat": r, "position": pos, "model": n, "step_s": times[n], "tokens": s["tokens"],
-                         "train_flops_per_token": s["fpt"], "flops": flops, "flops_per_s": flops / times[n],
+                         "train_flops_fma2_per_token": s["fpt"], "flops_fma2": flops, "flops_fma2_per_s": flops / times[n],
                          "cost_ratio_vs_dense": (times[n] / flops) / dense_cost})
         if progress and (r + 1) % max(1, repeats // 10) == 0:
             el = time.perf_counter() - t_start
@@ -188,9 +188,9 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
                "conclusive_width": CONCLUSIVE_WIDTH, "models": {}}
     for n in names:
         t = [row["step_s"] for row in rows if row["model"] == n]
-        entry = {"train_flops_per_token": state[n]["fpt"], "tokens_per_step": state[n]["tokens"],
+        entry = {"train_flops_fma2_per_token": state[n]["fpt"], "tokens_per_step": state[n]["tokens"],
                  "median_step_s": statistics.median(t), "backend": state[n]["spec"].cfg["model"]["backend"],
-                 "median_flops_per_s": statistics.median(row["flops_per_s"] for row in rows if row["model"] == n)}
+                 "median_flops_fma2_per_s": statistics.median(row["flops_fma2_per_s"] for row in rows if row["model"] == n)}
         if n != "dense":
             med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n],
                                            block=BLOCK)
@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     out = write(a.out, rows, summary, env)
     for n, m in summary["models"].items():
         if n == "dense":
-            print(f"dense: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_per_s'] / 1e9:.3g} GFLOP/s")
+            print(f"dense: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s")
         else:
-            print(f"{n}: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_per_s'] / 1e9:.3g} GFLOP/s; "
+            print(f"{n}: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s; "
                   f"MoE/dense cost per FLOP {m['cost_ratio_median']:.3f} "
                   f"[{m['cost_ratio_low']:.3f}, {m['cost_ratio_high']:.3f}] over {summary['repeats']} repeats: "
                   f"{m['verdict']}")

@@ -625,7 +625,7 @@ def _write_run_files(r: _Run) -> None:
         env.update({"data": r.data.describe(), "parameters_total": params.total, "parameters_active": params.active,
                     "parameters_counted": sum(p.numel() for p in r.model.parameters()),
                     "tokens_per_step": r.tokens_per_step, "max_steps": r.max_steps,
-                    "train_flops_per_token": r.flops_per_token, "flop_convention": "2 per multiply-add"})
+                    "train_flops_fma2_per_token": r.flops_per_token, "flop_convention": "2 per multiply-add"})
         write_text_atomic(r.run_dir / "env.json", json.dumps(env, indent=1))
 
 
@@ -753,8 +753,8 @@ def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
     rec = {"step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
            "train_loss": s.lm_loss, "train_total_loss": s.total_loss, "val_loss": r.last_val if evaluated else None,
            "lr": s.lr, "grad_norm": s.grad_norm, "step_time_s": step_time,
-           "tokens_per_s": tok_s, "train_flops_per_token": r.flops_per_token,
-           "train_flops_per_token_routed": fpt_routed, "achieved_flops_per_s": achieved,
+           "tokens_per_s": tok_s, "train_flops_fma2_per_token": r.flops_per_token,
+           "train_flops_fma2_per_token_routed": fpt_routed, "achieved_flops_fma2_per_s": achieved,
            "peak_flops_per_s": r.peak["peak_flops_per_s"],
            "mfu": achieved / (r.peak["peak_flops_per_s"] * info.world_size), **memory_bytes(info.device),
            "mtp_loss": s.mtp_loss, "aux_losses": s.aux_losses, "router": router}

@@ -15,10 +15,10 @@ from torch import nn
 from accounting.shapes import ModelShape
 
 from . import flop_formulas  # noqa: F401  (registers the _grouped_mm flop formula)
-from .balance import Collapse, RouterStats, detect_collapse
+from .balance import Collapse, RouterStats, detect_collapse, routed_assignments
 from .experts import BACKENDS, make_experts
 from .hf import from_hf, to_hf
-from .model import MoEOutput, MoETransformer, check_backend, register_bias_update, routed_assignments
+from .model import MoEOutput, MoETransformer, check_backend, register_bias_update
 from .mtp import MTPModule
 from .moe_ffn import MoEFFN
 from .router import Router, RouterConfig

@@ -67,18 +67,40 @@ def z_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits.float(), dim=-1).square().mean()
 
 
+def load_stats(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(load_fraction, cv, max_vio)`` of per-expert counts [E] (the definitions above); the one place they
+    are computed, for a forward's ``RouterStats`` and for the logged, summed counts
+    (``experiments.metrics.load_balance``)."""
+    mean = counts.mean().clamp_min(1e-9)
+    return (counts / counts.sum().clamp_min(1), counts.std(unbiased=False) / mean, counts.max() / mean - 1)
+
+
+def routed_assignments(stats: Iterable[RouterStats | Mapping[str, Any]]) -> int:
+    """Kept (token, expert) pairs summed over MoE layers: per layer the selected assignments (rounded)
+    less the dropped share of them (rounded); what ``accounting.flops.forward_flops(routed_assignments=...)``
+    takes. Accepts ``RouterStats`` (``ModelOutput.router_stats``) or their ``to_dict()`` form (logged,
+    aggregated over micro-batches and ranks; a missing ``dropped_fraction`` is 0)."""
+    total = 0
+    for s in stats:
+        if isinstance(s, RouterStats):
+            selected, dropped = float(s.tokens_per_expert.sum()), float(s.dropped_fraction)
+        else:
+            selected, dropped = float(sum(s["tokens_per_expert"])), float(s.get("dropped_fraction") or 0.0)
+        selected = int(round(selected))
+        total += selected - int(round(dropped * selected))
+    return total
+
+
 def balance_stats(layer: int, counts: torch.Tensor, probs: torch.Tensor, dropped: torch.Tensor,
                   aux: torch.Tensor, zl: torch.Tensor, bias: torch.Tensor | None) -> RouterStats:
     """Fill a ``RouterStats`` from counts [E], probs [N, E] and the number of dropped assignments."""
     with torch.no_grad():
-        total = counts.sum().clamp_min(1)
-        mean = counts.mean()
+        load, cv, vio = load_stats(counts)
         ent = -(probs * probs.clamp_min(1e-20).log()).sum(dim=-1).mean()
         return RouterStats(
-            layer=layer, tokens_per_expert=counts.detach(), load_fraction=(counts / total).detach(),
-            cv=(counts.std(unbiased=False) / mean.clamp_min(1e-9)).detach(),
-            max_vio=(counts.max() / mean.clamp_min(1e-9) - 1).detach(),
-            dropped_fraction=(dropped.float() / total).detach(), entropy=ent.detach(),
+            layer=layer, tokens_per_expert=counts.detach(), load_fraction=load.detach(), cv=cv.detach(),
+            max_vio=vio.detach(), dropped_fraction=(dropped.float() / counts.sum().clamp_min(1)).detach(),
+            entropy=ent.detach(),
             aux_loss=aux.detach().float(), z_loss=zl.detach().float(),
             bias=None if bias is None else bias.detach().clone())
 

@@ -122,13 +122,3 @@ def register_bias_update(model: nn.Module, optimizer: torch.optim.Optimizer):
     if not isinstance(model, MoETransformer) or model.router_config.balancing != "loss_free":
         return None
     return optimizer.register_step_pre_hook(lambda *_: model.update_router_biases())
-
-
-def routed_assignments(router_stats) -> int:
-    """Kept (token, expert) pairs summed over MoE layers, from ``ModelOutput.router_stats`` (exact integer;
-    what ``accounting.flops.forward_flops(routed_assignments=...)`` takes)."""
-    total = 0
-    for s in router_stats:
-        selected = int(round(float(s.tokens_per_expert.sum())))
-        total += selected - int(round(float(s.dropped_fraction) * selected))
-    return total

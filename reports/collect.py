@@ -227,6 +227,11 @@ def _metric_records(path: Path) -> list[dict]:
     return out
 
 
+def _renamed(rec: dict, name: str, old: str):
+    """``rec[name]``, or ``rec[old]`` in files written before the field got its ``_fma2`` suffix."""
+    return rec[name] if name in rec else rec.get(old)
+
+
 def load_run(run_dir: Path, info: dict | None = None) -> tuple[dict, list[dict], list[dict], list[dict]] | None:
     """(run row, metric rows, router load rows, router layer rows) of one run folder; None when the run is
     skipped (see `run_info`)."""
@@ -238,14 +243,15 @@ def load_run(run_dir: Path, info: dict | None = None) -> tuple[dict, list[dict],
     metrics, loads, layers = [], [], []
     for rec in _metric_records(run_dir / METRICS):
         tokens = _float(rec.get("tokens"))
-        fpt = _float(rec.get("train_flops_per_token"))
+        fpt = _float(_renamed(rec, "train_flops_fma2_per_token", "train_flops_per_token"))
         metrics.append({**keys, "step": int(rec["step"]), "tokens": tokens,
                         "train_loss": _float(rec.get("train_loss")), "val_loss": _float(rec.get("val_loss")),
                         "train_flops_per_token": fpt, "train_flops": tokens * fpt,
-                        "train_flops_per_token_routed": _float(rec.get("train_flops_per_token_routed")),
+                        "train_flops_per_token_routed": _float(_renamed(rec, "train_flops_fma2_per_token_routed",
+                                                                                 "train_flops_per_token_routed")),
                         "tokens_per_s": _float(rec.get("tokens_per_s")),
                         "step_time_s": _float(rec.get("step_time_s")), "mfu": _float(rec.get("mfu")),
-                        "achieved_flops_per_s": _float(rec.get("achieved_flops_per_s")),
+                        "achieved_flops_per_s": _float(_renamed(rec, "achieved_flops_fma2_per_s", "achieved_flops_per_s")),
                         "peak_flops_per_s": _float(rec.get("peak_flops_per_s"))})
         for i, r in enumerate(rec.get("router") if isinstance(rec.get("router"), list) else []):
             if not isinstance(r, dict):

@@ -6,26 +6,7 @@ from typing import Sequence
 
 import pandas as pd
 
-_SI = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
-
-
-def si(x, digits: int = 3, unit: str = "") -> str:
-    """``37.6B``, ``13.4T``, ``2.94e24`` (beyond T use scientific), ``-`` for missing."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "-" if x is None else str(x)
-    if math.isnan(x):
-        return "-"
-    ax = abs(x)
-    if ax >= 1e15:
-        return _exp(f"{x:.{digits}g}") + unit
-    for scale, suffix in _SI:
-        if ax >= scale:
-            return f"{x / scale:.{digits}g}{suffix}{unit}"
-    if ax != 0 and ax < 1e-3:
-        return _exp(f"{x:.{digits}g}") + unit
-    return f"{x:.{digits}g}{unit}"
+from accounting.formatting import si  # noqa: F401  (the one SI format; build and serving import it from here)
 
 
 def sci(x, digits: int = 3) -> str:

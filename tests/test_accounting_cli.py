@@ -131,3 +131,16 @@ def test_accounting_never_imports_torch():
     code = "import sys, accounting, accounting.cli, accounting.press2025; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_one_si_format():
+    """The CLI and the report format numbers with one function (accounting.formatting.si)."""
+    import numpy as np
+
+    from accounting import cli
+    from accounting.formatting import si
+    from reports import tables
+    assert cli.si is si and tables.si is si
+    assert [si(x) for x in (None, float("nan"), 0, 2.54e6, 2.94e24, 1.6e15, 201.7, 0.003998, "x", True)] == \
+        ["-", "-", "0", "2.54M", "2.94e24", "1.60e15", "201.7", "0.003998", "x", "True"]
+    assert si(np.int64(1024)) == si(1024) == "1.02K" and si(np.float64(0.27)) == "0.27"

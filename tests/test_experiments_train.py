@@ -43,7 +43,7 @@ def test_two_steps_write_run_folder(tmp_path, cache, model):
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2] and rows[-1]["val_loss"] is not None
     r = rows[-1]
-    assert r["train_flops_per_token"] > 0 and r["mfu"] > 0 and r["tokens"] == 2 * 4 * 32
+    assert r["train_flops_fma2_per_token"] > 0 and r["mfu"] > 0 and r["tokens"] == 2 * 4 * 32
     env = json.loads((tmp_path / "env.json").read_text())
     assert env["parameters_counted"] == env["parameters_total"]
     assert env["torch"] == torch.__version__ and env["peak_source"].startswith("measured")

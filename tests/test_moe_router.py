@@ -180,3 +180,18 @@ def test_loss_free_update_runs_as_an_optimizer_pre_hook():
     assert all(b.ffn.router.load_accum.sum() == 0 for b in model.blocks)
     dense_model = moe.build_model(ModelShape(vocab_size=32, d_model=16, n_layers=2, n_heads=2, seq_len=8))
     assert moe.register_bias_update(dense_model, torch.optim.SGD(dense_model.parameters(), lr=0.0)) is None
+
+
+def test_logged_load_balance_is_router_stats():
+    """experiments.metrics' load balance of logged counts and its assignment count are moe.balance's."""
+    from experiments.metrics import load_balance, routed_assignments as logged_assignments
+    from moe.balance import balance_stats, routed_assignments
+    counts = torch.tensor([10.0, 12.0, 8.0, 30.0])
+    probs = torch.full((15, 4), 0.25)
+    s = balance_stats(0, counts, probs, torch.tensor(6), torch.tensor(1.0), torch.tensor(0.0), None)
+    d = s.to_dict()
+    lb = load_balance(d["tokens_per_expert"])
+    assert lb["load_fraction"] == pytest.approx(d["load_fraction"], rel=1e-6)
+    assert (lb["cv"], lb["max_vio"]) == pytest.approx((d["cv"], d["max_vio"]), rel=1e-6)
+    assert routed_assignments([s]) == logged_assignments([d]) == 60 - 6
+    assert logged_assignments([]) is None

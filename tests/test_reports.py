@@ -47,8 +47,8 @@ def _write_run(root: Path, family: str, moe: bool, balancing: str, steps: int = 
         tps = 1000.0 * (0.7 if moe else 1.0)
         w.write({"step": step, "tokens": step * 64, "train_loss": 5.5 - 0.1 * step, "train_total_loss": 5.5 - 0.1 * step,
                  "val_loss": 5.6 - 0.1 * step if step % 3 == 0 else None, "lr": 1e-3, "grad_norm": 1.0,
-                 "step_time_s": 0.064, "tokens_per_s": tps, "train_flops_per_token": fpt,
-                 "train_flops_per_token_routed": fpt, "achieved_flops_per_s": fpt * tps,
+                 "step_time_s": 0.064, "tokens_per_s": tps, "train_flops_fma2_per_token": fpt,
+                 "train_flops_fma2_per_token_routed": fpt, "achieved_flops_fma2_per_s": fpt * tps,
                  "peak_flops_per_s": 1e11, "mfu": fpt * tps / 1e11, "memory_bytes": 1, "aux_losses": {},
                  "router": router})
     (run / "summary.json").write_text(json.dumps({"status": "completed", "final_val_loss": 5.0}))
@@ -96,6 +96,23 @@ def report(tmp_path_factory):
         rep = B.build([str(root)], out)
     rep.caught = caught
     return rep, out, (out / "REPORT.md").read_text()
+
+
+def test_old_flop_field_names_read_the_same(tmp_path):
+    """metrics.jsonl written before the ``_fma2`` rename (the committed runs) reads as the renamed fields."""
+    from reports.collect import load_run
+    run = _write_run(tmp_path / "new", "moe", True, "aux_loss", steps=3)
+    old = _write_run(tmp_path / "old", "moe", True, "aux_loss", steps=3)
+    renames = {"train_flops_fma2_per_token": "train_flops_per_token",
+               "train_flops_fma2_per_token_routed": "train_flops_per_token_routed",
+               "achieved_flops_fma2_per_s": "achieved_flops_per_s"}
+    recs = [json.loads(ln) for ln in (old / "metrics.jsonl").read_text().splitlines()]
+    (old / "metrics.jsonl").write_text("".join(json.dumps({renames.get(k, k): v for k, v in r.items()}) + "\n"
+                                               for r in recs))
+    drop = ("path", "run")
+    new_rows = [{k: v for k, v in r.items() if k not in drop} for r in load_run(run)[1]]
+    old_rows = [{k: v for k, v in r.items() if k not in drop} for r in load_run(old)[1]]
+    assert new_rows == old_rows and new_rows[0]["train_flops_per_token"] > 0
 
 
 def test_every_section_and_figure(report):
