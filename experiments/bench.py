@@ -78,24 +78,25 @@ def available_backends(device: torch.device) -> list[str]:
     return out
 
 
+def time_once(fn: Callable[[], None], device: torch.device) -> float:
+    """Seconds for one call of ``fn`` (CUDA events on a GPU, so queued kernels are counted; wall clock on a CPU)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def time_fn(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
     """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return times
+    return [time_once(fn, device) for _ in range(repeats)]
 
 
 def make_shape(g: Grid, n_experts: int, top_k: int, n_layers: int, seq_len: int) -> ModelShape:

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 
 from accounting.shapes import ModelShape
 
+from .bench import time_once
 from .environment import device_name, git_commit
 
 SHAPES = {  # name: (n_experts E, top_k k, d_expert f)
@@ -204,19 +205,6 @@ def matmul_contender(T: int, d: int, width: int, device, dtype) -> Contender:
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def time_once(fn: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 TIE_FRACTION = 0.02
