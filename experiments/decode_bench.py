@@ -38,7 +38,7 @@ from accounting.params import count_parameters
 from accounting.serving import Layout, decode_step, expected_distinct_experts
 from accounting.shapes import ModelShape
 
-from .environment import cpu_model, environment, measure_matmul_peak
+from .environment import environment, measure_matmul_peak
 
 FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "context", "batch", "repeats",
           "step_s_median", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "tokens_per_s_median",
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   memory_bandwidth_bytes_per_s=bw)
     layout = Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name)
     env = environment(device, dtype_name)
-    env.update({"cpu_model": cpu_model(), "command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
+    env.update({"command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
                 "measured_peak_flops_fma2_per_s": peak, "measured_read_bandwidth_bytes_per_s": bw,
                 "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
                 "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",

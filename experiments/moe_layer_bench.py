@@ -50,7 +50,6 @@ import csv
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -64,7 +63,7 @@ import torch.nn.functional as F
 from accounting.shapes import ModelShape
 
 from .bench import time_once
-from .environment import device_name, git_commit
+from .environment import cpu_model, device_name, git_commit
 
 SHAPES = {  # name: (n_experts E, top_k k, d_expert f)
     "fine": (64, 8, 256),     # DeepSeek-style fine-grained experts
@@ -358,22 +357,15 @@ def run_config(shape_name: str, dtype_name: str, threads: int, args, device, env
 
 
 def environment(device: torch.device) -> dict:
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """Where the bench ran (device, CPU model, cores, torch, commit) and the peers' versions."""
     versions = {}
     for mod in ("transformers", "torchtitan", "megablocks"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001
             versions[mod] = None
-    return {"device": str(device), "device_name": device_name(device) if device.type == "cuda" else cpu_model,
-            "cpu_model": cpu_model, "cpu_count": os.cpu_count(),
+    return {"device": str(device), "device_name": device_name(device), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(),
             "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "torch": torch.__version__, "python": sys.version.split()[0], "git_commit": git_commit(),
             "mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()), **versions}
@@ -460,6 +452,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: d=64, T=256, 1 repeat")
     a = p.parse_args(argv)
+    for name, low in (("d_model", 1), ("tokens", 1), ("warmup", 0), ("repeats", 1)):
+        if getattr(a, name) < low:
+            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(a, name)}")
+    if min(a.threads) < 1:
+        p.error(f"--threads must be >= 1, got {min(a.threads)}")
     if a.quick:
         a.d_model, a.tokens, a.warmup, a.repeats = 64, 256, 0, 2
     return a

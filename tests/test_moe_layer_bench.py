@@ -101,3 +101,17 @@ def test_ratio_table_from_before_and_after(tmp_path):
     dense = [ln for ln in lines if "| dense |" in ln]
     assert len(dense) == 1 and dense[0].startswith("| fine | fp32 | 1 | dense |")
     assert any("load avg" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokens", "-5"], "--tokens must be >= 1, got -5"),
+    (["--d-model", "0"], "--d-model must be >= 1, got 0"),
+    (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    (["--threads", "1", "0"], "--threads must be >= 1, got 0"),
+])
+def test_bad_sizes_are_one_line_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        B.parse_args(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(message)
