@@ -14,6 +14,11 @@ random tensor). Contenders:
   token (the MoE layer adds the router's ``2 E d`` per token).
 * ``matmul``: the nine plain matmuls of the dense FFN's forward + backward on preallocated operands, no
   autograd, no elementwise work: the floor a layer of these flops can reach here.
+* ``grouped_matmul``: the same nine products as one matmul per expert with the run's routing counts
+  (``moe.experts.per_expert_mm`` on a CPU, ``torch._grouped_mm`` on CUDA), preallocated, no autograd: the
+  floor of any layer that computes its experts as per-expert GEMMs. ``grouped_matmul / matmul`` is what
+  the matmul library charges for splitting the work into E smaller GEMMs; ``ours / grouped_matmul`` is
+  what our layer adds on top (router, gathers, activation, combine).
 * peers, when importable: transformers' ``MixtralSparseMoeBlock`` and ``Qwen3MoeSparseMoeBlock`` with
   ``experts_implementation='grouped_mm'`` (``--peer-eager`` adds Mixtral's eager per-expert loop), and
   torchtitan's ``MoE`` (its experts compute in bf16 whatever the input dtype, so its fp32 rows time a
@@ -54,6 +59,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -61,6 +67,7 @@ import torch
 import torch.nn.functional as F
 
 from accounting.shapes import ModelShape
+from moe.experts import per_expert_mm
 
 from .bench import time_once
 from .environment import cpu_model, device_name, git_commit
@@ -201,6 +208,45 @@ def matmul_contender(T: int, d: int, width: int, device, dtype) -> Contender:
     return Contender("matmul", step, check=False, note="9 plain matmuls of the dense FFN's fwd+bwd")
 
 
+def grouped_matmul_contender(counts: list[int], d: int, f: int, device, dtype) -> Contender:
+    """The routed experts' nine products (3 forward, 6 backward) as per-expert matmuls with the run's
+    routing counts (``counts[e]`` rows for expert e), on preallocated operands: no autograd, gather,
+    routing weight or activation. The floor of any layer that runs its experts as one GEMM per expert with
+    this matmul library; on a CPU ``moe.experts.per_expert_mm`` (one ``torch.mm`` per expert into
+    preallocated rows, as ``grouped`` does), on CUDA ``torch._grouped_mm``."""
+    g = torch.Generator(device="cpu").manual_seed(2)
+    r = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    E, A = len(counts), sum(counts)
+    xs, h, gout, gg, gu = r(A, d), r(A, f), r(A, d), r(A, f), r(A, f)
+    wg, wu, wd = r(E, d, f), r(E, d, f), r(E, f, d)
+    o_f, o_d, gw_df, gw_fd = r(A, f), r(A, d), r(E, d, f), r(E, f, d)
+    bounds = [0]
+    for c in counts:
+        bounds.append(bounds[-1] + c)
+    offs = torch.tensor(bounds[1:], dtype=torch.int32, device=device)
+
+    def step_cpu():
+        mm = partial(per_expert_mm, bounds=bounds)
+        mm(xs, wg, out=o_f)                                       # forward: gate, up, down
+        mm(xs, wu, out=o_f)
+        mm(h, wd, out=o_d)
+        mm(gout, wd.transpose(-2, -1), out=o_f)                    # backward of down: input, weight
+        mm(h.t(), gout, out=gw_fd)
+        mm(gg, wg.transpose(-2, -1), out=o_d)                      # backward of gate and up: input ...
+        mm(gu, wu.transpose(-2, -1), out=o_d, accumulate=True)
+        mm(xs.t(), gg, out=gw_df)                                  # ... and weights
+        mm(xs.t(), gu, out=gw_df)
+
+    def step_gpu():
+        gm = torch._grouped_mm
+        gm(xs, wg, offs=offs), gm(xs, wu, offs=offs), gm(h, wd, offs=offs)
+        gm(gout, wd.transpose(-2, -1), offs=offs), gm(h.t(), gout, offs=offs)
+        gm(gg, wg.transpose(-2, -1), offs=offs) + gm(gu, wu.transpose(-2, -1), offs=offs)
+        gm(xs.t(), gg, offs=offs), gm(xs.t(), gu, offs=offs)
+    return Contender("grouped_matmul", step_cpu if torch.device(device).type == "cpu" else step_gpu,
+                     check=False, note="9 per-expert matmuls of the experts' fwd+bwd, run's routing counts")
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -268,6 +314,9 @@ def build_contenders(E: int, k: int, d: int, f: int, T: int, device, dtype, args
     cs.append(module_contender("dense", FFN(shape, k * f).to(device=device, dtype=dtype), x, gy, check=False,
                                note=f"dense SwiGLU FFN of width k*d_expert={k * f}"))
     cs.append(matmul_contender(T, d, k * f, device, dtype))
+    with torch.no_grad():
+        routed = ref_mod.router(x.detach().float().reshape(-1, d)).indices.reshape(-1)
+    cs.append(grouped_matmul_contender(torch.bincount(routed, minlength=E).tolist(), d, f, device, dtype))
     for name, why in available_peers(device, args.peer_eager).items():
         if args.no_peers:
             break

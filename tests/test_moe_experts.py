@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from accounting import ModelShape
-from moe.experts import GroupedExperts, LoopExperts, MEGABLOCKS_INSTALL, make_experts
+from moe.experts import GroupedExperts, LoopExperts, MEGABLOCKS_INSTALL, make_experts, per_expert_mm
 
 BASE = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=6, top_k=2, d_expert=24)
 
@@ -227,3 +227,21 @@ def test_release_scratch_frees_the_cpu_buffers():
     A, d, f = 32 * shape.top_k, shape.d_model, shape.d_expert
     assert release_scratch() == 4 * (4 * A * d + 3 * A * f)   # xs, out, gout, gxs; gh, gu, gg (fp32)
     assert release_scratch() == 0
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_per_expert_mm_equals_grouped_mm(accumulate):
+    """The grouped-matmul floor computes what torch._grouped_mm computes, in both layouts, with an empty expert."""
+    g = torch.Generator().manual_seed(0)
+    counts = [3, 0, 5, 2]
+    bounds = [0, 3, 3, 8, 10]
+    offs = torch.tensor(bounds[1:], dtype=torch.int32)
+    a, w = torch.randn(10, 8, generator=g), torch.randn(4, 8, 4, generator=g)
+    out = torch.randn(10, 4, generator=g)
+    want = torch._grouped_mm(a, w, offs=offs) + (out if accumulate else 0)
+    assert torch.allclose(per_expert_mm(a, w, bounds, out.clone(), accumulate), want, atol=1e-5)
+    gy = torch.randn(10, 4, generator=g)
+    out = torch.randn(4, 8, 4, generator=g)
+    want = torch._grouped_mm(a.t(), gy, offs=offs) + (out if accumulate else 0)
+    got = per_expert_mm(a.t(), gy, bounds, out.clone(), accumulate)
+    assert sum(counts) == 10 and torch.allclose(got, want, atol=1e-5)

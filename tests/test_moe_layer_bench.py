@@ -27,7 +27,7 @@ def test_quick_run_writes_well_formed_csv(tmp_path):
     header, rows = _rows(out)
     assert header == B.COLUMNS
     times = {r["contender"]: r for r in rows if r["row"] == "time"}
-    assert set(times) == {"ours_loop", "ours_grouped", "dense", "matmul"}
+    assert set(times) == {"ours_loop", "ours_grouped", "dense", "matmul", "grouped_matmul"}
     for name, r in times.items():
         assert r["status"] == "ok", r
         q1, med, q3 = float(r["q1"]), float(r["median"]), float(r["q3"])
@@ -40,7 +40,7 @@ def test_quick_run_writes_well_formed_csv(tmp_path):
     assert int(times["dense"]["flops"]) == 3 * 2 * T * k * 3 * d * f
     assert int(times["ours_grouped"]["router_flops"]) == 3 * 2 * T * E * d
     ratios = {(r["contender"], r["vs"]): r for r in rows if r["row"] == "ratio"}
-    for vs in ("dense", "matmul", "ours_loop"):
+    for vs in ("dense", "matmul", "grouped_matmul", "ours_loop"):
         r = ratios[("ours_grouped", vs)]
         assert float(r["q1"]) <= float(r["median"]) <= float(r["q3"])
     env = json.loads((tmp_path / "bench.csv.env.json").read_text())
