@@ -56,7 +56,9 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -70,7 +72,7 @@ from accounting.shapes import ModelShape
 from moe.experts import per_expert_mm
 
 from .bench import time_once
-from .environment import cpu_model, device_name, git_commit
+from .environment import REPO, cpu_model, device_name, git_commit
 
 SHAPES = {  # name: (n_experts E, top_k k, d_expert f)
     "fine": (64, 8, 256),     # DeepSeek-style fine-grained experts
@@ -288,6 +290,33 @@ def available_peers(device: torch.device, eager: bool = False) -> dict[str, str 
     return out
 
 
+def experts_at_commit(commit: str):
+    """``moe/experts.py`` as of git ``commit``, loaded as a module of its own: an earlier version of the
+    ``grouped`` backend to time beside today's in the same run (``--grouped-from``). Raises ValueError
+    with git's message when the commit or file cannot be read."""
+    got = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:moe/experts.py"], capture_output=True,
+                         text=True)
+    if got.returncode != 0:
+        why = (got.stderr.strip().splitlines() or ["git show failed"])[-1]
+        raise ValueError(f"--grouped-from {commit}: {why}")
+    path = Path(tempfile.mkdtemp(prefix="moe_layer_bench_")) / f"experts_{commit}.py"
+    path.write_text(got.stdout)
+    spec = importlib.util.spec_from_file_location(f"experts_{commit}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _grouped_from(module, commit: str, shape: ModelShape, ref_mod, x, gy, device, dtype) -> Contender:
+    """Our layer with ``module.GroupedExperts`` (an earlier version) on the reference weights."""
+    m = ours(shape, "loop", device, dtype)
+    m.load_state_dict(ref_mod.state_dict())
+    experts = module.GroupedExperts(shape)
+    experts.load_state_dict(ref_mod.experts.state_dict())
+    m.experts = experts.to(device=device, dtype=dtype)
+    return module_contender(f"ours_grouped@{commit}", m, x, gy, note=f"grouped backend as of {commit}")
+
+
 def build_contenders(E: int, k: int, d: int, f: int, T: int, device, dtype, args,
                      extra: Callable | None = None) -> tuple[list[Contender], list[dict]]:
     """Contenders of one configuration (weights from one seed) and rows for those that cannot run."""
@@ -336,6 +365,8 @@ def build_contenders(E: int, k: int, d: int, f: int, T: int, device, dtype, args
                 cs.append(module_contender(name, m, x, gy, note=f"transformers {kind} block, {impl}"))
         except Exception as e:  # noqa: BLE001
             skipped.append({"contender": name, "status": "unavailable", "note": f"{type(e).__name__}: {e}"[:200]})
+    for commit, module in getattr(args, "grouped_modules", {}).items():
+        cs.append(_grouped_from(module, commit, shape, ref_mod, x, gy, device, dtype))
     if extra is not None:
         cs.extend(extra(ref_mod, x, gy))
     with torch.no_grad():
@@ -500,6 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/bench/moe_layer.csv")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: d=64, T=256, 1 repeat")
+    p.add_argument("--grouped-from", nargs="+", default=[], metavar="COMMIT",
+                   help="also time the grouped backend as of these git commits (same weights, same run)")
     a = p.parse_args(argv)
     for name, low in (("d_model", 1), ("tokens", 1), ("warmup", 0), ("repeats", 1)):
         if getattr(a, name) < low:
@@ -508,6 +541,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--threads must be >= 1, got {min(a.threads)}")
     if a.quick:
         a.d_model, a.tokens, a.warmup, a.repeats = 64, 256, 0, 2
+    try:
+        a.grouped_modules = {c: experts_at_commit(c) for c in a.grouped_from}
+    except ValueError as e:
+        p.error(str(e))
     return a
 
 

@@ -6,11 +6,13 @@ import copy
 import csv
 import importlib.util
 import json
+import subprocess
 
 import pytest
 import torch
 
 from experiments import moe_layer_bench as B
+from experiments.environment import REPO
 
 QUICK = ["--quick", "--shapes", "fine", "--dtypes", "fp32", "--threads", "1", "--quiet"]
 
@@ -46,6 +48,23 @@ def test_quick_run_writes_well_formed_csv(tmp_path):
     env = json.loads((tmp_path / "bench.csv.env.json").read_text())
     for key in ("cpu_model", "cpu_count", "torch", "git_commit", "load_avg_start", "load_avg_end"):
         assert key in env
+
+
+def test_grouped_from_a_commit_is_timed_beside_today(tmp_path, capsys):
+    """--grouped-from loads moe/experts.py of a commit and times it, checked, on the same weights."""
+    if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode:
+        pytest.skip("not a git checkout")
+    out = tmp_path / "bench.csv"
+    B.run(B.parse_args(QUICK + ["--no-peers", "--backends", "grouped", "--grouped-from", "HEAD", "--out", str(out)]))
+    _, rows = _rows(out)
+    times = {r["contender"]: r for r in rows if r["row"] == "time"}
+    assert times["ours_grouped@HEAD"]["status"] == "ok" and float(times["ours_grouped@HEAD"]["rel_err"]) <= 1e-4
+    assert any(r["row"] == "ratio" and r["vs"] == "ours_grouped@HEAD" for r in rows)
+    with pytest.raises(SystemExit) as e:
+        B.parse_args(["--grouped-from", "no-such-commit"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--grouped-from no-such-commit" in err and "Traceback" not in err
 
 
 def test_check_catches_a_wrong_contender(tmp_path):
