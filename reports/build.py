@@ -22,6 +22,7 @@ from . import figures as plots
 from . import serving as serving_section
 from .collect import Collected, collect
 from . import flopcheck
+from . import moe_layer
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
 from .shipped import CONFIG_DIR, shipped_shapes
 from .table3 import table3
@@ -36,6 +37,8 @@ BENCH_GPU_CMD = "`python -m experiments.bench --grid gpu --out reports/data/benc
 PAIRED_CMD = ("`python -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 "
               "--out reports/data/paired_cpu` (CPU; `--device cuda --size small --threads 0 "
               "--out reports/data/paired_h100` on a GPU)")
+MOE_LAYER_CMD = ("`python -m experiments.moe_layer_bench --grouped-from 66dcf62 --out reports/data/moe_layer_cpu.csv` "
+                 "(add `--device cuda --out reports/data/moe_layer_h100.csv` on a GPU)")
 PAIRED_GPU_CMD = ("`python -m experiments.paired_bench --device cuda --size small --threads 0 "
                   "--out reports/data/paired_h100` on a GPU")
 DEFINITIONS = (
@@ -65,6 +68,7 @@ class Report:
         self.summary = run_summary(col)
         self.bench_mfu = bench_mfu(col.bench)
         self.paired = _paired_rows(col.paired)
+        self.moe_layer, self.moe_layer_older = moe_layer.newest_per_device(col.moe_layer)
 
     def fig(self, path: Path | None, caption: str) -> str:
         if path is None:
@@ -198,7 +202,8 @@ class Report:
 
     # ----- 4 -----------------------------------------------------------------------------------------
     def section4(self) -> str:
-        return "\n".join([self._training_runs(), self._bench_throughput(), self._flop_check(), self._decode()])
+        return "\n".join([self._training_runs(), self._bench_throughput(), self._moe_layer(), self._flop_check(),
+                          self._decode()])
 
     def _training_runs(self) -> str:
         col = self.col
@@ -270,6 +275,43 @@ class Report:
                                        f"CSV and kind; MFU vs matmul peak in the table above; data: {srcs}"))
             if not any(_is_gpu(d) for d in col.bench.get("device_name", [])):
                 out.append(f"These are CPU numbers; GPU numbers come from {BENCH_GPU_CMD}.")
+        return "\n".join(out)
+
+    def _moe_layer(self) -> str:
+        out = ["\n### One MoE layer against a dense FFN of equal active FLOP (`experiments.moe_layer_bench`)"]
+        shown, older = self.moe_layer, self.moe_layer_older
+        if shown.empty:
+            out.append(f"No MoE-layer CSV under {', '.join(self.col.roots)}. Produce one with {MOE_LAYER_CMD}.")
+            return "\n".join(out)
+        for source, df in shown.groupby("source", sort=False):
+            first = df.iloc[0]
+            out.append(f"\n`{source}` ({first['device_name']}, torch {first['torch']}, commit "
+                       f"{str(first['git_commit'])[:7]}): forward + backward of one layer on "
+                       f"{int(first['tokens'])} tokens, d_model {int(first['d_model'])}, SwiGLU experts; `fine` = "
+                       "E=64, k=8, d_expert=256 (DeepSeek-style), `coarse` = E=8, k=2, d_expert=1024 "
+                       "(Mixtral-style). Each cell is the median over rounds of the per-round time ratio "
+                       "ours_grouped / other (every contender runs once per round, in turn), [quartiles]; "
+                       f"‡ marks an interquartile range over {moe_layer.WIDE:.0%} of the median (too noisy to "
+                       "conclude). The dense FFN has width k x d_expert (same active parameters and matmul FLOP; "
+                       "the MoE layer adds its router's 2 E d per token); the floors are the same nine products as "
+                       "plain matmuls on preallocated operands, once as one dense GEMM each (dense GEMM floor), "
+                       "once as one GEMM per expert with the run's routing counts (per-expert GEMM floor). "
+                       "torchtitan's experts compute in bf16 whatever the input dtype, so its fp32 rows set our fp32 "
+                       "against its bf16. `load` is the 1-minute load average when the configuration started "
+                       "(it counts the bench's own threads).\n")
+            text, _ = moe_layer.table(df)
+            out.append(text)
+            out.append("\n" + "\n".join(moe_layer.goal_lines(df)))
+            r = moe_layer.ratios(df)
+            tag = Path(source).stem.removeprefix("moe_layer_")
+            path = plots.moe_layer_ratios(r, self.figdir, moe_layer.GOAL, moe_layer.labels(r["vs"].unique()),
+                                          name=f"moe_layer_ratios_{tag}")
+            out.append("\n" + self.fig(path, "our grouped MoE layer's time over the same FLOP done otherwise; "
+                                             f"data: `{source}`"))
+        if not older.empty:
+            out.append("Earlier MoE-layer runs (not shown): " + "; ".join(
+                f"`{r.source}` (commit {str(r.commit)[:7]}, load {r.load_lo:.1f}-{r.load_hi:.1f})"
+                for r in older.itertuples()) + ".")
         return "\n".join(out)
 
     def _flop_check(self) -> str:
@@ -452,6 +494,10 @@ class Report:
                        f"{p['cost_ratio_median']:.3f} [{p['cost_ratio_low']:.3f}, {p['cost_ratio_high']:.3f}] "
                        f"(median, 95% bootstrap interval, {p['repeats']} interleaved repeats on {p['device']}): "
                        f"{p['verdict']} (section 5; `{p['source']}/paired.csv`).")
+        for source, df in (self.moe_layer.groupby("source", sort=False) if not self.moe_layer.empty else []):
+            line = moe_layer.finding(df, source)
+            if line:
+                out.append(line)
         summ = self.summary
         if not summ.empty and summ["final_val_loss"].notna().any():
             best = summ.loc[summ["final_val_loss"].idxmin()]

@@ -3,7 +3,8 @@
 A run folder is any directory holding ``metrics.jsonl`` (written by ``experiments.train``; format in
 ``experiments/metrics.py``), usually with ``config.yaml``, ``env.json`` and ``summary.json`` next to it.
 A measurement CSV is any ``*.csv`` with the bench columns ``kind`` and ``median_s``
-(``experiments.bench``); a paired benchmark is a folder with ``paired.csv`` and ``summary.json``
+(``experiments.bench``); a MoE-layer CSV one with the columns of ``experiments.moe_layer_bench`` (``row``,
+``contender``, ``vs``, ``median``), its ``<csv>.env.json`` beside it; a paired benchmark is a folder with ``paired.csv`` and ``summary.json``
 (``experiments.paired_bench``). Every row keeps the path it came from (``source``), so captions can name
 their data and CSVs from different places are never pooled.
 
@@ -28,6 +29,7 @@ from experiments.paths import portable_path
 
 METRICS = "metrics.jsonl"
 BENCH_COLUMNS = {"kind", "median_s"}
+MOE_LAYER_COLUMNS = {"row", "contender", "vs", "median", "threads"}
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Collected:
     router_load: pd.DataFrame = field(default_factory=pd.DataFrame)  # step x layer x expert
     router_layer: pd.DataFrame = field(default_factory=pd.DataFrame) # step x layer statistics
     bench: pd.DataFrame = field(default_factory=pd.DataFrame)        # rows of every bench CSV
+    moe_layer: pd.DataFrame = field(default_factory=pd.DataFrame)    # rows of every MoE-layer CSV
     paired: list[dict] = field(default_factory=list)                 # paired benchmarks (summary, env, source)
     roots: list[str] = field(default_factory=list)
     select: list[str] = field(default_factory=list)                  # run patterns applied
@@ -62,8 +65,8 @@ def find_run_dirs(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def find_csvs(roots: Iterable[str | Path]) -> list[Path]:
-    """Every bench-format CSV (columns ``kind`` and ``median_s``) under ``roots``."""
+def find_csvs(roots: Iterable[str | Path], columns: set[str] = BENCH_COLUMNS) -> list[Path]:
+    """Every CSV under ``roots`` whose header holds ``columns`` (default: the bench format)."""
     out = set()
     for root in map(Path, roots):
         candidates = [root] if root.is_file() else (root.rglob("*.csv") if root.is_dir() else [])
@@ -72,7 +75,7 @@ def find_csvs(roots: Iterable[str | Path]) -> list[Path]:
                 cols = set(pd.read_csv(p, nrows=0).columns)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
                 continue
-            if BENCH_COLUMNS <= cols:
+            if columns <= cols:
                 out.add(p.resolve())
     return sorted(out)
 
@@ -284,6 +287,32 @@ def load_bench(paths: Iterable[Path]) -> pd.DataFrame:
     return df
 
 
+def load_moe_layer(paths: Iterable[Path]) -> pd.DataFrame:
+    """Rows of MoE-layer CSVs, each with its ``source`` and, from ``<csv>.env.json``, the run's start time
+    (``time_start_unix_s``, NaN when unknown) for picking the newest run per device."""
+    frames = []
+    for p in paths:
+        try:
+            df = pd.read_csv(p)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+            warn(f"{portable_path(p)}: unreadable MoE-layer CSV ({' '.join(str(e).split())[:80]}); ignored")
+            continue
+        env = _read_json(Path(str(p) + ".env.json"))
+        df["source"] = portable_path(p)
+        df["time_start_unix_s"] = _float(env.get("time_start_unix_s"))
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    for c in ("median", "q1", "q3", "threads", "n_experts", "top_k", "d_model", "d_expert", "tokens",
+              "load1_start", "load1_end"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in ("note", "vs", "status", "device_name", "git_commit"):
+        if c in df:
+            df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+    return df
+
+
 def collect(roots: Iterable[str | Path], select: Iterable[str] | None = None) -> Collected:
     """Load the run folders whose key matches ``select`` (all when None), every bench CSV and every paired
     benchmark under ``roots``."""
@@ -311,4 +340,5 @@ def collect(roots: Iterable[str | Path], select: Iterable[str] | None = None) ->
     return Collected(runs=pd.DataFrame(infos), metrics=pd.DataFrame(metrics),
                      router_load=pd.DataFrame(loads), router_layer=pd.DataFrame(layers),
                      bench=load_bench(find_csvs(roots)), paired=load_paired(find_paired(roots)), roots=roots,
+                     moe_layer=load_moe_layer(find_csvs(roots, MOE_LAYER_COLUMNS)),
                      select=patterns, skipped=sorted(skipped - seen))

@@ -434,3 +434,43 @@ def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, tit
     ax.set_title(title, fontsize=10.5)
     ax.legend(loc="lower right", fontsize=9)
     return _save(fig, figdir, name)
+
+
+def moe_layer_ratios(ratios: pd.DataFrame, figdir: Path, goal: dict[str, float],
+                     labels: dict[str, str] | None = None, name: str = "moe_layer_ratios") -> Path | None:
+    """``ours_grouped / other`` time ratios of one MoE-layer CSV: median (point) and interquartile range
+    (bar) per configuration; left panel against the floors (dense FFN, per-expert and dense GEMMs) with the
+    issue-17 goal per shape as a dashed tick, right panel against earlier versions and peers."""
+    if ratios.empty:
+        return None
+    ratios = ratios.assign(config=[f"{r.shape} {r.dtype} {int(r.threads)}t" for r in ratios.itertuples()])
+    configs = list(dict.fromkeys(ratios["config"]))
+    floors = ["dense", "grouped_matmul", "matmul"]
+    panels = [("against the floors of the same FLOP", [v for v in floors if v in set(ratios["vs"])]),
+              ("against earlier code and peers (same weights)",
+               [v for v in dict.fromkeys(ratios["vs"]) if v not in floors and v != "ours_loop"])]
+    panels = [(t, vs) for t, vs in panels if vs]
+    fig, axes = plt.subplots(1, len(panels), figsize=(10.5, 1.6 + 0.42 * len(configs)), sharey=True, squeeze=False)
+    colours = sns.color_palette("colorblind", 10)
+    for ax, (title, vs_list) in zip(axes[0], panels):
+        n = len(vs_list)
+        for j, vs in enumerate(vs_list):
+            r = ratios[ratios["vs"] == vs].set_index("config").reindex(configs)
+            y = np.arange(len(configs)) + (j - (n - 1) / 2) * 0.8 / max(n, 1)
+            ok = r["median"].notna().to_numpy()
+            ax.errorbar(r["median"][ok], y[ok], xerr=[(r["median"] - r["q1"])[ok], (r["q3"] - r["median"])[ok]],
+                        fmt="o", ms=4, capsize=2, lw=1.2, color=colours[j % 10], label=(labels or {}).get(vs, vs))
+        if "dense" in vs_list:
+            for i, c in enumerate(configs):
+                g = goal.get(c.split()[0])
+                if g is not None:
+                    ax.plot([g, g], [i - 0.45, i + 0.45], color="0.3", ls="--", lw=1)
+        ax.axvline(1.0, color="0.5", lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("time ratio, ours_grouped / other (median, IQR)")
+        ax.legend(fontsize=7.5, loc="lower right", framealpha=0.85)
+    axes[0][0].set_yticks(range(len(configs)), configs, fontsize=8.5)
+    axes[0][0].invert_yaxis()
+    fig.suptitle("One MoE layer (forward + backward): our grouped backend against the same FLOP elsewhere "
+                 "(dashed: the goal vs dense)", fontsize=10.5)
+    return _save(fig, figdir, name)

@@ -90,11 +90,14 @@ def report(tmp_path_factory):
     _write_run(root, "moe_none", True, "none")
     _write_bench(root / "bench.csv")
     _write_paired(root / "paired")
+    from experiments import moe_layer_bench as MLB
+    MLB.run(MLB.parse_args(["--quick", "--shapes", "fine", "--dtypes", "fp32", "--threads", "1", "--quiet",
+                            "--no-peers", "--out", str(root / "moe_layer_cpu.csv")]))
     out = tmp_path_factory.mktemp("out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rep = B.build([str(root)], out)
-    rep.caught = caught
+    rep.caught, rep.root = caught, root
     return rep, out, (out / "REPORT.md").read_text()
 
 
@@ -122,7 +125,7 @@ def test_every_section_and_figure(report):
     figs = sorted((out / "figures").glob("*.png"))
     names = {p.stem for p in figs}
     assert {"deepseek_waterfall", "loss_curves", "maxvio", "throughput", "decode", "mfu_runs",
-            "router_load", "paired_cost_ratio_paired"} <= names, names
+            "router_load", "paired_cost_ratio_paired", "moe_layer_ratios_cpu"} <= names, names
     assert {p.resolve() for p in rep.figures} == {p.resolve() for p in figs}
     for p in figs:
         assert p.stat().st_size > 5000, p
@@ -235,6 +238,18 @@ def test_definitions_and_single_seed(report):
     assert "**MaxVio** = max load / mean load - 1" in sec4[first - 40:first + 60]
     assert "**CV** = standard deviation / mean" in sec4
     assert "Each configuration was trained once (seed 0)" in sec4
+
+
+def test_moe_layer_section_reads_the_csv(report):
+    """The MoE-layer table shows the CSV's own ratio rows (median [q1, q3]) and names the file."""
+    import pandas as pd
+    rep, _, text = report
+    assert "### One MoE layer against a dense FFN" in text
+    df = pd.read_csv(rep.root / "moe_layer_cpu.csv")
+    r = df[(df.row == "ratio") & (df.contender == "ours_grouped") & (df.vs == "dense")].iloc[0]
+    line = next(ln for ln in text.splitlines() if ln.startswith("| fine fp32 1t"))
+    assert f"{r['median']:.2f} [{r['q1']:.2f}, {r['q3']:.2f}]" in line.split("|")[2]
+    assert "moe_layer_cpu.csv" in text and "goal ours/dense <= 1.2" in text
 
 
 def test_no_deprecation_warnings_from_figures(report):
