@@ -45,7 +45,8 @@ matmuls (m = 3 SwiGLU matrices), the same for ``dense`` and ``matmul``; the rout
 
 Rows (``row``): ``time`` (one per contender) and ``ratio`` (``ours_*`` over every other contender): the
 median and quartiles of the PER-ROUND time ratios, so that a load change between rounds cancels. Rows are
-appended as each configuration finishes; ``<out>.env.json`` holds the environment (CPU model, cores,
+appended as each configuration finishes; ``<out>.env.json`` (written before the first configuration and
+again, with the end's load and time, after the last) holds the environment (CPU model, cores,
 threads, torch, transformers, git commit, load averages at start and end).
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ import torch.nn.functional as F
 from accounting.shapes import ModelShape
 from moe.experts import per_expert_mm
 
+from .atomic import write_text_atomic
 from .bench import time_once
 from .environment import REPO, cpu_model, device_name, git_commit
 
@@ -460,7 +462,9 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
     threads = args.threads if device.type == "cpu" else [0]
     row_env = {k: env[k] for k in ("device", "device_name", "torch", "git_commit")}
     threads_before = torch.get_num_threads()
-    with out.open("w", newline="") as fh:
+    env_path = Path(str(out) + ".env.json")
+    write_text_atomic(env_path, json.dumps(info, indent=1, default=str) + "\n")   # before the first row: a
+    with out.open("w", newline="") as fh:                                            # crash leaves both files
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         for shape_name in args.shapes:
@@ -472,7 +476,7 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
                         _print(rows)
     torch.set_num_threads(threads_before)
     info.update(load_avg_end=os.getloadavg(), time_end_unix_s=time.time())
-    Path(str(out) + ".env.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
+    write_text_atomic(env_path, json.dumps(info, indent=1, default=str) + "\n")
     return out
 
 

@@ -443,7 +443,8 @@ def moe_layer_ratios(ratios: pd.DataFrame, figdir: Path, goal: dict[str, float],
     issue-17 goal per shape as a dashed tick, right panel against earlier versions and peers."""
     if ratios.empty:
         return None
-    ratios = ratios.assign(config=[f"{r.shape} {r.dtype} {int(r.threads)}t" for r in ratios.itertuples()])
+    if "config" not in ratios:
+        ratios = ratios.assign(config=[f"{r.shape} {r.dtype} {int(r.threads)}t" for r in ratios.itertuples()])
     configs = list(dict.fromkeys(ratios["config"]))
     floors = ["dense", "grouped_matmul", "matmul"]
     panels = [("against the floors of the same FLOP", [v for v in floors if v in set(ratios["vs"])]),

@@ -42,7 +42,8 @@ def newest_per_device(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def config_label(r) -> str:
-    return f"{r.shape} {r.dtype} {int(r.threads)}t"
+    """``fine bf16 2t`` on a CPU (intra-op threads); ``fine bf16`` on a GPU (threads recorded as 0)."""
+    return f"{r.shape} {r.dtype}" + (f" {int(r.threads)}t" if int(r.threads) > 0 else "")
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +54,10 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 def ratios(df: pd.DataFrame) -> pd.DataFrame:
     """The ``ours_grouped / vs`` ratio rows (status ok), sorted by source, shape, dtype, threads."""
     r = df[(df["row"] == "ratio") & (df["contender"] == CONTENDER)]
-    return _sorted(r) if not r.empty else r
+    if r.empty:
+        return r
+    r = _sorted(r)
+    return r.assign(config=[config_label(x) for x in r.itertuples()])
 
 
 def floor_over_dense(df: pd.DataFrame) -> pd.DataFrame:
@@ -84,7 +88,7 @@ def table(df: pd.DataFrame) -> tuple[str, list[str]]:
     for (shape, dtype, threads), g in r.groupby(["shape", "dtype", "threads"], sort=False):
         by_vs = {x.vs: x for x in g.itertuples()}
         f = fl[(fl["shape"] == shape) & (fl["dtype"] == dtype) & (fl["threads"] == threads)] if not fl.empty else fl
-        rows.append([f"{shape} {dtype} {int(threads)}t"]
+        rows.append([g["config"].iloc[0]]
                     + [_cell(by_vs[c]) if c in by_vs else "-" for c in cols]
                     + [f"{f['floor_over_dense'].iloc[0]:.2f}" if len(f) else "-",
                        f"{g['load1_start'].iloc[0]:.1f}"])

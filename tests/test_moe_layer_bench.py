@@ -134,3 +134,17 @@ def test_bad_sizes_are_one_line_errors(args, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith(message)
+
+
+def test_environment_is_written_before_the_first_configuration(tmp_path):
+    """A run that dies in its first configuration still leaves <out>.env.json (without the end's fields)."""
+    out = tmp_path / "bench.csv"
+
+    def boom(ref_mod, x, gy):
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError, match="killed"):
+        B.run(B.parse_args(QUICK + ["--no-peers", "--out", str(out)]), boom)
+    env = json.loads((tmp_path / "bench.csv.env.json").read_text())
+    assert "load_avg_start" in env and "git_commit" in env and "load_avg_end" not in env
+    _, rows = _rows(out)
+    assert rows == []

@@ -44,3 +44,9 @@ def test_goal_lines_say_met_and_missed():
     missed = M.goal_lines(pd.DataFrame(_rows("a.csv", 1.0, dense=(1.31, 1.3, 1.32))))
     assert met == ["- fine: goal ours/dense <= 1.2; met by fine fp32 1t."]
     assert missed == ["- fine: goal ours/dense <= 1.2; met by none; not met by fine fp32 1t (1.31)."]
+
+
+def test_gpu_rows_have_no_thread_count():
+    rows = [dict(r, threads=0, device_name="NVIDIA H100") for r in _rows("gpu.csv", 1.0)]
+    text, _ = M.table(pd.DataFrame(rows))
+    assert "| fine fp32 |" in text and "0t" not in text
