@@ -245,3 +245,26 @@ def test_per_expert_mm_equals_grouped_mm(accumulate):
     want = torch._grouped_mm(a.t(), gy, offs=offs) + (out if accumulate else 0)
     got = per_expert_mm(a.t(), gy, bounds, out.clone(), accumulate)
     assert sum(counts) == 10 and torch.allclose(got, want, atol=1e-5)
+
+
+def test_grouped_with_tokens_dropped_entirely_at_both_ends():
+    """Tokens whose every assignment was dropped (first, last, and a partial one) get zeros and no gradient,
+    as in the loop backend: the fused combine's empty bags, including bags starting at the end of the input."""
+    shape = ModelShape(vocab_size=16, d_model=16, n_layers=1, n_heads=1, seq_len=6, n_experts=4, top_k=2,
+                       d_expert=8, ffn_kind="swiglu")
+    torch.manual_seed(0)
+    loop, grouped = LoopExperts(shape), GroupedExperts(shape)
+    grouped.load_state_dict(loop.state_dict())
+    x = torch.randn(6, 16, requires_grad=True)
+    indices = torch.stack([torch.randperm(4)[:2] for _ in range(6)])
+    weights = torch.rand(6, 2)
+    keep = torch.ones(6, 2, dtype=torch.bool)
+    keep[0], keep[-2:], keep[2, 1] = False, False, False
+    got = []
+    for module in (loop, grouped):
+        x.grad = None
+        y = module(x, indices, weights, keep)
+        y.square().sum().backward()
+        got.append((y.detach(), x.grad.clone()))
+    assert torch.allclose(got[0][0], got[1][0], atol=1e-6) and torch.allclose(got[0][1], got[1][1], atol=1e-6)
+    assert got[1][0][[0, 4, 5]].abs().max() == 0 and got[1][1][[0, 4, 5]].abs().max() == 0
