@@ -15,8 +15,8 @@ random tensor). Contenders:
 * ``matmul``: the nine plain matmuls of the dense FFN's forward + backward on preallocated operands, no
   autograd, no elementwise work: the floor a layer of these flops can reach here.
 * ``grouped_matmul``: the same nine products as one matmul per expert with the run's routing counts
-  (``moe.experts.per_expert_mm`` on a CPU, ``torch._grouped_mm`` on CUDA), preallocated, no autograd: the
-  floor of any layer that computes its experts as per-expert GEMMs. ``grouped_matmul / matmul`` is what
+  (``moe.experts.grouped_mm_into``: ``torch.mm`` per expert on a CPU, ``torch._grouped_mm`` on CUDA),
+  preallocated, no autograd: the floor of any layer that computes its experts as per-expert GEMMs. ``grouped_matmul / matmul`` is what
   the matmul library charges for splitting the work into E smaller GEMMs; ``ours / grouped_matmul`` is
   what our layer adds on top (router, gathers, activation, combine).
 * peers, when importable: transformers' ``MixtralSparseMoeBlock`` and ``Qwen3MoeSparseMoeBlock`` with
@@ -54,23 +54,23 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import itertools
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+import types
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from accounting.shapes import ModelShape
-from moe.experts import per_expert_mm
+from moe.experts import grouped_mm_into
 
 from .atomic import write_text_atomic
 from .bench import time_once
@@ -216,21 +216,19 @@ def grouped_matmul_contender(counts: list[int], d: int, f: int, device, dtype) -
     """The routed experts' nine products (3 forward, 6 backward) as per-expert matmuls with the run's
     routing counts (``counts[e]`` rows for expert e), on preallocated operands: no autograd, gather,
     routing weight or activation. The floor of any layer that runs its experts as one GEMM per expert with
-    this matmul library; on a CPU ``moe.experts.per_expert_mm`` (one ``torch.mm`` per expert into
-    preallocated rows, as ``grouped`` does), on CUDA ``torch._grouped_mm``."""
+    this matmul library: ``moe.experts.grouped_mm_into``, as the ``grouped`` backend calls it (on a CPU one
+    ``torch.mm`` per expert into preallocated rows, on CUDA ``torch._grouped_mm``)."""
     g = torch.Generator(device="cpu").manual_seed(2)
     r = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
     E, A = len(counts), sum(counts)
     xs, h, gout, gg, gu = r(A, d), r(A, f), r(A, d), r(A, f), r(A, f)
     wg, wu, wd = r(E, d, f), r(E, d, f), r(E, f, d)
     o_f, o_d, gw_df, gw_fd = r(A, f), r(A, d), r(E, d, f), r(E, f, d)
-    bounds = [0]
-    for c in counts:
-        bounds.append(bounds[-1] + c)
+    bounds = [0, *itertools.accumulate(counts)]
     offs = torch.tensor(bounds[1:], dtype=torch.int32, device=device)
+    mm = partial(grouped_mm_into, offs=offs, bounds=bounds if torch.device(device).type == "cpu" else None)
 
-    def step_cpu():
-        mm = partial(per_expert_mm, bounds=bounds)
+    def step():
         mm(xs, wg, out=o_f)                                       # forward: gate, up, down
         mm(xs, wu, out=o_f)
         mm(h, wd, out=o_d)
@@ -240,15 +238,8 @@ def grouped_matmul_contender(counts: list[int], d: int, f: int, device, dtype) -
         mm(gu, wu.transpose(-2, -1), out=o_d, accumulate=True)
         mm(xs.t(), gg, out=gw_df)                                  # ... and weights
         mm(xs.t(), gu, out=gw_df)
-
-    def step_gpu():
-        gm = torch._grouped_mm
-        gm(xs, wg, offs=offs), gm(xs, wu, offs=offs), gm(h, wd, offs=offs)
-        gm(gout, wd.transpose(-2, -1), offs=offs), gm(h.t(), gout, offs=offs)
-        gm(gg, wg.transpose(-2, -1), offs=offs) + gm(gu, wu.transpose(-2, -1), offs=offs)
-        gm(xs.t(), gg, offs=offs), gm(xs.t(), gu, offs=offs)
-    return Contender("grouped_matmul", step_cpu if torch.device(device).type == "cpu" else step_gpu,
-                     check=False, note="9 per-expert matmuls of the experts' fwd+bwd, run's routing counts")
+    return Contender("grouped_matmul", step, check=False,
+                     note="9 per-expert matmuls of the experts' fwd+bwd, run's routing counts")
 
 
 def _sync(device):
@@ -292,8 +283,8 @@ def available_peers(device: torch.device, eager: bool = False) -> dict[str, str 
     return out
 
 
-def experts_at_commit(commit: str):
-    """``moe/experts.py`` as of git ``commit``, loaded as a module of its own: an earlier version of the
+def experts_at_commit(commit: str) -> types.ModuleType:
+    """``moe/experts.py`` as of git ``commit``, executed as a module of its own: an earlier version of the
     ``grouped`` backend to time beside today's in the same run (``--grouped-from``). Raises ValueError
     with git's message when the commit or file cannot be read."""
     got = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:moe/experts.py"], capture_output=True,
@@ -301,11 +292,8 @@ def experts_at_commit(commit: str):
     if got.returncode != 0:
         why = (got.stderr.strip().splitlines() or ["git show failed"])[-1]
         raise ValueError(f"--grouped-from {commit}: {why}")
-    path = Path(tempfile.mkdtemp(prefix="moe_layer_bench_")) / f"experts_{commit}.py"
-    path.write_text(got.stdout)
-    spec = importlib.util.spec_from_file_location(f"experts_{commit}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType(f"experts_{commit}")
+    exec(compile(got.stdout, f"{commit}:moe/experts.py", "exec"), module.__dict__)  # noqa: S102
     return module
 
 

@@ -30,6 +30,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from accounting.shapes import ModelShape
+from dense.model import INIT_STD, residual_init_std
 
 BACKENDS = ("loop", "grouped", "megablocks")
 MEGABLOCKS_INSTALL = ("pip install --no-build-isolation --no-deps megablocks stanford-stk grouped_gemm "
@@ -59,8 +60,8 @@ class ExpertWeights(nn.Module):
         self.w_down = nn.Parameter(torch.empty(E, f, d))
         for w in (self.w_up, self.w_gate):
             if w is not None:
-                nn.init.normal_(w, mean=0.0, std=0.02)
-        nn.init.normal_(self.w_down, mean=0.0, std=0.02 / math.sqrt(2 * shape.n_layers))
+                nn.init.normal_(w, mean=0.0, std=INIT_STD)
+        nn.init.normal_(self.w_down, mean=0.0, std=residual_init_std(shape))
 
 
 class LoopExperts(ExpertWeights):
@@ -169,7 +170,7 @@ def per_expert_mm(a: torch.Tensor, b: torch.Tensor, bounds: list[int], out: torc
     return out
 
 
-def _gmm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
+def grouped_mm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
               out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
     """``out (+)= grouped_mm(a, b, offs)``: on a CPU (``bounds``: the host copy of ``[0] + offs``)
     ``per_expert_mm`` into ``out`` (``addmm_`` when accumulating: the sum rides in the GEMM), as
@@ -199,7 +200,7 @@ class _SortedExperts(torch.autograd.Function):
 
     Memory: the gathered input, the down projection's output, the gathered output gradient, the input
     gradient's two products (summed inside the GEMM, ``addmm_``) and SwiGLU's backward temporaries live in
-    reused scratch tensors (``_scratch``, ``_gmm_into``; on a CPU, where a fresh tensor of tens of MB costs
+    reused scratch tensors (``_scratch``, ``grouped_mm_into``; on a CPU, where a fresh tensor of tens of MB costs
     page faults comparable to a pass over it). x [T, d] is saved instead of its gathered copy [A, d] and
     regathered in backward into the buffer of the output gradient's gathered copy once that is dead.
     SwiGLU saves g and u and recomputes silu(g) in backward; with fold ``"h"`` the routing weight is
@@ -228,7 +229,7 @@ class _SortedExperts(torch.autograd.Function):
         else:
             hw = h * ws[:, None] if fold == "h" else h
         bounds = [0] + offs.tolist() if per_group else None
-        out = _gmm_into(hw, w_down, offs, bounds, _scratch("out", (hw.size(0), d), hw))   # [A, d]
+        out = grouped_mm_into(hw, w_down, offs, bounds, _scratch("out", (hw.size(0), d), hw))   # [A, d]
         if fold == "out":
             out.mul_(ws[:, None])
         y = _combine(out, inv, starts)               # xs is not saved (regathered in backward)
@@ -244,7 +245,7 @@ class _SortedExperts(torch.autograd.Function):
         w = ws[:, None]
         gout = torch.index_select(gy, 0, tok, out=_scratch("gout", (tok.numel(), gy.size(-1)), gy))
         A, bounds = tok.numel(), ctx.bounds
-        gh = _gmm_into(gout, w_down.transpose(-2, -1), offs, bounds,        # [A, f] d(loss)/d(hw)
+        gh = grouped_mm_into(gout, w_down.transpose(-2, -1), offs, bounds,        # [A, f] d(loss)/d(hw)
                        _scratch("gh", (A, w_down.size(1)), gout))
         if h is not None:
             gws = _rowdot(gh, h, _scratch("gg", gh.shape, gh))               # d(loss)/d(ws)
@@ -262,12 +263,12 @@ class _SortedExperts(torch.autograd.Function):
                                                          grad_input=_scratch("gg", g.shape, g))
             gw_gate = torch._grouped_mm(xs.t(), gg, offs=offs)
             gw_up = torch._grouped_mm(xs.t(), gu, offs=offs)
-            gxs = _gmm_into(gg, w_gate.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
-            _gmm_into(gu, w_up.transpose(-2, -1), offs, bounds, gxs, accumulate=True)
+            gxs = grouped_mm_into(gg, w_gate.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
+            grouped_mm_into(gu, w_up.transpose(-2, -1), offs, bounds, gxs, accumulate=True)
         else:
             gg = torch.ops.aten.gelu_backward(gh.mul_(w), g)
             gw_gate, gw_up = None, torch._grouped_mm(xs.t(), gg, offs=offs)
-            gxs = _gmm_into(gg, w_up.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
+            gxs = grouped_mm_into(gg, w_up.transpose(-2, -1), offs, bounds, _scratch("gxs", xs.shape, xs))
         gx = _combine(gxs, inv, starts)
         return gx, gws, gw_gate, gw_up, gw_down, None, None, None, None, None, None
 
@@ -357,9 +358,8 @@ class MegaBlocksExperts(nn.Module):
             activation_fn=F.silu if shape.ffn_kind == "swiglu" else F.gelu,
             bias=False, return_bias=False, moe_loss_weight=0.0,   # our router computes the balance losses
             bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, device=device,
-            init_method=partial(nn.init.normal_, mean=0.0, std=0.02),
-            output_layer_init_method=partial(nn.init.normal_, mean=0.0,
-                                             std=0.02 / math.sqrt(2 * shape.n_layers)))
+            init_method=partial(nn.init.normal_, mean=0.0, std=INIT_STD),
+            output_layer_init_method=partial(nn.init.normal_, mean=0.0, std=residual_init_std(shape)))
         self.experts = dMoE(args).experts  # ParallelDroplessMLP
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,

@@ -438,13 +438,11 @@ def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, tit
 
 def moe_layer_ratios(ratios: pd.DataFrame, figdir: Path, goal: dict[str, float],
                      labels: dict[str, str] | None = None, name: str = "moe_layer_ratios") -> Path | None:
-    """``ours_grouped / other`` time ratios of one MoE-layer CSV: median (point) and interquartile range
-    (bar) per configuration; left panel against the floors (dense FFN, per-expert and dense GEMMs) with the
+    """``ours_grouped / other`` time ratios of one MoE-layer CSV (``reports.moe_layer.ratios``, with its
+    ``config`` label column): median (point) and interquartile range (bar) per configuration; left panel against the floors (dense FFN, per-expert and dense GEMMs) with the
     issue-17 goal per shape as a dashed tick, right panel against earlier versions and peers."""
     if ratios.empty:
         return None
-    if "config" not in ratios:
-        ratios = ratios.assign(config=[f"{r.shape} {r.dtype} {int(r.threads)}t" for r in ratios.itertuples()])
     configs = list(dict.fromkeys(ratios["config"]))
     floors = ["dense", "grouped_matmul", "matmul"]
     panels = [("against the floors of the same FLOP", [v for v in floors if v in set(ratios["vs"])]),
