@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import scaling as _scaling
 from .params import count_parameters
 from .shapes import ModelShape
 
@@ -83,8 +84,9 @@ class LossFit:
         return d / n
 
 
-HOFFMANN_2022 = LossFit("hoffmann2022", 1.69, 406.4, 410.7, 0.34, 0.28,
-                        "Hoffmann et al. 2022 (arXiv 2203.15556), approach 3, as published")
-BESIROGLU_2024 = LossFit("besiroglu2024", 1.8172, 482.01, 2085.43, 0.3478, 0.3658,
-                         "Besiroglu et al. 2024 (arXiv 2404.10102), refit of the same data")
+# The constants live in accounting.scaling (one place for every published law); these are views of them.
+HOFFMANN_2022 = LossFit("hoffmann2022", **_scaling.HOFFMANN_2022,
+                        source="Hoffmann et al. 2022 (arXiv 2203.15556), approach 3, as published")
+BESIROGLU_2024 = LossFit("besiroglu2024", **_scaling.BESIROGLU_2024,
+                         source="Besiroglu et al. 2024 (arXiv 2404.10102), refit of the same data")
 FITS = {f.name: f for f in (HOFFMANN_2022, BESIROGLU_2024)}

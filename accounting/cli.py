@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import cost, press2025, serving
+from . import cost, press2025, scaling_cli, serving
 from .chinchilla import FITS, TOKENS_PER_PARAMETER, chinchilla_tokens
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
 from .formatting import si
@@ -335,7 +335,8 @@ def deepseek_data() -> dict[str, Any]:
     shape = press2025.deepseek_v3_shape(press2025.DEEPSEEK_REPORTED["pretrain_seq_len"])
     return {"convention": CONVENTION, "section6": press2025.section6(),
             "deepseek_v3": {"config": "shipped:deepseek-v3", "params": params_data(shape, "shipped:deepseek-v3"),
-                            "estimates": press2025.deepseek_v3_estimates(shape)}}
+                            "estimates": press2025.deepseek_v3_estimates(shape)},
+            "scaling": scaling_cli.deepseek_section(shape)}
 
 
 def deepseek_text(d: dict[str, Any]) -> str:
@@ -372,6 +373,7 @@ def deepseek_text(d: dict[str, Any]) -> str:
             for k, v in e["methods"].items()]
     out.append(_grid(["method", "MAC/token", "FLOP/token", "MAC total", "FLOP total", "implied MFU",
                       "H800-h at peak", f"$ at ${press2025.DEEPSEEK_REPORTED['usd_per_gpu_hour']:g}/h, peak"], rows))
+    out += ["", scaling_cli.deepseek_text(d["scaling"])]
     return "\n".join(out)
 
 
@@ -531,7 +533,7 @@ def build_parser() -> _Parser:
     fmt.add_argument("--format", choices=("table", "json", "csv"), default="table",
                      help="table (readable, SI suffixes; default), json or csv (full precision)")
     p = _Parser(prog="python -m accounting", description=__doc__.split("\n\n")[0], parents=[fmt])
-    sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost,serve,serving-check}")
+    sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost,serve,serving-check,scaling}")
     sub.required = True
     sub.add_parser("table3", parents=[fmt], help="the note's Table 3 recomputed beside the printed values")
     sub.add_parser("deepseek", parents=[fmt], help="the note's section 6 and DeepSeek-V3 priced by six methods")
@@ -551,6 +553,7 @@ def build_parser() -> _Parser:
     pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
                     help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
     add_serve_parsers(sub, fmt)
+    scaling_cli.add_parser(sub, fmt)
     return p
 
 
@@ -570,6 +573,8 @@ def run(argv: Sequence[str] | None = None) -> str:
         data, render = params_data(shape, source), params_text
     elif args.command == "serve":
         return serve_output(args)
+    elif args.command == "scaling":
+        return scaling_cli.output(args)
     elif args.command == "serving-check":
         data = serving_check_data(args.context, args.prompt_len)
         render = serving_check_text

@@ -165,3 +165,39 @@ def test_bad_inputs_raise():
         S.abnar_loss(1e9, 1e9, 1.0)
     with pytest.raises(ValueError):
         S.scaling_point(load_config("deepseek-v3")[0], -1)
+
+
+# ----- the command ------------------------------------------------------------------------------------
+def test_cli_scaling_json_has_one_entry_per_law():
+    import json
+
+    from accounting.cli import run
+    data = json.loads(run(["scaling", "--config", "deepseek-v3", "--tokens", "14.8T", "--seq-len", "4096",
+                           "--format", "json"]))
+    assert [e["law"] for e in data["laws"]] == list(S.LAWS)
+    for e in data["laws"]:
+        assert {"law", "loss", "dense_equivalent_flops", "leverage", "optimal_tokens", "optimal_active_params",
+                "extrapolation"} <= set(e)
+    k = next(e for e in data["laws"] if e["law"] == "krajewski2024")
+    assert k["leverage"] == pytest.approx(k["dense_equivalent_flops"] / k["own_flops"])
+
+
+def test_cli_scaling_table_csv_and_errors(capsys):
+    from accounting.cli import main, run
+    assert "ludziejewski2025" in run(["scaling", "--config", "mixtral-8x7b", "--tokens", "1T"])
+    assert run(["scaling", "--config", "llama-3-8b", "--tokens", "15T", "--format", "csv"]).startswith("law,loss,")
+    assert main(["scaling", "--config", "deepseek-v3", "--tokens", "-3"]) == 2
+    assert main(["scaling", "--config", "no-such-model", "--tokens", "1T"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_deepseek_command_has_a_scaling_section():
+    from accounting.cli import deepseek_data, deepseek_text
+    d = deepseek_data()
+    s = d["scaling"]
+    assert s["token_bases"]["note_20x_total"] == pytest.approx(13.42e12, rel=1e-3)
+    assert s["token_bases"]["reported"] == 14.8e12
+    assert s["optimal_tokens_all_laws"]["spread"] > 5
+    text = deepseek_text(d)
+    assert "note: 20 x total" in text and "krajewski2024" in text and "The laws disagree" in text
