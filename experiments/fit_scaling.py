@@ -129,6 +129,8 @@ START_GRID = {"alpha": (0.0, 0.5, 1.0, 1.5, 2.0), "beta": (0.0, 0.5, 1.0, 1.5, 2
               "e": (-1.0, -0.5, 0.0, 0.5, 1.0), "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
               "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)}
 """Hoffmann et al.'s grid of initialisations (Appendix D.2), as Epoch's replication uses it."""
+SMALL_GRID = {"alpha": (0.5,), "beta": (0.5,), "e": (0.0, 0.5), "a": (5.0, 10.0), "b": (5.0, 10.0)}
+"""Eight starts, for quick checks and tests."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,8 @@ def main(argv=None) -> int:
     ap.add_argument("--collect", type=Path, default=None, help="copy finished jobs' records from this runs root first")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     ap.add_argument("--out", type=Path, default=None, help="write the fit as JSON here (default: <runs>/fit.json)")
+    ap.add_argument("--starts", choices=("full", "small"), default="full",
+                    help="Approach 3 starts: Hoffmann's full grid (4,500; default) or 8 (quick checks)")
     args = ap.parse_args(argv)
     try:
         if args.collect:
@@ -323,7 +327,7 @@ def main(argv=None) -> int:
                                    for c in budgets for f in {r.family for r in runs}):
             raise ValueError(f"need >= 2 budgets with >= 3 finished sizes per family under {args.runs} "
                              f"(found {len(runs)} runs)")
-        a = analyse(runs, args.bootstrap)
+        a = analyse(runs, args.bootstrap, approach3_grid=None if args.starts == "full" else SMALL_GRID)
         a["published_at_our_scale"] = published_at_our_scale(runs, a)
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

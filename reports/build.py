@@ -19,6 +19,7 @@ from accounting.hardware import HARDWARE
 from . import costs as cost_table
 from . import deepseek as deepseek_costs
 from . import figures as plots
+from . import scaling as scaling_section
 from . import serving as serving_section
 from .collect import Collected, collect
 from . import flopcheck
@@ -552,6 +553,7 @@ class Report:
                     raise
             body.append("")
         body.append(serving_section.section(self.out, self.figures, self.col.roots))
+        body.append(scaling_section.section(self.out, self.figures))
         parts += ["## Key findings\n", self.findings(), *body]
         return "\n".join(parts)
 
