@@ -48,6 +48,7 @@ from accounting.params import count_parameters
 from . import checkpoint as ckpt
 from .atomic import write_text_atomic
 from . import distributed
+from . import sweep as _sweep  # noqa: F401  (registers ${sweep_tag:}, which names a -m sweep's job folders)
 from .config import ConfigError, RunSpec, one_line, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
@@ -848,43 +849,65 @@ def _exit_status(e: BaseException) -> int:
     return 1
 
 
-def precheck(argv: list[str]) -> int:
+def precheck(argv: list[str], check_used: bool = False) -> int:
     """Compose and validate EVERY job of the command line before any work starts (a ``-m`` sweep,
     including ``hydra.sweeper.params`` of an experiment file, is expanded as Hydra's basic sweeper
-    would); raises `ConfigError` with one line. Other Hydra flags (``--help``, ``--cfg``) skip the
-    check. Returns the number of jobs checked."""
+    would); raises `ConfigError` with one line. In a sweep, two jobs that would train into one folder
+    (`experiments.sweep`: the swept keys name the folders) are refused, and with ``check_used`` (the CLI)
+    so is a job whose folder already holds a run unless ``resume=true`` or ``overwrite=true``. Other
+    Hydra flags (``--help``, ``--cfg``) skip the check. Returns the number of jobs checked."""
+    return len(sweep_plan(argv, check_used))
+
+
+def sweep_folders(argv: list[str]) -> list[str]:
+    """The run folder of every job of a command line (`sweep_plan`), in the order Hydra runs them."""
+    return [spec.cfg["run_dir"] for _, spec in sweep_plan(argv)]
+
+
+def sweep_plan(argv: list[str], check_used: bool = False) -> list[tuple[list[str], RunSpec]]:
+    """(overrides, validated spec with its ``run_dir`` as the job will use it) for every job of a command
+    line; `precheck` is its check. Empty when Hydra flags other than ``-m`` make it skip."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from .config import CONF_DIR, compose
+    from .sweep import MAX_NAME_CHARS, params_overrides, sweep_tag, swept_keys
 
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
-        return 0
+        return []
     args = [a for a in argv if not a.startswith("-")]
     multirun = bool(flags)
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(args)
+        swept: list[str] = []
         if not multirun:
             jobs = [args]
         else:
             first = [o.input_line if not o.is_sweep_override() else
                      f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in overrides]
             params = compose(first, return_hydra=True).hydra.sweeper.get("params") or {}
-            given = {o.get_key_element() for o in overrides}
-            extra = [f"{k}={v}" for k, v in params.items() if k not in given]
+            extra = params_overrides(params, [o.get_key_element() for o in overrides])
             jobs = sweep_jobs(parser.parse_overrides(extra) + overrides)
-        for job in jobs:
+            swept = swept_keys(args, params)
+        folders: dict[str, int] = {}
+        plan = []
+        for i, job in enumerate(jobs, start=1):
+            where = f" [job: {' '.join(job)}]" if multirun else ""
             try:
                 spec = validate(compose(list(job)))
             except ConfigError as e:
-                raise ConfigError(f"{e} [job: {' '.join(job)}]" if multirun else str(e)) from None
+                raise ConfigError(f"{e}{where}") from None
+            if multirun:
+                spec.cfg["run_dir"] = folder = spec.cfg["run_dir"] + sweep_tag(job, swept)
+                _check_sweep_folder(spec, folder, i, where, folders, check_used, MAX_NAME_CHARS)
             try:
                 preflight(spec)  # before Hydra creates the run folder
             except RunError as e:
-                raise RunError(f"{e} [job: {' '.join(job)}]" if multirun else str(e)) from None
+                raise RunError(f"{e}{where}") from None
+            plan.append((list(job), spec))
     except (HydraException, OmegaConfBaseException) as e:
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         m = re.match(r"Could not override '([^']+)'", msg)
@@ -895,7 +918,26 @@ def precheck(argv: list[str]) -> int:
             options = ", ".join(sorted(f.stem for f in (CONF_DIR / m.group(1)).glob("*.yaml")))
             raise ConfigError(f"{m.group(1)}={m.group(2)}: no such option; choose one of {options}") from None
         raise ConfigError(msg) from None
-    return len(jobs)
+    return plan
+
+
+def _check_sweep_folder(spec: RunSpec, folder: str, i: int, where: str, folders: dict[str, int],
+                        check_used: bool, max_chars: int) -> None:
+    """One sweep job's folder: not another job's (`ConfigError` naming both jobs), a name a file system
+    takes, and (``check_used``) not an earlier run's unless resume/overwrite (`RunError`)."""
+    key = os.path.normpath(os.path.abspath(os.path.expanduser(folder)))
+    if key in folders:
+        raise ConfigError(f"sweep jobs {folders[key]} and {i} would both train into {folder} (a folder is named "
+                          f"by name, model.name, model.size, seed and the swept keys): sweep distinct values{where}")
+    folders[key] = i
+    if len(Path(folder).name) > max_chars:
+        raise ConfigError(f"run folder name {Path(folder).name[:60]}... has {len(Path(folder).name)} characters "
+                          f"(at most {max_chars}): sweep fewer keys at once{where}")
+    if check_used and not spec.cfg["resume"] and not spec.cfg["overwrite"]:
+        used = [f for f in RUN_FILES if (Path(folder).expanduser() / f).exists()]
+        if used:
+            raise RunError(f"run folder {folder} already holds a run ({', '.join(used)}): pass resume=true to "
+                           f"continue the sweep or overwrite=true to replace it{where}")
 
 
 def sweep_jobs(overrides: list) -> list[list[str]]:
@@ -945,7 +987,10 @@ def run(cfg) -> float | None:
     (`EXIT_REFUSED`, `EXIT_DIVERGED`, `EXIT_IO`, 128 + signal); see docs/experiments.md."""
     try:
         spec = validate(cfg)
-        summary = train(spec, _run_dir_from_hydra(cfg))
+        run_dir = _run_dir_from_hydra(cfg)
+        if os.path.abspath(run_dir) != os.path.abspath(spec.cfg["run_dir"]):  # a -m sweep job's folder
+            spec.cfg["run_dir"] = portable_path(run_dir)                      # (experiments.sweep)
+        summary = train(spec, run_dir)
     except (Exception, Interrupted) as e:
         status = _exit_status(e)
         if status == 1:
@@ -962,7 +1007,7 @@ def _hydra_main():
 
     from .config import CONF_DIR
     try:
-        precheck(sys.argv[1:])
+        precheck(sys.argv[1:], check_used=True)
     except (ConfigError, RunError) as e:
         print(error_line(e), file=sys.stderr, flush=True)
         sys.exit(EXIT_REFUSED)
