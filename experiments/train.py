@@ -71,13 +71,44 @@ def build_model(spec: RunSpec) -> torch.nn.Module:
 
 def lr_lambda(warmup_steps: int, max_steps: int, min_lr_ratio: float):
     """LR multiplier after ``s`` optimizer steps: linear warm-up to 1 over ``warmup_steps``, then cosine
-    decay to ``min_lr_ratio`` at ``max_steps``."""
+    decay to ``min_lr_ratio`` at ``max_steps``, and ``min_lr_ratio`` after it (the steps an extended run
+    adds: see `schedule_steps`)."""
     def f(s: int) -> float:
         if s < warmup_steps:
             return (s + 1) / warmup_steps
         progress = min(1.0, (s - warmup_steps) / max(1, max_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, o: dict, schedule_steps: int):
+    """`lr_lambda` over ``schedule_steps`` (warm-up capped at it) as a ``LambdaLR``."""
+    warmup = min(o["warmup_steps"], schedule_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, schedule_steps, o["min_lr_ratio"]))
+
+
+def effective_max_steps(t: dict, flops_per_token: float, tokens_per_step: int) -> int:
+    """``train.max_steps``, or fewer when ``train.flops_budget`` (FLOP, 2 per multiply-add) runs out first."""
+    steps = t["max_steps"]
+    if t["flops_budget"]:
+        steps = min(steps, max(1, math.ceil(t["flops_budget"] / (flops_per_token * tokens_per_step))))
+    return steps
+
+
+def schedule_steps(state: dict, r: "_Run") -> int:
+    """The LR schedule's length for a run resumed from checkpoint ``state``: the length the run STARTED with,
+    kept when ``train.max_steps`` is raised to extend it (the checkpoint's ``extra.schedule_steps``; for a
+    checkpoint from before it was recorded, the effective ``train.max_steps`` of its saved config). So an
+    extension never changes the learning rate of a step the run already trained or would have trained: the
+    warm-up and the cosine decay end where they ended, and the added steps train at the final LR
+    (``optim.min_lr_ratio`` x ``optim.lr``)."""
+    extra = state.get("extra") or {}
+    if isinstance(extra.get("schedule_steps"), int):
+        return extra["schedule_steps"]
+    saved = ((state.get("meta") or {}).get("config") or {}).get("train")
+    if isinstance(saved, dict) and isinstance(saved.get("max_steps"), int):
+        return effective_max_steps({**r.cfg["train"], **saved}, r.flops_per_token, r.tokens_per_step)
+    return r.max_steps
 
 
 def make_optimizer(model: torch.nn.Module, o: dict, device: torch.device) -> torch.optim.Optimizer:
@@ -337,11 +368,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+RESUME_MAY_RAISE = ("train.max_steps",)
+"""Keys a resumed run may raise but not lower: a larger ``train.max_steps`` extends the run (a finished one
+included) with the LR schedule it started with (`schedule_steps`)."""
+
 RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
                      "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
                      "resume", "overwrite", "paths.", "run_dir", "hardware.")
 """Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
-change (optimiser, schedule, model, data, seed, batch, max_steps, world size) is refused."""
+change (optimiser, schedule, model, data, seed, batch, world size, a lower max_steps) is refused."""
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -359,12 +394,16 @@ saved before a key existed resumes when the key now holds that value."""
 
 
 def changed_settings(saved: dict, now: dict) -> list[str]:
-    """``key old -> new`` for every setting that differs and may not change on resume."""
+    """``key old -> new`` for every setting that differs and may not change on resume (`RESUME_MAY_CHANGE`;
+    `RESUME_MAY_RAISE` keys only upwards)."""
     a, b = _flat(saved), _flat(now)
     a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
+
+    def raised(k: str) -> bool:
+        return k in RESUME_MAY_RAISE and all(type(x) is int for x in (a.get(k), b.get(k))) and b[k] >= a[k]
     return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
-                                                 for m in RESUME_MAY_CHANGE)]
+            if a.get(k) != b.get(k) and not raised(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
+                                                                   for m in RESUME_MAY_CHANGE)]
 
 
 def _saved_config(run_dir: Path) -> dict | None:
@@ -437,6 +476,7 @@ class _Run:
     tokens_per_step: int = 0
     flops_per_token: float = 0.0
     max_steps: int = 0
+    schedule_steps: int = 0                   # the LR schedule's length (`schedule_steps`)
     step: int = 0
     saved_step: int | None = None
     wall_before: float = 0.0
@@ -530,11 +570,8 @@ def _setup(r: _Run) -> None:
     moe.register_bias_update(r.raw, r.optimizer)
     r.tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
     r.flops_per_token = train_flops_per_token(shape)
-    r.max_steps = t["max_steps"]
-    if t["flops_budget"]:
-        r.max_steps = min(r.max_steps, max(1, math.ceil(t["flops_budget"] / (r.flops_per_token * r.tokens_per_step))))
-    warmup = min(o["warmup_steps"], r.max_steps)
-    r.scheduler = torch.optim.lr_scheduler.LambdaLR(r.optimizer, lr_lambda(warmup, r.max_steps, o["min_lr_ratio"]))
+    r.max_steps = r.schedule_steps = effective_max_steps(t, r.flops_per_token, r.tokens_per_step)
+    r.scheduler = make_scheduler(r.optimizer, o, r.schedule_steps)
     r.writer = MetricsWriter(r.run_dir, enabled=info.is_main)
     r.meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
               "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
@@ -597,6 +634,12 @@ def _start(r: _Run, decision: int, state: dict | None) -> None:
     """Load the checkpoint (resume) or remove an old run's files (fresh)."""
     cfg, main = r.cfg, r.info.is_main
     if decision == 1:
+        if state is None:  # ranks > 0: rank 0 read and checked it in _claim_folder
+            state = ckpt.read(r.ckpt_path, map_location=r.info.device)
+            ckpt.check_compatible(state, r.ckpt_path, r.raw)
+        r.schedule_steps = schedule_steps(state, r)
+        if r.schedule_steps != r.max_steps:  # an extended run keeps the schedule it started with
+            r.scheduler = make_scheduler(r.optimizer, cfg["optim"], r.schedule_steps)
         state = ckpt.load(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler,
                           map_location=r.info.device, state=state)
         r.step = r.saved_step = state["step"]
@@ -606,7 +649,9 @@ def _start(r: _Run, decision: int, state: dict | None) -> None:
             r.last_train = kept[-1].get("train_loss")
             r.last_val = next((x["val_loss"] for x in reversed(kept) if x.get("val_loss") is not None), None)
         if main:
-            print(f"[{r.label}] resumed from {r.ckpt_path} at step {r.step}", flush=True)
+            ext = (f"; extended to step {r.max_steps}, the LR schedule keeps its {r.schedule_steps} steps (the "
+                   f"steps after them train at the final LR)" if r.max_steps > r.schedule_steps else "")
+            print(f"[{r.label}] resumed from {r.ckpt_path} at step {r.step}{ext}", flush=True)
     elif main:
         if cfg["resume"]:
             print(f"[{r.label}] resume=true but {r.ckpt_path} does not exist: starting from scratch", flush=True)
@@ -772,7 +817,7 @@ def _save_checkpoint(r: _Run) -> None:
     t = r.cfg["train"]
     ckpt.save(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler, step=r.step,
               tokens=r.step * r.tokens_per_step, meta=r.meta,
-              extra={"parallel": t["parallel"], "world_size": r.info.world_size,
+              extra={"parallel": t["parallel"], "world_size": r.info.world_size, "schedule_steps": r.schedule_steps,
                      "wall_time_s": r.wall_before + time.perf_counter() - r.t_start},
               write=r.info.is_main)
     r.saved_step = r.step
@@ -780,7 +825,8 @@ def _save_checkpoint(r: _Run) -> None:
 
 def _summary(r: _Run, status: str, **more) -> dict:
     params = count_parameters(r.spec.shape)
-    return {"status": status, "step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
+    return {"status": status, "step": r.step, "max_steps": r.max_steps, "lr_schedule_steps": r.schedule_steps,
+            "tokens": r.step * r.tokens_per_step,
             "final_train_loss": r.last_train, "final_val_loss": r.last_val,
             "parameters_total": params.total, "parameters_active": params.active,
             "train_flops_per_token": r.flops_per_token,
