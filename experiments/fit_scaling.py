@@ -17,7 +17,9 @@ Fits (scipy), each with bootstrap intervals (residual bootstrap: the fitted valu
 * **Measured leverage** of the MoE over the dense model at each budget C: the dense envelope
   ``L_opt,dense(C)`` (piecewise linear in ln C through the dense parabola vertices, extended linearly past
   the ends) gives the dense compute ``C_eq`` that reaches the MoE's ``L_opt,moe(C)``; leverage = ``C_eq / C``.
-  Published MoE laws are put to the same tiny models (the MoE rung nearest its optimum, at its budget).
+  When a parabola vertex falls outside the sampled sizes, the headline uses each family's best measured
+  size per budget instead (both are reported). Published MoE laws are put to the same tiny models (the best
+  measured MoE size at each budget).
 
 Compute C is the package's own count (accounting's training FLOP, 2 per multiply-add, 3 x forward,
 full n x n attention), the budget each job trained to (``train.flops_budget``).
@@ -184,6 +186,17 @@ def _vertices(runs, family, budgets, losses: dict | None = None):
     return out
 
 
+def _best(runs, family, budgets, losses: dict | None = None):
+    """Per budget (ln N, loss) of the best measured size (``losses`` replaces the measured losses)."""
+    out = []
+    for c in budgets:
+        x, y, _ = _arrays(runs, family, c)
+        y = losses[(family, c)] if losses else y
+        i = int(np.argmin(y))
+        out.append((float(x[i]), float(y[i]), 0.0))
+    return out
+
+
 def dense_envelope(budgets, loss_opt):
     """``L_opt,dense(C)``: piecewise linear in ln C through the dense vertices, extended linearly beyond the
     first and last budgets; returns (envelope, inverse) where inverse(L) is the compute C reaching L."""
@@ -222,7 +235,7 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
     out: dict = {"budgets_flops": budgets, "families": families, "n_runs": len(runs), "bootstrap": n_boot,
                  "approach2": {}, "approach3": {}, "approach3_bootstrap": approach3_boot}
     boot_vert = {f: [] for f in families}
-    boot_lev = []
+    boot_lev, boot_best = [], []
     for _ in range(n_boot):
         losses = {k: fitted[k] + rng.choice(resid[k], size=len(resid[k]), replace=True) for k in fitted}
         bv = {f: _vertices(runs, f, budgets, losses) for f in families}
@@ -230,6 +243,8 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
             boot_vert[f].append(bv[f])
         if "dense" in bv and "moe" in bv:
             boot_lev.append(_leverage(bv["dense"], bv["moe"], budgets))
+            boot_best.append(_leverage(_best(runs, "dense", budgets, losses), _best(runs, "moe", budgets, losses),
+                                       budgets))
 
     def interval(samples):
         a = np.asarray(samples, float)
@@ -243,6 +258,9 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
         out["approach2"][f] = {
             "per_budget": [{"budget_flops": c, "n_opt": n, "n_opt_interval": interval(np.exp(bv[:, i, 0])),
                             "loss_opt": v[1], "loss_opt_interval": interval(bv[:, i, 1]), "curvature": v[2],
+                            "vertex_inside": bool(_arrays(runs, f, c)[0].min() <= v[0] <= _arrays(runs, f, c)[0].max()),
+                            "best_size": _arrays(runs, f, c)[2][int(np.argmin(_arrays(runs, f, c)[1]))].size,
+                            "best_loss": float(_arrays(runs, f, c)[1].min()),
                             "sizes": [r.size for r in _arrays(runs, f, c)[2]]}
                            for i, (c, n, v) in enumerate(zip(budgets, n_opt, vert[f]))],
             "n_opt_power_law": {"k": k, "exponent": e, "exponent_interval": interval(exps)}}
@@ -260,23 +278,36 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
                                                for k in ("E", "A", "B", "alpha", "beta")}}
     if "dense" in vert and "moe" in vert:
         lev = _leverage(vert["dense"], vert["moe"], budgets)
-        bl = np.array(boot_lev)
-        out["leverage"] = {"dense_envelope": {"budgets_flops": budgets, "loss_opt": [v[1] for v in vert["dense"]],
-                                              "form": "piecewise linear in ln C through the dense vertices"},
-                           "per_budget": [{"budget_flops": c, "leverage": v, "interval": interval(bl[:, i])}
-                                          for i, (c, v) in enumerate(zip(budgets, lev))]}
+        best = _leverage(_best(runs, "dense", budgets), _best(runs, "moe", budgets), budgets)
+        bl, bb = np.array(boot_lev), np.array(boot_best)
+        inside = all(b["vertex_inside"] for f in ("dense", "moe") for b in out["approach2"][f]["per_budget"])
+        method = "vertex" if inside else "best_measured"
+        rows = []
+        for i, c in enumerate(budgets):
+            v = {"vertex": (lev[i], interval(bl[:, i])), "best_measured": (best[i], interval(bb[:, i]))}
+            rows.append({"budget_flops": c, "leverage": v[method][0], "interval": v[method][1],
+                         "leverage_vertex": lev[i], "interval_vertex": interval(bl[:, i]),
+                         "leverage_best_measured": best[i], "interval_best_measured": interval(bb[:, i])})
+        out["leverage"] = {
+            "method": method,
+            "why": ("every parabola vertex lies inside its sampled sizes" if inside else
+                    "some parabola vertices lie outside the sampled sizes (extrapolated), so the headline uses "
+                    "each family's best measured size per budget"),
+            "dense_envelope": {"budgets_flops": budgets, "loss_opt": [v[1] for v in vert["dense"]],
+                               "form": "piecewise linear in ln C through the dense optima"},
+            "per_budget": rows}
     return out
 
 
 def published_at_our_scale(runs: list[Run], analysis: dict) -> list[dict]:
-    """Each published MoE law's leverage for our MoE at each budget: the rung nearest the MoE optimum, trained
-    on the budget's tokens (accounting.scaling; every law is far outside its fitted range here)."""
+    """Each published MoE law's leverage for our MoE at each budget: its best measured size, trained on that
+    job's tokens (accounting.scaling; every law is far outside its fitted range here)."""
     from accounting import scaling as S
     from accounting.cli import load_config
     out = []
     for row in analysis["approach2"].get("moe", {}).get("per_budget", []):
         sel = [r for r in runs if r.family == "moe" and r.budget == row["budget_flops"]]
-        r = min(sel, key=lambda r: abs(math.log(r.params_active / row["n_opt"])))
+        r = min(sel, key=lambda r: r.loss)
         shape, _ = load_config(str(Path(r.path) / "config.yaml"))
         res = S.evaluate_all(shape, r.tokens, S.MOE_LAWS)
         out.append({"budget_flops": row["budget_flops"], "size": r.size, "tokens": r.tokens,
@@ -295,7 +326,8 @@ def report_text(a: dict, published: list[dict]) -> str:
         for b in v["per_budget"]:
             lines.append(f"  C={b['budget_flops']:.0e}: N_opt {b['n_opt']:.3g} [{b['n_opt_interval'][0]:.3g}, "
                          f"{b['n_opt_interval'][1]:.3g}], L_opt {b['loss_opt']:.4f} [{b['loss_opt_interval'][0]:.4f}, "
-                         f"{b['loss_opt_interval'][1]:.4f}] ({', '.join(b['sizes'])})")
+                         f"{b['loss_opt_interval'][1]:.4f}]{'' if b['vertex_inside'] else ' (vertex outside the sizes)'}; "
+                         f"best measured {b['best_size']} {b['best_loss']:.4f} ({', '.join(b['sizes'])})")
     for f, v in a["approach3"].items():
         lines.append(f"Approach 3, {f}: E {v['E']:.3f} A {v['A']:.4g} B {v['B']:.4g} alpha {v['alpha']:.3f} "
                      f"[{v['alpha_interval'][0]:.3f}, {v['alpha_interval'][1]:.3f}] beta {v['beta']:.3f} "
@@ -305,7 +337,11 @@ def report_text(a: dict, published: list[dict]) -> str:
             laws = "" if not pub else "; published at this scale: " + ", ".join(
                 f"{k} {v['leverage']:.3g}x" for k, v in pub["laws"].items() if v["leverage"])
             lines.append(f"Measured leverage of MoE (E=8, k=2) over dense at C={b['budget_flops']:.0e}: "
-                         f"{b['leverage']:.3g}x [{b['interval'][0]:.3g}, {b['interval'][1]:.3g}]{laws}")
+                         f"{b['leverage']:.3g}x [{b['interval'][0]:.3g}, {b['interval'][1]:.3g}] "
+                         f"({a['leverage']['method']}; vertex {b['leverage_vertex']:.3g}x "
+                         f"[{b['interval_vertex'][0]:.3g}, {b['interval_vertex'][1]:.3g}], best measured "
+                         f"{b['leverage_best_measured']:.3g}x [{b['interval_best_measured'][0]:.3g}, "
+                         f"{b['interval_best_measured'][1]:.3g}]){laws}")
     return "\n".join(lines)
 
 

@@ -61,16 +61,16 @@ def isoflop_figure(runs, fit: dict, figdir: Path) -> Path:
             y = np.array([r.loss for r in sel])
             ax.plot(x, y, MARKER.get(fam, "o"), color=FAMILY[fam], label=fam)
             coef = np.polyfit(np.log(x), y, 2)
-            xs = np.geomspace(x.min() / 1.3, x.max() * 1.3, 100)
-            ax.plot(xs, np.polyval(coef, np.log(xs)), "-", color=FAMILY[fam], lw=1, alpha=0.7)
             row = next(b for b in fit["approach2"][fam]["per_budget"] if b["budget_flops"] == c)
+            xs = np.geomspace(min(x.min(), row["n_opt"]) / 1.3, max(x.max(), row["n_opt"]) * 1.3, 100)
+            ax.plot(xs, np.polyval(coef, np.log(xs)), "-", color=FAMILY[fam], lw=1, alpha=0.7)
             ax.plot([row["n_opt"]], [row["loss_opt"]], "*", color=FAMILY[fam], ms=12, mec="black", mew=0.5)
         ax.set_xscale("log")
         ax.set_title(f"C = {c:.0e} FLOP")
         ax.set_xlabel("active parameters")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final validation loss (nats/token)")
-    axes[0][0].legend(title="star: parabola vertex")
+    axes[0][0].legend(title="star: parabola vertex", loc="upper left")
     return _save(fig, figdir, "isoflop_curves")
 
 
@@ -116,7 +116,7 @@ def measured_part(data: Path, out: Path, figures: list | None) -> list[str]:
     out_lines = ["### Our isoFLOP study: dense vs MoE on Shakespeare\n",
                  f"{len(runs)} runs of `experiments.train` (conf/experiment/isoflop_*.yaml), budgets "
                  f"{', '.join(f'{c:.0e}' for c in fit['budgets_flops'])} FLOP (the package's count, 2 per multiply-add); "
-                 "sizes from the conf/size/iso0-iso7 ladder (d 16-160); dense (GELU FFN 4d) and MoE (E = 8 experts of "
+                 "sizes from the conf/size/iso*.yaml ladder; dense (GELU FFN 4d) and MoE (E = 8 experts of "
                  "width 2d, top-2: the same active FLOP); BPE vocabulary 512, windows of 128, 1,024 tokens per step, "
                  f"one seed; at most {passes:.2f} passes over the {train_tokens:,} training tokens. Loss: final "
                  f"validation loss on held-out works (32 x 8 windows). Environment: {env.get('device_name', '?')}, "
@@ -145,17 +145,23 @@ def measured_part(data: Path, out: Path, figures: list | None) -> list[str]:
                      f"parameters at each budget, dense and MoE, with each budget's parabola in ln N and its vertex; "
                      f"data: {data}.*\n")
     if "leverage" in fit:
-        lev = fit["leverage"]["per_budget"]
+        lv = fit["leverage"]
+        lev = lv["per_budget"]
         pub = {p["budget_flops"]: p for p in fit.get("published_at_our_scale", [])}
+        other = "vertex" if lv["method"] != "vertex" else "best_measured"
         rows = [[f"{r['budget_flops']:.0e}", f"{r['leverage']:.3g}x", f"{r['interval'][0]:.3g}-{r['interval'][1]:.3g}"]
                 + [f"{pub[r['budget_flops']]['laws'][k]['leverage']:.3g}x"
                    if pub.get(r["budget_flops"], {}).get("laws", {}).get(k, {}).get("leverage") else "-"
-                   for k in LAW_STYLE] for r in lev]
-        out_lines.append("Leverage of our MoE over our dense model: the dense compute whose optimal loss (the dense "
-                         "vertices, piecewise linear in ln C) equals the MoE's optimal loss at the budget, divided by "
-                         "the budget. Published MoE laws at the same models and tokens (the MoE rung nearest its "
-                         "optimum): all of them are orders of magnitude below the sizes they were fitted on.\n")
-        out_lines.append(markdown(rows, ["budget", "measured", "95%", *LAW_STYLE], "lrr" + "r" * len(LAW_STYLE)))
+                   for k in LAW_STYLE]
+                + [f"{r['leverage_' + other]:.3g}x ({r['interval_' + other][0]:.3g}-{r['interval_' + other][1]:.3g})"]
+                for r in lev]
+        out_lines.append("Leverage of our MoE over our dense model: the dense compute whose optimal loss (piecewise "
+                         "linear in ln C through the dense optima) equals the MoE's optimal loss at the budget, divided "
+                         f"by the budget. Optimum here: **{lv['method'].replace('_', ' ')}** ({lv['why']}); the other "
+                         "estimate is in the last columns. Published MoE laws at the same models and tokens (the best "
+                         "measured MoE size): all of them are orders of magnitude below the sizes they were fitted on.\n")
+        out_lines.append(markdown(rows, ["budget", "measured", "95%", *LAW_STYLE, f"measured ({other.replace('_', ' ')})"],
+                                  "lrr" + "r" * len(LAW_STYLE) + "r"))
         path = leverage_figure(fit, out / "figures")
         if figures is not None:
             figures.append(path)
