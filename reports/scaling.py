@@ -79,7 +79,7 @@ def leverage_figure(fit: dict, figdir: Path) -> Path:
     as lines at the same models and tokens."""
     import seaborn as sns
     cb = sns.color_palette("colorblind", 10)
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.2, 5.4))
     rows = fit["leverage"]["per_budget"]
     c = np.array([r["budget_flops"] for r in rows])
     v = np.array([r["leverage"] for r in rows])
@@ -91,14 +91,14 @@ def leverage_figure(fit: dict, figdir: Path) -> Path:
         ys = [p["laws"].get(law, {}).get("leverage") for p in fit.get("published_at_our_scale", [])]
         if ys and all(y is not None for y in ys):
             ax.plot(c, ys, linestyle=style, marker=".", color=cb[LAW_COLOUR[law]], lw=1.6,
-                    label=f"{law} (published; far outside its range)")
+                    label=f"{law} (published, far outside its range)")
     ax.axhline(1, color="0.6", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training budget C (FLOP, 2 per multiply-add)")
     ax.set_ylabel("leverage (dense FLOP for equal loss / C)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     return _save(fig, figdir, "isoflop_leverage")
 
 
