@@ -5,7 +5,8 @@ note (Press 2025, Table 1) does; ``FLOP = 2`` counts it as two, as hardware peak
 ``torch.utils.flop_counter.FlopCounterMode`` do. Only matrix multiplications are counted (norms,
 activations, softmax, RoPE and the embedding lookup are ignored, as in the note and in FlopCounterMode).
 
-Attention scores are counted over the full n x n matrix unless ``causal=True`` (then n (n + 1) / 2 pairs):
+Attention scores are counted over the full n x n matrix unless ``causal=True`` (then n (n + 1) / 2 pairs,
+and on a sliding-window layer of window W only the ``min(i + 1, W)`` keys each query i sees):
 the note's ``(~2) n^2 d`` and FlopCounterMode's count of ``scaled_dot_product_attention`` are full.
 Routed experts cost ``top_k`` expert FFNs per token (dropless routing); pass ``routed_assignments`` to
 price the (token, expert) pairs a real router produced, e.g. with capacity dropping.
@@ -41,6 +42,16 @@ def attention_score_macs_per_pair(shape: ModelShape) -> int:
     return 2 * s.n_heads * s.head_dim
 
 
+def attention_pairs(n: int, causal: bool, window: int = 0) -> int:
+    """(query, key) pairs one window of ``n`` tokens scores: ``n^2`` (the full matrix), or with ``causal``
+    the ``min(i + 1, window)`` keys each query i sees (``window`` 0: no limit, ``n (n + 1) / 2``)."""
+    if not causal:
+        return n * n
+    if not window or n <= window:
+        return n * (n + 1) // 2
+    return window * (window + 1) // 2 + (n - window) * window
+
+
 def ffn_macs_per_token(shape: ModelShape, layer: int) -> dict[str, int]:
     """Multiply-adds of block ``layer``'s FFN for one token (dropless routing), by component."""
     if not shape.is_moe_layer(layer):
@@ -67,12 +78,12 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
     if n < 1 or batch < 1:
         raise ValueError(f"n_tokens and batch must be >= 1, got {n} and {batch}")
     tokens = batch * n
-    pairs = batch * (n * (n + 1) // 2 if causal else n * n)
     out = dict.fromkeys(("attention_projections", "attention_scores", "dense_ffn", "router",
                          "shared_experts", "routed_experts", "output_head", "mtp"), 0)
     for layer in range(shape.n_layers):
         out["attention_projections"] += tokens * attention_projection_macs_per_token(shape)
-        out["attention_scores"] += pairs * attention_score_macs_per_pair(shape)
+        layer_pairs = batch * attention_pairs(n, causal, shape.attention_window(layer))
+        out["attention_scores"] += layer_pairs * attention_score_macs_per_pair(shape)
         for key, value in ffn_macs_per_token(shape, layer).items():
             out[key] += tokens * value
     if routed_assignments is not None:
@@ -82,7 +93,8 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
         last = shape.n_layers - 1  # an MTP block has the FFN kind of the model's last layer
         per_token = (2 * shape.d_model * shape.d_model + attention_projection_macs_per_token(shape)
                      + sum(ffn_macs_per_token(shape, last).values()) + shape.vocab_size * shape.d_model)
-        out["mtp"] = shape.mtp_modules * (tokens * per_token + pairs * attention_score_macs_per_pair(shape))
+        mtp_pairs = batch * attention_pairs(n, causal, shape.attention_window(last))
+        out["mtp"] = shape.mtp_modules * (tokens * per_token + mtp_pairs * attention_score_macs_per_pair(shape))
     out = {k: v * flops_per_mac for k, v in out.items()}
     out["total"] = sum(out.values())
     return out
@@ -123,7 +135,8 @@ def six_n_d(active_params: float, tokens: float) -> float:
 def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: int = MAC) -> int:
     """Flops to produce one more token with a KV cache holding ``context`` earlier tokens.
 
-    Per layer: the new token's projections and FFN, plus attention to ``context + 1`` keys/values; then
+    Per layer: the new token's projections and FFN, plus attention to ``context + 1`` keys/values (at most
+    W on a sliding-window layer); then
     the output head for this one position. MLA uses the weight-absorbed form DeepSeek serves with: the
     cache holds the latent (kv_lora_rank) and the rope key; queries are mapped into the latent space
     (H x nope x kv_rank) and outputs back (H x kv_rank x v).
@@ -142,7 +155,9 @@ def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: in
         per_key = attention_score_macs_per_pair(s)
     total = 0
     for layer in range(s.n_layers):
-        total += proj + keys * per_key + sum(ffn_macs_per_token(s, layer).values())
+        window = s.attention_window(layer)  # a sliding-window layer reads at most W cached keys
+        seen = min(keys, window) if window else keys
+        total += proj + seen * per_key + sum(ffn_macs_per_token(s, layer).values())
     total += s.vocab_size * d
     return total * flops_per_mac
 

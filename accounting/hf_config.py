@@ -32,9 +32,10 @@ ARCHITECTURES = {
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DbrxForCausalLM": "dbrx",
     "DeepseekV2ForCausalLM": "deepseek_v2", "DeepseekV3ForCausalLM": "deepseek_v3",
+    "GptOssForCausalLM": "gpt_oss",
 }
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx",
-               "deepseek_v2", "deepseek_v3")
+               "deepseek_v2", "deepseek_v3", "gpt_oss")
 
 PUBLISHED_COUNTS: dict[str, dict[str, Any]] = {
     # name: published total / active parameters, with the source. Tolerances are in the tests/docs.
@@ -54,6 +55,10 @@ PUBLISHED_COUNTS: dict[str, dict[str, Any]] = {
                    "source": "meta-llama/Meta-Llama-3-8B model page: 8.03B parameters"},
     "qwen3-30b-a3b": {"total": 30.5e9, "active": 3.3e9,
                       "source": "Qwen/Qwen3-30B-A3B model card: 30.5B total, 3.3B activated"},
+    "gpt-oss-20b": {"total": 21e9, "active": 3.6e9,
+                    "source": "openai/gpt-oss-20b model card (Aug 2025): 21B parameters, 3.6B active"},
+    "gpt-oss-120b": {"total": 117e9, "active": 5.1e9,
+                     "source": "openai/gpt-oss-120b model card (Aug 2025): 117B parameters, 5.1B active"},
 }
 
 
@@ -90,12 +95,22 @@ def model_type_of(cfg: Mapping[str, Any]) -> str:
 
 
 def rope_settings(cfg: Mapping[str, Any], theta_default: float = 10000.0) -> dict[str, Any]:
-    """``rope_theta`` and YaRN fields from a config's ``rope_theta``/``rope_scaling`` (transformers 4.x) or
-    ``rope_parameters`` (5.x). Other scaling types leave ``rope_scaling='none'`` (see ``rope_type_of``)."""
+    """``rope_theta`` and the YaRN or Llama-3.1 (``llama3``) fields from a config's ``rope_theta``/``rope_scaling``
+    (transformers 4.x) or ``rope_parameters`` (5.x). Other scaling types leave ``rope_scaling='none'`` (they
+    do not change counts; ``moe.from_hf`` refuses them, see ``rope_type_of``)."""
     params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), Mapping) else {}
     scaling = cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), Mapping) else {}
     out: dict[str, Any] = {"rope_theta": float(params.get("rope_theta") or cfg.get("rope_theta") or theta_default)}
     sc = {**scaling, **params}
+    if rope_type_of(cfg) == "llama3":
+        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+                   if sc.get(k) is None]
+        if missing:
+            raise ValueError(f"rope_scaling type 'llama3' needs {', '.join(missing)}")
+        out.update(rope_scaling="llama3", rope_factor=float(sc["factor"]),
+                   rope_low_freq_factor=float(sc["low_freq_factor"]),
+                   rope_high_freq_factor=float(sc["high_freq_factor"]),
+                   rope_original_max_len=int(sc["original_max_position_embeddings"]))
     if rope_type_of(cfg) == "yarn":
         mpe = cfg.get("max_position_embeddings")
         orig = sc.get("original_max_position_embeddings")
@@ -107,6 +122,8 @@ def rope_settings(cfg: Mapping[str, Any], theta_default: float = 10000.0) -> dic
                    rope_mscale=float(sc.get("mscale") or 0), rope_mscale_all_dim=float(sc.get("mscale_all_dim") or 0))
         if sc.get("attention_factor") is not None:
             raise ValueError("rope_scaling: an explicit yarn attention_factor is not supported")
+        if sc.get("truncate") is False:  # gpt-oss: the ramp's ends stay fractional
+            out["rope_truncate"] = False
     return out
 
 
@@ -148,12 +165,43 @@ def _dense_common(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]
     return out
 
 
-def _moe_every_layer(cfg: Mapping[str, Any], name: str) -> None:
-    """Qwen-style MoE placement: we model only 'all layers MoE' (decoder_sparse_step 1, no mlp_only_layers)."""
-    step = cfg.get("decoder_sparse_step", 1)
-    if step != 1 or cfg.get("mlp_only_layers"):
-        raise ValueError(f"{name}: decoder_sparse_step={step!r}, mlp_only_layers={cfg.get('mlp_only_layers')!r}"
-                         " is not representable (only leading dense layers are)")
+def moe_placement(is_moe: list[bool]) -> dict[str, Any]:
+    """Shape fields for MoE layers at the flagged positions: ``first_dense_layers=k`` when they are every
+    layer from k on (so such a config prices exactly as the prefix rule), else ``moe_layer_pattern``."""
+    k = next((i for i, m in enumerate(is_moe) if m), len(is_moe))
+    if all(is_moe[k:]):
+        return {"first_dense_layers": k}
+    return {"moe_layer_pattern": "".join("M" if m else "D" for m in is_moe)}
+
+
+def _qwen_moe_layers(cfg: Mapping[str, Any], name: str) -> list[bool]:
+    """Qwen2/3-MoE placement, as transformers builds it: layer i is MoE unless listed in ``mlp_only_layers``,
+    and only when ``(i + 1) % decoder_sparse_step == 0``."""
+    n = _get(cfg, "num_hidden_layers")
+    step = _get(cfg, "decoder_sparse_step", 1)
+    only = cfg.get("mlp_only_layers") or []
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"{name}: decoder_sparse_step must be an integer >= 1, got {step!r}")
+    if not isinstance(only, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n
+                                         for i in only):
+        raise ValueError(f"{name}: mlp_only_layers must list layer indices in 0..{n - 1}, got {only!r}")
+    return [i not in only and (i + 1) % step == 0 for i in range(n)]
+
+
+def _window_layers(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """gpt-oss's attention layout: ``sliding_window`` W and transformers' ``layer_types`` (default: even
+    layers sliding, odd ones full) as ``window_layer_pattern``."""
+    n = _get(cfg, "num_hidden_layers")
+    kinds = cfg.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+    letters = {"sliding_attention": "S", "full_attention": "F"}
+    unknown = sorted({k for k in kinds if k not in letters})
+    if unknown or len(kinds) != n:
+        raise ValueError(f"{name}: layer_types must list {n} of sliding_attention/full_attention"
+                         + (f" (unsupported: {', '.join(map(str, unknown))})" if unknown else ""))
+    window = cfg.get("sliding_window") or 0
+    if not window or "S" not in "".join(letters[k] for k in kinds):
+        return {}
+    return {"sliding_window": int(window), "window_layer_pattern": "".join(letters[k] for k in kinds)}
 
 
 def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, name: str = "") -> ModelShape:
@@ -163,9 +211,13 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
     mt = model_type_of(cfg)
     name = name or str(cfg.get("_name_or_path") or mt)
     if mt in ("llama", "mistral", "qwen2", "qwen3"):
-        if mt != "qwen2":
+        if mt == "llama":  # Llama's attention_bias puts biases on q, k, v and o: modelled
+            _no_extra_biases({k: v for k, v in cfg.items() if k != "attention_bias"}, mt)
+        elif mt != "qwen2":
             _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
+        if mt == "llama" and cfg.get("attention_bias"):
+            f["attention_bias"] = True
         if mt == "qwen2":
             f["qkv_bias"] = True
         if mt == "qwen3":
@@ -181,13 +233,13 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
             if cfg.get("clip_qkv") is not None:
                 f["clip_qkv"] = float(cfg["clip_qkv"])
     elif mt in ("qwen2_moe", "qwen3_moe"):
-        _moe_every_layer(cfg, mt)
+        placement = _qwen_moe_layers(cfg, mt)
         if mt == "qwen3_moe":
             _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
         f.update(n_experts=_experts(cfg, ("num_experts", "num_local_experts")),
                  top_k=_get(cfg, "num_experts_per_tok"), d_expert=_get(cfg, "moe_intermediate_size"),
-                 router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
+                 router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)), **moe_placement(placement))
         shared = _get(cfg, "shared_expert_intermediate_size", 0) if mt == "qwen2_moe" else 0
         if shared:
             f.update(n_shared_experts=1, d_shared_expert=shared, shared_expert_gate=True)
@@ -195,6 +247,17 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
             f["qkv_bias"] = bool(_get(cfg, "qkv_bias", True))
         else:
             f["qk_norm"] = "head"
+    elif mt == "gpt_oss":
+        f = _dense_common(cfg, seq_len)
+        f.update(n_experts=_experts(cfg, ("num_local_experts", "num_experts")), top_k=_get(cfg, "num_experts_per_tok"),
+                 d_expert=f["d_ff"], ffn_kind="swiglu_clamped", swiglu_alpha=float(_get(cfg, "swiglu_alpha", 1.702)),
+                 swiglu_limit=float(_get(cfg, "swiglu_limit", 7.0)),
+                 attention_bias=bool(_get(cfg, "attention_bias", True)), attention_sinks=True, expert_bias=True,
+                 # top-k of the logits, softmax over the k chosen == softmax over all, renormalised over the k
+                 router_bias=True, router_scoring="softmax", router_norm_topk=True, **_window_layers(cfg, mt))
+        act = _get(cfg, "hidden_act", "silu")
+        if act != "silu":
+            raise ValueError(f"gpt_oss: hidden_act={act!r} is not modelled (only silu, the clamped SwiGLU)")
     elif mt == "dbrx":
         ffn, attn = _get(cfg, "ffn_config"), _get(cfg, "attn_config")
         if not isinstance(ffn, Mapping) or not isinstance(attn, Mapping):

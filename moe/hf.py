@@ -150,9 +150,12 @@ def weight_map(shape: ModelShape, cfg: Mapping[str, Any], mtp_layers: int = 0) -
             else:
                 for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
                     copy(f"{ours}attn.{o}.weight", f"{at}{t}.weight")
-                if s.qkv_bias:
-                    for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj")):
-                        copy(f"{ours}attn.{o}.bias", f"{at}{t}.bias")
+                if s.qkv_bias or s.attention_bias:
+                    for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
+                        if o != "wo" or s.attention_bias:
+                            copy(f"{ours}attn.{o}.bias", f"{at}{t}.bias")
+                if s.attention_sinks:
+                    copy(f"{ours}attn.sinks", at + "sinks")
                 if s.qk_norm != "none":
                     copy(f"{ours}attn.q_norm.weight", at + "q_norm.weight")
                     copy(f"{ours}attn.k_norm.weight", at + "k_norm.weight")
@@ -168,6 +171,17 @@ def weight_map(shape: ModelShape, cfg: Mapping[str, Any], mtp_layers: int = 0) -
             out[f + "experts.w_gate"] = lambda get: get(e + "experts.mlp.w1").view(E, ff, d).transpose(1, 2)
             out[f + "experts.w_up"] = lambda get: get(e + "experts.mlp.v1").view(E, ff, d).transpose(1, 2)
             out[f + "experts.w_down"] = lambda get: get(e + "experts.mlp.w2").view(E, ff, d)
+            return
+        if mt == "gpt_oss":  # router with a bias; experts [E, d, 2f] with gate/up columns interleaved
+            m = theirs + "mlp."
+            copy(f + "router.gate.weight", m + "router.weight")
+            copy(f + "router.gate.bias", m + "router.bias")
+            out[f + "experts.w_gate"] = lambda get: get(m + "experts.gate_up_proj")[..., 0::2]
+            out[f + "experts.w_up"] = lambda get: get(m + "experts.gate_up_proj")[..., 1::2]
+            out[f + "experts.b_gate"] = lambda get: get(m + "experts.gate_up_proj_bias")[..., 0::2]
+            out[f + "experts.b_up"] = lambda get: get(m + "experts.gate_up_proj_bias")[..., 1::2]
+            copy(f + "experts.w_down", m + "experts.down_proj")
+            copy(f + "experts.b_down", m + "experts.down_proj_bias")
             return
         m = theirs + ("block_sparse_moe." if mt == "mixtral" else "mlp.")
         copy(f + "router.gate.weight", m + "gate.weight")
@@ -228,8 +242,8 @@ def shape_for_import(cfg: Mapping[str, Any], seq_len: int | None = None, name: s
     """The ``ModelShape`` ``from_hf`` builds: the accounting's shape, checked for what the torch model runs
     (RoPE type) and with Mistral's sliding window as the context limit."""
     kind = rope_type_of(cfg)
-    if kind not in ("default", "yarn"):
-        raise ValueError(f"RoPE type {kind!r} is not supported by moe.from_hf (default and yarn are)")
+    if kind not in ("default", "yarn", "llama3"):
+        raise ValueError(f"RoPE type {kind!r} is not supported by moe.from_hf (default, yarn and llama3 are)")
     shape = shape_from_hf_config(cfg, seq_len=seq_len, name=name)
     window = cfg.get("sliding_window")
     use_window = cfg.get("use_sliding_window", model_type_of(cfg) in ("mistral", "mixtral"))

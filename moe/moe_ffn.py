@@ -1,7 +1,8 @@
 """The MoE FFN of one block: router, routed experts (any backend), optional shared experts.
 
-Input and output [B, T, d]. Parameters (as ``accounting.params.moe_layer_params``): router ``E d``,
-routed experts ``E * m * d * f``, shared experts ``S * m * d * f_s`` (m = 2 GELU, 3 SwiGLU; the S shared
+Input and output [B, T, d]. Parameters (as ``accounting.params.moe_layer_params``): router ``E d`` (+ E
+with ``shape.router_bias``), routed experts ``E * m * d * f`` (+ their biases with ``shape.expert_bias``,
+``moe.biased_experts``), shared experts ``S * m * d * f_s`` (m = 2 GELU, 3 SwiGLU; the S shared
 experts run as one FFN of width ``S f_s``: same parameters and flops; with ``shape.shared_expert_gate``
 their output is scaled by ``sigmoid(x w_g)``, w_g of d, as in Qwen2-MoE). Flops per token (2 per
 multiply-add): router ``2 E d``, shared ``2 S m d f_s`` (+ ``2 d`` for the gate), routed ``2 m d f`` per
@@ -20,6 +21,7 @@ from accounting.shapes import ModelShape
 from dense.ffn import FFN
 
 from .balance import RouterStats, balance_stats
+from .biased_experts import BiasedLoopExperts, needs_biased_experts
 from .experts import make_experts
 from .router import Router, RouterConfig
 
@@ -34,7 +36,13 @@ class MoEFFN(nn.Module):
             raise ValueError("backend='megablocks' is dropless: set capacity_factor=None")
         self.layer, self.backend, self.config = layer, backend, config
         self.router = Router(shape, config, layer)
-        self.experts = make_experts(shape, backend, **backend_kwargs)
+        if needs_biased_experts(shape):
+            if backend != "loop":
+                raise ValueError(f"backend={backend!r}: experts with biases or the clamped SwiGLU (gpt-oss) run on "
+                                 "backend='loop' only")
+            self.experts = BiasedLoopExperts(shape)
+        else:
+            self.experts = make_experts(shape, backend, **backend_kwargs)
         width = shape.n_shared_experts * shape.d_shared_expert
         self.shared_experts = FFN(shape, width) if shape.n_shared_experts else None
         self.shared_gate = nn.Linear(shape.d_model, 1, bias=False) if shape.shared_expert_gate else None

@@ -1,6 +1,6 @@
 """Token-choice top-k router: scores, gating, top-k selection, optional capacity, balancing terms.
 
-Per MoE layer: one bias-free linear map d -> E (``E d`` parameters; ``2 E d`` flops per token at 2 per
+Per MoE layer: one linear map d -> E (``E d`` parameters, + E for gpt-oss's bias, ``shape.router_bias``; ``2 E d`` flops per token at 2 per
 multiply-add), then
     softmax gating: s = softmax(z);  sigmoid gating (DeepSeek-V3): s = sigmoid(z).
     selection scores: s + b, with b the per-expert selection bias (DeepSeek-V3's ``e_score_correction_bias``,
@@ -127,7 +127,7 @@ class Router(nn.Module):
         self.scale = shape.router_scale if config.route_scale is None else config.route_scale
         self.groups, self.topk_groups = shape.router_groups, shape.router_topk_groups
         self.group_score = shape.router_group_score
-        self.gate = nn.Linear(shape.d_model, shape.n_experts, bias=False)
+        self.gate = nn.Linear(shape.d_model, shape.n_experts, bias=shape.router_bias)  # bias: gpt-oss
         # Buffers (not parameters, so not in accounting's counts); saved in checkpoints. The bias stays
         # float32 under model.to(bf16) (see _apply): bf16 cannot resolve steps of 1e-3 near 0.5.
         if config.balancing == "loss_free" or shape.router_score_bias:
