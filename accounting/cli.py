@@ -262,7 +262,7 @@ def params_text(d: dict[str, Any]) -> str:
     s = d["shape"]
     out = [f"{d['name']} ({d['config']}): V={s['vocab_size']} d={s['d_model']} L={s['n_layers']} "
            f"H={s['n_heads']} attention={s['attention']} ffn={s['ffn_kind']} E={s['n_experts']} "
-           f"k={s['top_k']} shared={s['n_shared_experts']} dense_layers={s['first_dense_layers'] if s['n_experts'] else s['n_layers']}",
+           f"k={s['top_k']} shared={s['n_shared_experts']} dense_layers={(s['moe_layer_pattern'].count('D') if s.get('moe_layer_pattern') else s['first_dense_layers']) if s['n_experts'] else s['n_layers']}",
            _grid(["component", "total", "active"],
                  [[k, si(v["total_params"]), si(v["active_params"])] for k, v in d["components"].items()]
                  + [["TOTAL", si(d["total_params"]), si(d["active_params"])]])]

@@ -456,3 +456,19 @@ def test_refused_family_names_what_is_missing():
     with pytest.raises(ValueError, match=r"^llama4_text: not modelled: ") as err:
         moe.from_hf({"model_type": "llama4_text", "hidden_size": 32})
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "qwen2_moe-sparse-step-2"])
+def test_forward_flops_of_new_families_equal_accounting(family):
+    """FlopCounterMode (2 per multiply-add, the full T x T score matrix, sinks' explicit matmuls included)
+    equals accounting.forward_flops for a sinks/window/biased-expert model and an interleaved one."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from accounting.flops import forward_flops
+    model = moe.from_hf(tiny_hf_model(family).config)
+    idx = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(idx)
+    assigned = moe.routed_assignments(out.router_stats)
+    want = forward_flops(model.shape, 20, batch=2, flops_per_mac=2, routed_assignments=assigned)["total"]
+    assert counter.get_total_flops() == want
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(model.shape).total
