@@ -32,10 +32,10 @@ ARCHITECTURES = {
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DbrxForCausalLM": "dbrx",
     "DeepseekV2ForCausalLM": "deepseek_v2", "DeepseekV3ForCausalLM": "deepseek_v3",
-    "GptOssForCausalLM": "gpt_oss",
+    "GptOssForCausalLM": "gpt_oss", "Llama4ForCausalLM": "llama4_text", "Llama4ForConditionalGeneration": "llama4",
 }
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx",
-               "deepseek_v2", "deepseek_v3", "gpt_oss")
+               "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "llama4")
 
 PUBLISHED_COUNTS: dict[str, dict[str, Any]] = {
     # name: published total / active parameters, with the source. Tolerances are in the tests/docs.
@@ -80,24 +80,11 @@ def _experts(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> int:
     raise ValueError(f"config has no {keys[0]!r}")
 
 
-NOT_MODELLED = {
-    # known families that are refused, with what the shape and the torch model lack (one line each)
-    "llama4_text": "chunked attention (attention_chunk_size), NoPE layers (no_rope_layers), the weightless L2 "
-                   "q/k norm, attention temperature tuning and the sigmoid top-1 router that scales the expert "
-                   "input (its MoE placement, interleave_moe_layer_step, would be a moe_layer_pattern)",
-    "llama4": "the vision encoder and projector, and in its text_config (llama4_text) chunked attention, NoPE "
-              "layers, the L2 q/k norm, attention temperature tuning and the input-scaling sigmoid router",
-}
-
-
 def model_type_of(cfg: Mapping[str, Any]) -> str:
-    """The supported ``model_type`` this config describes; ValueError naming it when unsupported (and, for
-    known families in ``NOT_MODELLED``, what is missing)."""
+    """The supported ``model_type`` this config describes; ValueError naming it when unsupported."""
     mt = cfg.get("model_type")
     if mt in MODEL_TYPES:
         return mt
-    if mt in NOT_MODELLED:
-        raise ValueError(f"{mt}: not modelled: {NOT_MODELLED[mt]}")
     archs = cfg.get("architectures") or []
     for arch in archs if isinstance(archs, list) else [archs]:
         if arch in ARCHITECTURES:
@@ -223,6 +210,11 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
         raise ValueError("an HF config must be a JSON object")
     mt = model_type_of(cfg)
     name = name or str(cfg.get("_name_or_path") or mt)
+    if mt == "llama4":  # the multimodal wrapper: its language model is priced (the vision tower is not)
+        text = cfg.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ValueError("llama4: no text_config object (the language model's config)")
+        return shape_from_hf_config({**text, "model_type": "llama4_text"}, seq_len=seq_len, name=name)
     if mt in ("llama", "mistral", "qwen2", "qwen3"):
         if mt == "llama":  # Llama's attention_bias puts biases on q, k, v and o: modelled
             _no_extra_biases({k: v for k, v in cfg.items() if k != "attention_bias"}, mt)
@@ -271,6 +263,22 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
         act = _get(cfg, "hidden_act", "silu")
         if act != "silu":
             raise ValueError(f"gpt_oss: hidden_act={act!r} is not modelled (only silu, the clamped SwiGLU)")
+    elif mt == "llama4_text":
+        f = _dense_common(cfg, seq_len)
+        n = f["n_layers"]
+        step = _get(cfg, "interleave_moe_layer_step", 1)
+        moe_layers = cfg.get("moe_layers")
+        if moe_layers is None:
+            moe_layers = list(range(step - 1, n, step))
+        if not isinstance(moe_layers, list) or any(not isinstance(i, int) or not 0 <= i < n for i in moe_layers):
+            raise ValueError(f"llama4_text: moe_layers must list layer indices in 0..{n - 1}, got {moe_layers!r}")
+        width = _get(cfg, "intermediate_size")
+        # dense layers use intermediate_size_mlp; experts and the one shared expert intermediate_size. The
+        # L2 q/k norm has no weights; chunked attention, NoPE layers and temperature tuning change no count.
+        f.update(d_ff=_get(cfg, "intermediate_size_mlp"), n_experts=_get(cfg, "num_local_experts"),
+                 top_k=_get(cfg, "num_experts_per_tok"), d_expert=width, n_shared_experts=1, d_shared_expert=width,
+                 router_scoring="sigmoid", router_norm_topk=False, attention_bias=bool(cfg.get("attention_bias")),
+                 **moe_placement([i in moe_layers for i in range(n)]))
     elif mt == "dbrx":
         ffn, attn = _get(cfg, "ffn_config"), _get(cfg, "attn_config")
         if not isinstance(ffn, Mapping) or not isinstance(attn, Mapping):

@@ -238,9 +238,22 @@ def _config_dict(path_or_config: Any) -> tuple[dict[str, Any], Path | None]:
     raise ValueError(f"from_hf takes a folder or a config mapping, got {type(path_or_config).__name__}")
 
 
+NOT_BUILT = {
+    # families accounting prices but the torch model does not compute, with what is missing (one line each)
+    "llama4_text": "chunked attention (attention_chunk_size), NoPE layers (no_rope_layers), the weightless L2 "
+                   "q/k norm, attention temperature tuning and the sigmoid top-1 router that scales the expert "
+                   "input (its MoE placement is priced by accounting)",
+    "llama4": "the vision encoder and projector, and in its text_config (llama4_text) chunked attention, NoPE "
+              "layers, the L2 q/k norm, attention temperature tuning and the input-scaling sigmoid router",
+}
+
+
 def shape_for_import(cfg: Mapping[str, Any], seq_len: int | None = None, name: str = "") -> ModelShape:
     """The ``ModelShape`` ``from_hf`` builds: the accounting's shape, checked for what the torch model runs
-    (RoPE type) and with Mistral's sliding window as the context limit."""
+    (family, RoPE type) and with Mistral's sliding window as the context limit."""
+    family = model_type_of(cfg)
+    if family in NOT_BUILT:
+        raise ValueError(f"{family}: moe.from_hf does not build it; missing: {NOT_BUILT[family]}")
     kind = rope_type_of(cfg)
     if kind not in ("default", "yarn", "llama3"):
         raise ValueError(f"RoPE type {kind!r} is not supported by moe.from_hf (default, yarn and llama3 are)")

@@ -453,7 +453,7 @@ def test_gpt_oss_experts_refuse_other_backends():
 
 
 def test_refused_family_names_what_is_missing():
-    with pytest.raises(ValueError, match=r"^llama4_text: not modelled: ") as err:
+    with pytest.raises(ValueError, match=r"^llama4_text: moe.from_hf does not build it; missing: chunked") as err:
         moe.from_hf({"model_type": "llama4_text", "hidden_size": 32})
     assert "\n" not in str(err.value)
 
@@ -472,3 +472,23 @@ def test_forward_flops_of_new_families_equal_accounting(family):
     want = forward_flops(model.shape, 20, batch=2, flops_per_mac=2, routed_assignments=assigned)["total"]
     assert counter.get_total_flops() == want
     assert sum(p.numel() for p in model.parameters()) == count_parameters(model.shape).total
+
+
+@pytest.mark.parametrize("kind", ["interleaved", "every-layer", "multimodal"])
+def test_llama4_placement_is_priced_as_transformers_builds_it(kind):
+    """Llama 4: MoE every other layer (interleave_moe_layer_step=2, as Maverick), or every layer (Scout);
+    accounting's total equals transformers' Llama4ForCausalLM numel on the meta device (the text model)."""
+    kw = dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+              head_dim=8, intermediate_size=16, intermediate_size_mlp=40, num_local_experts=4, num_experts_per_tok=1,
+              interleave_moe_layer_step=2 if kind == "interleaved" else 1)
+    text = tf.Llama4TextConfig(**kw)
+    with torch.device("meta"):
+        hf = tf.Llama4ForCausalLM(text)
+    cfg = (tf.Llama4Config(text_config=kw, vision_config={}).to_dict() if kind == "multimodal"
+           else text.to_dict())
+    from accounting.hf_config import shape_from_hf_config
+    shape = shape_from_hf_config(cfg)
+    moe_layers = [i for i, layer in enumerate(hf.model.layers) if layer.is_moe_layer]
+    assert [i for i in range(4) if shape.is_moe_layer(i)] == moe_layers
+    assert shape.moe_layer_pattern == ("DMDM" if kind == "interleaved" else "")
+    assert count_parameters(shape).total == sum(p.numel() for p in hf.parameters())
