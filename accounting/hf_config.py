@@ -2,7 +2,14 @@
 
 Supported (keyed on ``model_type``, else on ``architectures``): Llama, Mistral, Qwen2/Qwen3 (dense),
 Mixtral, Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B), Qwen3-MoE, OLMoE, DBRX (nested ``ffn_config`` /
-``attn_config``), DeepSeek-V2 / V2-Lite / V3. An unknown architecture raises ``ValueError`` naming it.
+``attn_config``), DeepSeek-V2 / V2-Lite / V3, gpt-oss, Llama 4 (``llama4_text``, or ``llama4``'s
+``text_config``; priced, not built by ``moe.from_hf``). An unknown architecture raises ``ValueError`` naming it.
+
+Where the MoE layers are follows transformers: Qwen's ``mlp_only_layers`` and ``decoder_sparse_step``,
+Llama 4's ``moe_layers`` / ``interleave_moe_layer_step``, DeepSeek's ``first_k_dense_replace``. A placement that
+is "every layer from k on" becomes ``first_dense_layers=k``, any other a ``moe_layer_pattern`` (``moe_placement``).
+gpt-oss brings attention sinks, q/k/v/o biases, sliding-window layers (``layer_types``), the clamped SwiGLU,
+expert and router biases and YaRN without truncation; Llama-3.1 its ``llama3`` RoPE scaling.
 
 Besides the sizes, the loader carries what a model built from the shape needs to compute what the
 original computes: Qwen2-MoE's q/k/v biases and sigmoid-gated shared expert, the q/k norms of OLMoE
@@ -11,7 +18,7 @@ eps, the RoPE base and YaRN scaling (DeepSeek-V3), and the routing function: ``s
 ``norm_topk_prob``, ``routed_scaling_factor``, DeepSeek's group-limited routing (``n_group``,
 ``topk_group``; V2 ``group_limited_greedy`` scores a group by its best expert, V3 ``noaux_tc`` by its two
 best biased scores) and V3's ``e_score_correction_bias`` (a buffer, not a parameter). Parameter totals then
-equal transformers' own modules exactly. RoPE types other than default/yarn (e.g. Llama-3.1's ``llama3``)
+equal transformers' own modules exactly. RoPE types other than default/yarn/llama3 (e.g. linear, dynamic)
 do not change counts; they load here for pricing, and ``moe.from_hf`` refuses them.
 
 ``seq_len`` defaults to ``max_position_embeddings`` (DBRX: ``max_seq_len``); pass ``seq_len=`` to price
@@ -139,10 +146,11 @@ def rope_type_of(cfg: Mapping[str, Any]) -> str:
 
 
 def _no_extra_biases(cfg: Mapping[str, Any], mt: str) -> None:
-    """Attention/MLP biases beyond Qwen2-MoE's q/k/v ones are not modelled."""
+    """Attention/MLP biases beyond Qwen's q/k/v, Llama's and gpt-oss's q/k/v/o ones are not modelled."""
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key):
-            raise ValueError(f"{mt}: {key}=true is not modelled (only Qwen2-MoE's q/k/v biases are)")
+            raise ValueError(f"{mt}: {key}=true is not modelled (only Qwen's q/k/v and Llama's and gpt-oss's "
+                             "q/k/v/o attention biases are)")
 
 
 def _dense_common(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:

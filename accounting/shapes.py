@@ -1,14 +1,16 @@
 """`ModelShape`: the one description of a model that every part of the package prices or builds.
 
 A dense decoder-only transformer is the case ``n_experts == 0``. An MoE model replaces the FFN of every
-layer from ``first_dense_layers`` on by ``n_experts`` routed experts (``top_k`` per token) plus
+layer from ``first_dense_layers`` on (or of the layers ``moe_layer_pattern`` marks ``M``) by ``n_experts`` routed experts (``top_k`` per token) plus
 ``n_shared_experts`` always-on experts. Attention is plain multi-head (``mha``), grouped-query (``gqa``)
 or DeepSeek's multi-head latent attention (``mla``, with low-rank query and key/value projections).
 
 Architectural conventions that the parameter and flop counts (``accounting``) and the PyTorch modules
 (``dense``, ``moe``) share, so that they agree exactly:
 
-* No linear layer has a bias, except the q/k/v projections when ``qkv_bias`` (Qwen2-MoE). Norms:
+* No linear layer has a bias, except the q/k/v projections when ``qkv_bias`` (Qwen2-MoE), q/k/v/o when
+  ``attention_bias`` (gpt-oss, Llama's ``attention_bias``), and gpt-oss's experts and router
+  (``expert_bias``, ``router_bias``). Norms:
   ``layernorm`` has weight and bias (2 d parameters, as the note's Table 1 counts ``4 L d``), ``rmsnorm``
   and ``layernorm_nobias`` (DBRX's bias-free LayerNorm) a weight only (d).
 * Each block has two norms (before attention, before the FFN); one final norm precedes the output head.

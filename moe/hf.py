@@ -6,7 +6,9 @@
 The folder is what ``save_pretrained`` writes (nothing is fetched from a hub). The config goes through
 ``accounting.hf_config.shape_from_hf_config``, so the model is built from the same ``ModelShape`` the
 accounting prices, and its weights are copied in by the ONE name mapping below (``weight_map``). Families:
-Llama, Mistral, Qwen2, Qwen3 (dense), Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DBRX, DeepSeek-V2, DeepSeek-V3.
+Llama (with Llama-3.1's ``llama3`` RoPE and ``attention_bias``), Mistral, Qwen2, Qwen3 (dense), Mixtral,
+Qwen2-MoE, Qwen3-MoE (any MoE placement), OLMoE, DBRX, DeepSeek-V2, DeepSeek-V3, gpt-oss. Llama 4 is priced by
+``accounting`` but refused here in one line naming what the model lacks (``NOT_BUILT``).
 
 Layout conventions handled here:
 * transformers' linear weights are [out, in]; our stacked experts are ``w_up``/``w_gate`` [E, d, f] and
@@ -16,6 +18,8 @@ Layout conventions handled here:
   dimensions instead (V2 always, V3 when ``rope_interleave``), so the rotary rows of the query projection
   and of ``kv_a_proj_with_mqa`` are permuted [0, 2, 4, ..., 1, 3, 5, ...]; every q.k product is unchanged.
 * DBRX's fused ``Wqkv`` is split into q, k and v.
+* gpt-oss's ``gate_up_proj`` [E, d, 2f] (already x @ w) holds gate and up in alternate columns (0::2, 1::2),
+  and so does its bias [E, 2f]; ``down_proj`` [E, f, d] and the router's weight and bias copy as they are.
 * DeepSeek-V3's multi-token-prediction layer (``model.layers.{L}``, which transformers does not build) is
   loaded into ``model.mtp[0]`` when the checkpoint carries it; a folder without it (transformers'
   ``save_pretrained`` drops it) gives a model without MTP modules. Its copies of the embedding and head
