@@ -492,3 +492,27 @@ def test_llama4_placement_is_priced_as_transformers_builds_it(kind):
     assert [i for i in range(4) if shape.is_moe_layer(i)] == moe_layers
     assert shape.moe_layer_pattern == ("DMDM" if kind == "interleaved" else "")
     assert count_parameters(shape).total == sum(p.numel() for p in hf.parameters())
+
+
+def test_sliding_window_without_sinks_runs_sdpa_with_the_same_window():
+    """A window without sinks goes through SDPA with a boolean mask: it equals the explicit sink path with
+    sinks at -1e9 (no mass on the sink), and cached decoding past the window equals the full forward."""
+    from accounting.shapes import ModelShape
+    import dense
+    shape = ModelShape(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, attention="gqa", seq_len=32,
+                       ffn_kind="swiglu", norm_kind="rmsnorm", sliding_window=5, window_layer_pattern="SF")
+    torch.manual_seed(8)
+    plain = dense.Transformer(shape).eval()
+    sinks = dense.Transformer(shape.replace(attention_sinks=True)).eval()
+    sinks.load_state_dict({**plain.state_dict(), **{f"blocks.{i}.attn.sinks": torch.full((4,), -1e9) for i in range(2)}})
+    unwindowed = dense.Transformer(shape.replace(sliding_window=0, window_layer_pattern="")).eval()
+    unwindowed.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = plain(idx).logits
+        torch.testing.assert_close(sinks(idx).logits, want, rtol=0, atol=1e-5)
+        assert (unwindowed(idx).logits - want).abs().max() > 1e-3
+        cache = plain.new_cache(2)
+        steps = [plain(idx[:, :3], cache=cache).logits] + [plain(idx[:, t:t + 1], cache=cache).logits
+                                                           for t in range(3, 20)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), want, rtol=0, atol=1e-5)
