@@ -51,7 +51,8 @@ def type_name(tp: Any, nullable: bool = False, choices: tuple | None = None) -> 
     if choices:
         name = "|".join(map(str, choices))
     elif typing.get_origin(tp) in (list, tuple):
-        name = f"list[{', '.join(sorted({getattr(a, '__name__', str(a)) for a in typing.get_args(tp)}))}]"
+        items = {getattr(a, "__name__", str(a)) for a in typing.get_args(tp) if a is not Ellipsis}
+        name = f"list[{', '.join(sorted(items))}]"
     else:
         name = getattr(tp, "__name__", str(tp))
     return f"{name}|null" if nullable else name
