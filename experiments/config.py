@@ -18,12 +18,15 @@ import functools
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from accounting.shapes import ModelShape, ShapeError
+
+if TYPE_CHECKING:  # settings imports moe (torch); this module imports it only when validating
+    from .settings import RunSettings
 
 CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"
 """Absolute path of the repository's conf/ (for the compose API)."""
@@ -211,10 +214,10 @@ class RunSpec:
 
     cfg: dict
     shape: ModelShape
-    settings: Any = None
+    settings: RunSettings | None = None
 
 
-def build_settings(plain: dict, shape: ModelShape) -> Any:
+def build_settings(plain: dict, shape: ModelShape) -> RunSettings:
     """`RunSettings` from a config dict that passed the schema walk; a value the dataclass itself refuses
     (e.g. `RouterConfig`'s checks) -> `ConfigError` naming its group."""
     from .settings import RunSettings, field_types, split_optional
