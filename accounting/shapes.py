@@ -91,9 +91,10 @@ class ModelShape:
             the whole query and key projections), applied before RoPE.
         clip_qkv: clamp q, k, v to [-c, c] (DBRX after the projection; OLMoE after the q/k norms); None: off.
         rope_theta: RoPE base.
-        rope_scaling: ``none`` or ``yarn`` (with ``rope_factor``, ``rope_original_max_len``,
-            ``rope_beta_fast``, ``rope_beta_slow``, ``rope_mscale``, ``rope_mscale_all_dim``: the fields of
-            an HF ``rope_scaling`` / ``rope_parameters`` entry; mscale 0 means not given).
+        rope_scaling: ``none`` or ``yarn`` (with the ``rope_*`` fields below).
+        rope_factor, rope_original_max_len, rope_beta_fast, rope_beta_slow, rope_mscale, rope_mscale_all_dim:
+            YaRN's parameters, the fields of an HF ``rope_scaling`` / ``rope_parameters`` entry (mscale 0
+            means not given).
         router_scoring: ``softmax`` or ``sigmoid`` (DeepSeek-V3's ``scoring_func``).
         router_norm_topk: divide the k chosen weights by their sum (``norm_topk_prob``).
         router_scale: multiplies the routed weights (``routed_scaling_factor``).

@@ -48,7 +48,7 @@ from accounting.params import count_parameters
 from . import checkpoint as ckpt
 from .atomic import write_text_atomic
 from . import distributed
-from .config import ConfigError, RunSpec, one_line, validate
+from .config import ConfigError, RunSpec, one_line, upgrade_saved_config, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
 from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
@@ -584,7 +584,7 @@ def _check_resumable(r: _Run, state: dict) -> None:
     else:  # a checkpoint from before settings were recorded: the folder's config.yaml
         saved, now = _saved_config(r.run_dir), r.meta["config"]
     if saved is not None:
-        changed = changed_settings(saved, now)
+        changed = changed_settings(upgrade_saved_config(saved), now)
         if changed:
             raise RunError(f"resume=true with settings that differ from the checkpoint's run "
                            f"({'; '.join(changed)}): resume with the original values, or "
