@@ -20,8 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from accounting.shapes import ModelShape, ShapeError
 
-CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"
-"""Absolute path of the repository's conf/ (for the compose API)."""
+CONF_DIR = next((d / "conf" for d in __import__("pathlib").Path(__file__).resolve().parents[:2]
+                 if (d / "conf" / "config.yaml").is_file()), __import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
+"""Absolute path of conf/ (for Hydra): the package data experiments/conf/ of an installed wheel, else the
+checkout's top-level conf/ (editable install)."""
 
 
 class ConfigError(ValueError):
