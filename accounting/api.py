@@ -238,7 +238,8 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
         raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
     if usd_per_hour is not None and not (math.isfinite(usd_per_hour) and usd_per_hour >= 0):
         raise ValueError(f"usd_per_hour must be a finite number >= 0, got {usd_per_hour!r}")
-    rate = _cost.gpu_rate(gpu, usd_per_hour=usd_per_hour, mfu=mfu)
+    rate = _cost.gpu_rate(gpu, usd_per_hour=None if usd_per_hour is None else float(usd_per_hour),
+                          mfu=None if mfu is None else float(mfu))
     c = count_parameters(shape)
     fpt2 = training_flops_per_token(shape, seq_len, flops_per_mac=FLOP, causal=causal)
     flops2 = fpt2 * tokens
@@ -329,8 +330,8 @@ def serve(config: str | Path | ModelShape, gpu: str, batch: float | Sequence[flo
     layout = _serving.Layout(gpus=gpus, tp=tp, redundant_experts=redundant_experts, weights_dtype=weights,
                              kv_dtype=kv_dtype)
     layout.resolved(shape)  # one-line error for a bad layout before any work
-    rows = [_serving.serve(shape, hw, layout, b, context, prompt_len=prompt_len, usd_per_gpu_hour=usd_per_hour,
-                           efficiency=efficiency, mtp_acceptance=mtp_acceptance, cache_hit_share=cache_hit_share)
+    rows = [_serving.serve(shape, hw, layout, float(b), context, prompt_len=prompt_len,
+                           usd_per_gpu_hour=None if usd_per_hour is None else float(usd_per_hour), efficiency=efficiency, mtp_acceptance=mtp_acceptance, cache_hit_share=cache_hit_share)
             for b in batches]
     for r in rows:
         if r["batch"] == int(r["batch"]):

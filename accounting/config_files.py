@@ -121,6 +121,7 @@ def compose_model_file(path: Path, seq_len: int | None = None) -> tuple[dict[str
         raise ConfigSpecError(f"{path}: Hydra compose of {conf_dir / 'config.yaml'} with model={path.stem} "
                               f"failed: {first}") from None
     finally:
+        gh = GlobalHydra.instance()  # initialize_config_dir restores a copy: fetch the singleton again
         gh.clear()
         if outer is not None:
             gh.initialize(outer)
