@@ -5,9 +5,13 @@ note (Press 2025, Table 1) does; ``FLOP = 2`` counts it as two, as hardware peak
 ``torch.utils.flop_counter.FlopCounterMode`` do. Only matrix multiplications are counted (norms,
 activations, softmax, RoPE and the embedding lookup are ignored, as in the note and in FlopCounterMode).
 
-Attention scores are counted over the full n x n matrix unless ``causal=True`` (then n (n + 1) / 2 pairs,
-and on a sliding-window layer of window W only the ``min(i + 1, W)`` keys each query i sees):
-the note's ``(~2) n^2 d`` and FlopCounterMode's count of ``scaled_dot_product_attention`` are full.
+Defaults: two flops per multiply-add (``flops_per_mac=FLOP``), as ``python -m accounting`` and
+``accounting.price`` count. Training (`training_flops`, `training_flops_per_token`) counts causal attention
+by default, n (n + 1) / 2 (query, key) pairs per window (on a sliding-window layer of window W, only the
+``min(i + 1, W)`` keys each query i sees), as the CLI's ``cost`` does; `forward_flops` counts
+the full n x n score matrix by default (``causal=False``), which is what ``scaled_dot_product_attention``
+executes and what FlopCounterMode counts. The note's own convention (one flop per multiply-add, full
+attention: ``(~2) n^2 d``) is passed explicitly where the note is reproduced (``accounting.press2025``).
 Routed experts cost ``top_k`` expert FFNs per token (dropless routing); pass ``routed_assignments`` to
 price the (token, expert) pairs a real router produced, e.g. with capacity dropping.
 """
@@ -64,7 +68,7 @@ def ffn_macs_per_token(shape: ModelShape, layer: int) -> dict[str, int]:
 
 
 def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int = 1,
-                  flops_per_mac: int = MAC, causal: bool = False,
+                  flops_per_mac: int = FLOP, causal: bool = False,
                   routed_assignments: int | None = None, include_mtp: bool = False) -> dict[str, int]:
     """Flops of one forward pass over ``batch`` windows of ``n_tokens`` (default ``shape.seq_len``).
 
@@ -101,7 +105,7 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
 
 
 def forward_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
-                            flops_per_mac: int = MAC, causal: bool = False,
+                            flops_per_mac: int = FLOP, causal: bool = False,
                             include_mtp: bool = False) -> float:
     """Forward flops per token, averaged over a window of ``n_tokens`` (all positions predicted)."""
     n = shape.seq_len if n_tokens is None else n_tokens
@@ -110,7 +114,7 @@ def forward_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
 
 
 def training_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
-                             flops_per_mac: int = MAC, causal: bool = False,
+                             flops_per_mac: int = FLOP, causal: bool = True,
                              include_mtp: bool = False) -> float:
     """Forward + backward flops per trained token with all-position loss: 3 x forward per token
     (backward costs two forwards: gradients with respect to activations and to weights)."""
@@ -119,8 +123,10 @@ def training_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
 
 
 def training_flops(shape: ModelShape, tokens: float, n_tokens: int | None = None, *,
-                   flops_per_mac: int = MAC, causal: bool = False, include_mtp: bool = False) -> float:
-    """Total training flops for ``tokens`` trained tokens at window ``n_tokens``."""
+                   flops_per_mac: int = FLOP, causal: bool = True, include_mtp: bool = False) -> float:
+    """Total training flops for ``tokens`` trained tokens at window ``n_tokens`` (default ``shape.seq_len``):
+    two per multiply-add and causal attention unless told otherwise, the figure ``python -m accounting cost``
+    prints as ``training_flops_fma2``."""
     if tokens < 0:
         raise ValueError(f"tokens must be >= 0, got {tokens}")
     return tokens * training_flops_per_token(shape, n_tokens, flops_per_mac=flops_per_mac,
@@ -132,7 +138,7 @@ def six_n_d(active_params: float, tokens: float) -> float:
     return 6.0 * active_params * tokens
 
 
-def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: int = MAC) -> int:
+def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: int = FLOP) -> int:
     """Flops to produce one more token with a KV cache holding ``context`` earlier tokens.
 
     Per layer: the new token's projections and FFN, plus attention to ``context + 1`` keys/values (at most
@@ -162,7 +168,7 @@ def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: in
     return total * flops_per_mac
 
 
-def full_recompute_flops(shape: ModelShape, context: int, *, flops_per_mac: int = MAC) -> int:
+def full_recompute_flops(shape: ModelShape, context: int, *, flops_per_mac: int = FLOP) -> int:
     """Flops to produce one more token WITHOUT a cache: a forward over all ``context + 1`` tokens
     (logits only at the last position), the quadratic alternative of the note's section 4.1."""
     f = forward_flops(shape, context + 1, flops_per_mac=flops_per_mac, causal=True)

@@ -18,6 +18,7 @@ import functools
 import math
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,8 +29,10 @@ from accounting.shapes import ModelShape, ShapeError
 if TYPE_CHECKING:  # settings imports moe (torch); this module imports it only when validating
     from .settings import RunSettings
 
-CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"
-"""Absolute path of the repository's conf/ (for the compose API)."""
+CONF_DIR = next((d / "conf" for d in Path(__file__).resolve().parents[:2] if (d / "conf" / "config.yaml").is_file()),
+                Path(__file__).resolve().parents[1] / "conf")
+"""Absolute path of conf/ (for Hydra): the package data experiments/conf/ of an installed wheel, else the
+checkout's top-level conf/ (editable install)."""
 
 
 class ConfigError(ValueError):
