@@ -211,7 +211,8 @@ def test_sliding_window_layers_are_priced_causally():
     assert f["attention_scores"] == 12 * per_pair * sliding + 12 * per_pair * n * (n + 1) // 2
     assert forward_flops(s, n, flops_per_mac=1)["attention_scores"] == 24 * per_pair * n * n
     full = s.replace(sliding_window=0, window_layer_pattern="")
-    assert decode_flops_per_token(full, 4095) - decode_flops_per_token(s, 4095) == 12 * (4096 - W) * per_pair
+    assert (decode_flops_per_token(full, 4095, flops_per_mac=1) - decode_flops_per_token(s, 4095, flops_per_mac=1)
+            == 12 * (4096 - W) * per_pair)
 
 
 def test_llama31_rope_is_loaded():
