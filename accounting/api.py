@@ -17,7 +17,7 @@ order, with an optional field that is None left out: only `ParamsResult.publishe
 ``_s``, ``_usd``); docs/accounting.md lists every field.
 
 ``config`` is anything `load_shape` takes: a shipped name (``'qwen3-30b-a3b'``), a file, a folder, or a
-`ModelShape`. The defaults are the CLI's: flops count TWO per multiply-add (``FLOP``) and attention is causal;
+`ModelShape` (the result's ``config`` field is then ``"ModelShape"``; otherwise ``shipped:NAME`` or the path read). The defaults are the CLI's: flops count TWO per multiply-add (``FLOP``) and attention is causal;
 the note's own convention (one per multiply-add, full n x n attention) is used only where the note is
 reproduced (`table3`, `deepseek`, `accounting.press2025`) and is named there.
 """
