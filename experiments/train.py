@@ -521,6 +521,7 @@ def _setup(r: _Run) -> None:
     r.sampler = WindowSampler(r.data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank, t["eval_batches"])
     torch.manual_seed(cfg["seed"])
     r.raw = build_model(r.spec).to(info.device)
+    r.raw.recompute = t["recompute"]
     # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
     r.model = distributed.wrap(r.raw, info, t["parallel"])
     if info.device.type == "cuda" and t["compile"]:
