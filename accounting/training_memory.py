@@ -418,7 +418,7 @@ def experts_saved(shape: ModelShape, s: Settings, ep: int = 1) -> list[Saved]:
     # loop: per expert gather, matmuls, weight, scatter-add
     out += [Saved("moe_dispatch", "gather / weight / scatter indices (3 x int64)", 3 * A, INT64, False)]
     if not dropless:
-        out.append(Saved("moe_dispatch", "kept-assignment index (int64)", A, INT64, False))
+        out.append(Saved("moe_dispatch", "keep mask (bool)", N * shape.top_k, 1, False))
     readers = 2 if swiglu else 1
     if s.precision == "fp32":
         out.append(Saved(c, "gathered tokens", A * d, FP32))
