@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import cost, press2025, serving
+from . import cost, press2025, serving, training_memory
 from .chinchilla import FITS, TOKENS_PER_PARAMETER, chinchilla_tokens
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
 from .formatting import si
@@ -551,6 +551,7 @@ def build_parser() -> _Parser:
     pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
                     help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
     add_serve_parsers(sub, fmt)
+    training_memory.add_parser(sub, fmt)
     return p
 
 
@@ -570,6 +571,8 @@ def run(argv: Sequence[str] | None = None) -> str:
         data, render = params_data(shape, source), params_text
     elif args.command == "serve":
         return serve_output(args)
+    elif args.command == "train-memory":
+        return training_memory.output(args)
     elif args.command == "serving-check":
         data = serving_check_data(args.context, args.prompt_len)
         render = serving_check_text

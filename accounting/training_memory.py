@@ -18,9 +18,11 @@ routed experts of a layer divided over ``ep`` GPUs; their gradients and optimize
 expert-data-parallel group ``dp / ep``), ``dp = gpus / (tp pp)``. The per-GPU figure is the worst stage.
 
 Activations: the tensors autograd saves for backward in one forward of one micro-batch, tensor by tensor,
-as our torch models (``dense``, ``moe``) save them on the CPU: ``precision='fp32'``, or ``'bf16'`` =
-bf16 autocast as ``experiments.train`` runs it (fp32 parameters and residual stream, norms in fp32,
-every linear's input cast to bf16 by autocast: one saved copy per linear that reads it). The routed
+as our torch models (``dense``, ``moe``) save them on the CPU. ``precision``: ``fp32``; ``bf16`` = bf16
+autocast as ``experiments.train`` runs it (fp32 parameters and residual stream, norms in fp32, every
+linear's input cast to bf16 by autocast: one saved copy per linear that reads it); ``bf16-pure`` = the
+model's parameters in bf16, no autocast (the convention of Megatron-LM and DeepSeek; our decomposed RMSNorm
+still upcasts its input to fp32). The routed
 experts are priced for the expert ``backend`` (``loop`` or ``grouped``; they save differently). MHA/GQA
 attention runs the fused (flash) kernel, which saves q, k, v, the output and the log-sum-exp; MLA with
 unequal query and value head widths runs the materialising ``math`` kernel on the CPU (scores kept),
@@ -41,7 +43,7 @@ from .hardware import Hardware
 from .params import attention_params, block_params, norm_params
 from .shapes import ModelShape
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "bf16-pure")
 WEIGHT_DTYPES = {"bf16": 2, "fp8": 1, "fp32": 4}
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
 RECOMPUTES = ("none", "selective", "full")
@@ -256,11 +258,17 @@ def _resolve_kernel(shape: ModelShape, s: Settings) -> str:
     return "flash"
 
 
+def _res(s: Settings) -> int:
+    """Bytes of the residual stream, the norms' inputs and outputs: fp32 unless the parameters are bf16."""
+    return 2 if s.precision == "bf16-pure" else FP32
+
+
 def _linear_inputs(component: str, name: str, elements: int, readers: int, s: Settings,
                    sharded: bool = False) -> list[Saved]:
-    """The fp32 tensor ``readers`` linears read: kept once in fp32; under autocast one bf16 copy each."""
-    if s.precision == "fp32":
-        return [Saved(component, name, elements, FP32, sharded)]
+    """The tensor ``readers`` linears read: kept once (fp32, or bf16 when pure); under autocast one bf16 copy
+    per reader."""
+    if s.precision != "bf16":
+        return [Saved(component, name, elements, _res(s), sharded)]
     return [Saved(component, f"{name} (bf16 copy {i + 1})", elements, 2, sharded) for i in range(readers)]
 
 
@@ -270,24 +278,31 @@ def norm_saved(shape: ModelShape, component: str, tokens: int, width: int, s: Se
 
     LayerNorm keeps the input, mean and rstd; RMSNorm (decomposed on the CPU) the input, rsqrt and the
     normalised input. Under selective recompute only the input is kept."""
-    out = [Saved(component, "norm input", tokens * width, FP32, False)] if fresh_input else []
+    rms = shape.norm_kind == "rmsnorm"
+    if not fresh_input:
+        out = []
+    elif rms and s.precision == "bf16-pure":   # the decomposed RMSNorm upcasts a bf16 input to fp32 first
+        out = [Saved(component, "norm input (fp32 copy)", tokens * width, FP32, False)]
+    else:
+        out = [Saved(component, "norm input", tokens * width, _res(s), False)]
     if s.recompute == "selective":
         return out
-    if shape.norm_kind == "rmsnorm":
+    if rms:
         return out + [Saved(component, "rsqrt", tokens, FP32, False),
                       Saved(component, "normalised", tokens * width, FP32, False)]
-    return out + [Saved(component, "mean", tokens, FP32, False), Saved(component, "rstd", tokens, FP32, False)]
+    stat = 2 if s.precision == "bf16-pure" else FP32    # LayerNorm's statistics in its input's dtype
+    return out + [Saved(component, "mean", tokens, stat, False), Saved(component, "rstd", tokens, stat, False)]
 
 
 def _act_bytes(s: Settings) -> int:
-    return 4 if s.precision == "fp32" else 2
+    return 4 if s.precision == "fp32" else 2   # matmul outputs
 
 
 def attention_saved(shape: ModelShape, s: Settings) -> list[Saved]:
     """Attention of one block (without its pre-norm), MHA/GQA or MLA."""
     sh, b, n = shape, s.micro_batch, s.seq_len
     N, e, kernel = b * n, _act_bytes(s), _resolve_kernel(shape, s)
-    rope = sh.position == "rope" and s.precision == "bf16"
+    rope = sh.position == "rope" and s.precision == "bf16"   # autocast: the fp32 tables cast per call
     c = "attention"
     out: list[Saved] = []
     if sh.attention == "mla":
@@ -296,15 +311,15 @@ def attention_saved(shape: ModelShape, s: Settings) -> list[Saved]:
             out += _linear_inputs(c, "x (q and kv down-projections)", N * sh.d_model, 2, s, sharded=False)
         if sh.q_lora_rank:
             rq = sh.q_lora_rank
-            if s.precision == "fp32":
-                out += [Saved(c, "q latent", N * rq, FP32, False)]
+            if s.precision == "fp32" or (s.precision == "bf16-pure" and sh.norm_kind != "rmsnorm"):
+                out += [Saved(c, "q latent", N * rq, _res(s), False)]
             else:
                 out += [Saved(c, "q latent (fp32 copy for its norm)", N * rq, FP32, False)]
             out += norm_saved(sh, c, N, rq, s, fresh_input=False)
             if s.recompute != "selective":
                 out += _linear_inputs(c, "normed q latent", N * rq, 1, s)
-        if s.precision == "fp32":
-            out += [Saved(c, "kv latent and rope key", N * (r + p), FP32, False)]
+        if s.precision == "fp32" or (s.precision == "bf16-pure" and sh.norm_kind != "rmsnorm"):
+            out += [Saved(c, "kv latent and rope key", N * (r + p), _res(s), False)]
         else:
             out += [Saved(c, "kv latent (fp32 copy for its norm)", N * r, FP32, False)]
         out += norm_saved(sh, c, N, r, s, fresh_input=False)
@@ -321,8 +336,8 @@ def attention_saved(shape: ModelShape, s: Settings) -> list[Saved]:
             out += [Saved(c, "q", N * H * (nope + p), e), Saved(c, "k", N * H * (nope + p), e),
                     Saved(c, "kv up-projection (v)", N * H * (nope + v), e),
                     Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output", N * H * v, e)]
-        out += _linear_inputs(c, "attention output (o input)", N * H * v, 1, s) if s.precision == "bf16" or \
-            (kernel == "math" and s.recompute != "selective") else []
+        if kernel == "math" and s.recompute != "selective":   # the math kernel's output is fp32: cast again
+            out += _linear_inputs(c, "attention output (o input)", N * H * v, 1, s)
         return out
     H, KV, hd = sh.n_heads, sh.n_kv_heads, sh.head_dim
     if s.recompute != "selective":
@@ -355,7 +370,7 @@ def dense_ffn_saved(shape: ModelShape, width: int, s: Settings, component: str =
     """A dense FFN (or the shared experts) on the normed input [N, d]."""
     N = s.micro_batch * s.seq_len
     out: list[Saved] = []
-    if not (input_counted and s.precision == "fp32") and s.recompute != "selective":
+    if not (input_counted and s.precision != "bf16") and s.recompute != "selective":
         out += _linear_inputs(component, "x (FFN input)", N * shape.d_model, shape.ffn_matrices - 1, s,
                               sharded=False)
     return out + ffn_hidden_saved(shape, component, N, width, s)
@@ -375,7 +390,7 @@ def routed_assignments(shape: ModelShape, s: Settings) -> int:
 def router_saved(shape: ModelShape, s: Settings) -> list[Saved]:
     """The router of one MoE layer (fp32 scores; the group-limited selection keeps nothing)."""
     N, E, k, c = s.micro_batch * s.seq_len, shape.n_experts, shape.top_k, "router"
-    out: list[Saved] = [Saved(c, "x (router input)", N * shape.d_model, FP32 if s.precision == "fp32" else 2,
+    out: list[Saved] = [Saved(c, "x (router input)", N * shape.d_model, 2 if s.precision == "bf16" else _res(s),
                               False)]
     out.append(Saved(c, "softmax probabilities" if shape.router_scoring == "softmax" else "sigmoid scores",
                      N * E, FP32, False))
@@ -401,7 +416,7 @@ def experts_saved(shape: ModelShape, s: Settings, ep: int = 1) -> list[Saved]:
     if ep > 1:   # the received tokens are the local experts' input (in place of the x the router keeps)
         out.append(Saved("moe_dispatch", "tokens received by the local experts", A * d, e, False))
     if s.backend == "grouped":
-        ex = FP32     # the experts run in x's dtype: the norm output, fp32 under autocast too
+        ex = _res(s)  # the experts run in x's dtype: the norm output, fp32 under autocast too
         out += [Saved("moe_dispatch", "sorted order / kept ids (int64)", A, INT64, False),
                 Saved("moe_dispatch", "sorted routing weights", A, ex, False),
                 Saved("moe_dispatch", "token of each sorted row (int64)", A, INT64, False),
@@ -420,13 +435,13 @@ def experts_saved(shape: ModelShape, s: Settings, ep: int = 1) -> list[Saved]:
     if not dropless:
         out.append(Saved("moe_dispatch", "keep mask (bool)", N * shape.top_k, 1, False))
     readers = 2 if swiglu else 1
-    if s.precision == "fp32":
-        out.append(Saved(c, "gathered tokens", A * d, FP32))
+    if s.precision != "bf16":
+        out.append(Saved(c, "gathered tokens", A * d, _res(s)))
     else:
         out += [Saved(c, f"gathered tokens (bf16 copy {i + 1})", A * d, 2) for i in range(readers)]
     out += ffn_hidden_saved(shape, c, A, f, s)
-    out += [Saved(c, "routing weight per row", A, FP32), Saved(c, "down-projection output", A * d, e),
-            Saved(c, "weighted output (fp32)" if e == 2 else "weighted output", A * d, FP32)]
+    out += [Saved(c, "routing weight per row", A, _res(s)), Saved(c, "down-projection output", A * d, e),
+            Saved(c, "weighted output", A * d, _res(s))]
     return out
 
 
@@ -434,7 +449,7 @@ def block_saved(shape: ModelShape, layer: int, s: Settings, ep: int = 1) -> list
     """Everything one block keeps for backward (its two pre-norms included)."""
     N, d = s.micro_batch * s.seq_len, shape.d_model
     if s.recompute == "full":
-        return [Saved("block_inputs", "block input (checkpoint)", N * d, FP32, False)]
+        return [Saved("block_inputs", "block input (checkpoint)", N * d, _res(s), False)]
     out = norm_saved(shape, "norms", N, d, s) + attention_saved(shape, s) + norm_saved(shape, "norms", N, d, s)
     if not shape.is_moe_layer(layer):
         return out + dense_ffn_saved(shape, shape.d_ff, s)
@@ -449,7 +464,7 @@ def head_saved(shape: ModelShape, s: Settings) -> list[Saved]:
     """Final norm, output head and the loss (log-softmax in fp32, plus nll's 4-byte total weight)."""
     N, d = s.micro_batch * s.seq_len, shape.d_model
     out = norm_saved(shape, "final_norm", N, d, s.__class__(**{**dataclasses.asdict(s), "recompute": "none"}))
-    out.append(Saved("head", "head input", N * d, FP32 if s.precision == "fp32" else 2, False))
+    out.append(Saved("head", "head input", N * d, 2 if s.precision == "bf16" else _res(s), False))
     out += [Saved("loss", "log-softmax (fp32)", N * shape.vocab_size, FP32), Saved("loss", "total weight", 1, FP32,
                                                                                    False)]
     return out
@@ -569,3 +584,94 @@ def auto_layout(shape: ModelShape, settings: Settings, gpu: Hardware, limit: int
                        f"the widest expert parallelism (ep = {lay.ep})")
                 return r, why
     raise LayoutError(f"no layout of up to {limit} {gpu.name} GPUs fits this model at this micro-batch")
+
+
+# ----- the command ``python -m accounting train-memory`` ---------------------------------------------------
+def add_parser(sub, fmt) -> None:
+    """Register ``train-memory`` (the only line accounting/cli.py needs besides dispatching to ``output``)."""
+    p = sub.add_parser("train-memory", parents=[fmt], help="training memory per GPU and the GPU count that fits")
+    p.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
+    p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence n")
+    p.add_argument("--micro-batch", type=int, required=True, help="sequences per micro-batch b")
+    p.add_argument("--gpus", default="1", help="GPU count, or 'auto': the smallest count and layout that fit")
+    for name in ("tp", "pp", "ep"):
+        p.add_argument(f"--{name}", type=int, default=1, help=f"{name} degree (default 1)")
+    p.add_argument("--sp", action="store_true", help="sequence parallel with tp (activations of the norms /tp)")
+    p.add_argument("--zero", type=int, default=1, choices=(0, 1, 2, 3), help="ZeRO stage (default 1)")
+    p.add_argument("--micro-batches", type=int, default=None, help="micro-batches per step (default pp)")
+    p.add_argument("--recompute", choices=RECOMPUTES, default="none")
+    p.add_argument("--weights", choices=tuple(WEIGHT_DTYPES), default="bf16", help="compute weights (default bf16)")
+    p.add_argument("--fp32-grads", action="store_true", help="fp32 gradient accumulation (Megatron's 18 B/param)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--activations", choices=PRECISIONS, default="bf16",
+                   help="activation precision: bf16 autocast as our models run it (default) or fp32")
+    p.add_argument("--backend", choices=BACKENDS, default="grouped", help="expert backend priced (default grouped)")
+    p.add_argument("--attention", choices=KERNELS, default="auto", help="attention kernel (auto: as the CPU runs it)")
+    p.add_argument("--capacity-factor", type=float, default=None, help="routed experts' capacity factor (default dropless)")
+    p.add_argument("--gpu", default="h100-sxm", help="preset name or a GPU spec YAML (default h100-sxm)")
+
+
+def settings_from_args(args) -> Settings:
+    return Settings(seq_len=args.seq_len, micro_batch=args.micro_batch, precision=args.activations,
+                    weights=args.weights, fp32_grads=args.fp32_grads, optimizer=args.optimizer,
+                    recompute=args.recompute, backend=args.backend, attention_kernel=args.attention,
+                    micro_batches=args.micro_batches, capacity_factor=args.capacity_factor)
+
+
+def run_command(args) -> tuple[TrainingMemory, str, str, str]:
+    """(result, reason for the layout or '', the model's name, its source) for parsed ``args``."""
+    from .cli import load_config
+    from .hardware import resolve_gpu
+    shape, source = load_config(args.config, args.seq_len if args.seq_len and args.seq_len > 0 else None)
+    gpu = resolve_gpu(args.gpu)
+    s = settings_from_args(args)
+    check_settings(shape, s)
+    if args.micro_batches is not None and args.micro_batches < 1:
+        raise LayoutError(f"--micro-batches must be >= 1, got {args.micro_batches}")
+    if str(args.gpus).lower() == "auto":
+        r, why = auto_layout(shape, s, gpu)
+        return r, why, shape.name, source
+    try:
+        g = int(args.gpus)
+    except ValueError:
+        raise LayoutError(f"--gpus must be a positive integer or 'auto', got {args.gpus!r}") from None
+    lay = Layout(g, args.tp, args.pp, args.ep, args.zero, args.sp)
+    return plan(shape, s, lay, gpu), "", shape.name, source
+
+
+def output(args) -> str:
+    """The text ``train-memory`` prints in ``args.format``."""
+    from .cli import _json, _kv_csv
+    r, why, name, source = run_command(args)
+    data = {"model": name, "source": source, **r.to_dict(), "layout_reason": why}
+    if args.format == "json":
+        return _json(data)
+    if args.format == "csv":
+        return _kv_csv(data)
+    return text(r, name, why)
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:,.2f} GB"
+
+
+def text(r: TrainingMemory, name: str, why: str = "") -> str:
+    """A readable report of one plan."""
+    lay, s, st = r.layout, r.settings, r.stage
+    lines = [f"train-memory: {name}, {s.micro_batch} x {s.seq_len} tokens per micro-batch, {s.precision} activations"
+             f" ({s.backend} experts), {s.weights} weights, {s.optimizer}, recompute {s.recompute}",
+             f"layout: {lay.gpus} GPUs = dp {lay.dp} x tp {lay.tp}{' (sp)' if lay.sp else ''} x pp {lay.pp}, "
+             f"ep {lay.ep}, ZeRO-{lay.zero}; worst stage {st.stage} (layers {st.first_layer}-{st.last_layer - 1}, "
+             f"{st.in_flight} micro-batch(es) in flight)"]
+    if why:
+        lines.append(f"why: {why}")
+    for k, v in r.per_gpu_bytes.items():
+        lines.append(f"  {k:<12s}{_gb(v):>14s}")
+    if r.capacity_bytes is not None:
+        lines.append(f"  {'capacity':<12s}{_gb(r.capacity_bytes):>14s}  -> {'fits' if r.fits else 'does NOT fit'}")
+    lines.append("activations by component (per GPU):")
+    for k, v in sorted(st.activation_bytes_by_component.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {k:<18s}{_gb(v):>14s}")
+    if r.recompute_working_bytes:
+        lines.append(f"  (+ {_gb(r.recompute_working_bytes)} live while one block is recomputed)")
+    return "\n".join(lines)
