@@ -9,7 +9,8 @@ accumulation in fp32, 18 bytes per parameter in all) and optimizer state: AdamW 
 (unless the weights are fp32) and two fp32 moments (12 bytes: 2 + 2 + 12 = 16 bytes per parameter),
 SGD-momentum a master copy and one moment, Adafactor a master copy and its factored second moment
 (``4 (rows + cols)`` bytes per ``rows x cols`` matrix, counted here as ``8 / d_model`` bytes per parameter,
-every matrix taken as d_model on its short side). ZeRO stage 1 shards the optimizer state over the
+every matrix taken as d_model on its short side); ``adamw-bf16`` keeps both moments in bf16 (DeepSeek-V3,
+section 3.3.3: 4 + 2 + 2 bytes). ZeRO stage 1 shards the optimizer state over the
 data-parallel group, stage 2 also the gradients, stage 3 (FSDP) also the weights.
 
 Parallel layout: ``tp`` tensor parallel (with ``sp`` sequence parallel), ``pp`` pipeline stages (1F1B:
@@ -45,7 +46,7 @@ from .shapes import ModelShape
 
 PRECISIONS = ("fp32", "bf16", "bf16-pure")
 WEIGHT_DTYPES = {"bf16": 2, "fp8": 1, "fp32": 4}
-OPTIMIZERS = ("adamw", "sgd", "adafactor")
+OPTIMIZERS = ("adamw", "adamw-bf16", "sgd", "adafactor")
 RECOMPUTES = ("none", "selective", "full")
 BACKENDS = ("loop", "grouped")
 KERNELS = ("auto", "flash", "math")
@@ -91,6 +92,7 @@ class Settings:
     routed_assignments: int | None = None # kept (token, expert) pairs per MoE layer and micro-batch
     router_aux_loss: bool = True          # the Switch balance loss is in the loss (its graph is kept)
     router_z_loss: bool = True            # the router z-loss is in the loss
+    fp8_cache: bool = False               # DeepSeek-V3: MoE inputs kept in FP8, SwiGLU output recomputed
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,8 @@ def state_bytes_per_parameter(s: Settings, d_model: int) -> dict:
     w = WEIGHT_DTYPES[s.weights]
     g = 4 if (s.fp32_grads or s.weights == "fp32") else 2
     master = 0 if s.weights == "fp32" else 4
-    opt = {"adamw": master + 8, "sgd": master + 4, "adafactor": master + 8 / d_model}[s.optimizer]
+    opt = {"adamw": master + 8, "adamw-bf16": master + 4, "sgd": master + 4,
+           "adafactor": master + 8 / d_model}[s.optimizer]
     return {"weights": w, "gradients": g, "optimizer": opt}
 
 
@@ -281,7 +284,7 @@ def norm_saved(shape: ModelShape, component: str, tokens: int, width: int, s: Se
     rms = shape.norm_kind == "rmsnorm"
     if not fresh_input:
         out = []
-    elif rms and s.precision == "bf16-pure":   # the decomposed RMSNorm upcasts a bf16 input to fp32 first
+    elif rms and s.precision == "bf16-pure" and s.recompute != "selective":   # the decomposed RMSNorm upcasts a bf16 input to fp32 first
         out = [Saved(component, "norm input (fp32 copy)", tokens * width, FP32, False)]
     else:
         out = [Saved(component, "norm input", tokens * width, _res(s), False)]
@@ -307,6 +310,10 @@ def attention_saved(shape: ModelShape, s: Settings) -> list[Saved]:
     out: list[Saved] = []
     if sh.attention == "mla":
         H, nope, p, v, r = sh.n_heads, sh.qk_nope_head_dim, sh.qk_rope_head_dim, sh.v_head_dim, sh.kv_lora_rank
+        if s.recompute == "selective":   # DeepSeek-V3: norms and up-projections recomputed from the latents
+            return [Saved(c, "q latent", N * sh.q_lora_rank, e, False),
+                    Saved(c, "kv latent and rope key", N * (r + p), e, False),
+                    Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output (o input)", N * H * v, e)]
         if s.recompute != "selective":
             out += _linear_inputs(c, "x (q and kv down-projections)", N * sh.d_model, 2, s, sharded=False)
         if sh.q_lora_rank:
@@ -414,7 +421,8 @@ def experts_saved(shape: ModelShape, s: Settings, ep: int = 1) -> list[Saved]:
     c, e, swiglu = "routed_experts", _act_bytes(s), shape.ffn_kind == "swiglu"
     out: list[Saved] = []
     if ep > 1:   # the received tokens are the local experts' input (in place of the x the router keeps)
-        out.append(Saved("moe_dispatch", "tokens received by the local experts", A * d, e, False))
+        out.append(Saved("moe_dispatch", "tokens received by the local experts", A * d, 1 if s.fp8_cache else e,
+                         False))
     if s.backend == "grouped":
         ex = _res(s)  # the experts run in x's dtype: the norm output, fp32 under autocast too
         out += [Saved("moe_dispatch", "sorted order / kept ids (int64)", A, INT64, False),
@@ -428,7 +436,10 @@ def experts_saved(shape: ModelShape, s: Settings, ep: int = 1) -> list[Saved]:
             out.append(Saved(c, "x (fp32, regathered in backward)", N * d, FP32, False))
         fold_h = f <= d
         n_hidden = 3 if (swiglu or fold_h) else 2
-        out.append(Saved(c, f"{n_hidden} hidden tensors [A, f]", n_hidden * A * f, ex))
+        if s.fp8_cache:   # the SwiGLU/GELU inputs in FP8, its output recomputed
+            out.append(Saved(c, "expert hidden inputs (fp8)", (n_hidden - 1) * A * f, 1))
+        else:
+            out.append(Saved(c, f"{n_hidden} hidden tensors [A, f]", n_hidden * A * f, ex))
         return out
     # loop: per expert gather, matmuls, weight, scatter-add
     out += [Saved("moe_dispatch", "gather / weight / scatter indices (3 x int64)", 3 * A, INT64, False)]
@@ -608,6 +619,8 @@ def add_parser(sub, fmt) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="grouped", help="expert backend priced (default grouped)")
     p.add_argument("--attention", choices=KERNELS, default="auto", help="attention kernel (auto: as the CPU runs it)")
     p.add_argument("--capacity-factor", type=float, default=None, help="routed experts' capacity factor (default dropless)")
+    p.add_argument("--fp8-cache", action="store_true",
+                   help="DeepSeek-V3's FP8 caching of the MoE inputs (SwiGLU output recomputed)")
     p.add_argument("--gpu", default="h100-sxm", help="preset name or a GPU spec YAML (default h100-sxm)")
 
 
@@ -615,7 +628,8 @@ def settings_from_args(args) -> Settings:
     return Settings(seq_len=args.seq_len, micro_batch=args.micro_batch, precision=args.activations,
                     weights=args.weights, fp32_grads=args.fp32_grads, optimizer=args.optimizer,
                     recompute=args.recompute, backend=args.backend, attention_kernel=args.attention,
-                    micro_batches=args.micro_batches, capacity_factor=args.capacity_factor)
+                    micro_batches=args.micro_batches, capacity_factor=args.capacity_factor,
+                    fp8_cache=args.fp8_cache)
 
 
 def run_command(args) -> tuple[TrainingMemory, str, str, str]:
