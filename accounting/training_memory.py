@@ -93,6 +93,7 @@ class Settings:
     router_aux_loss: bool = True          # the Switch balance loss is in the loss (its graph is kept)
     router_z_loss: bool = True            # the router z-loss is in the loss
     fp8_cache: bool = False               # DeepSeek-V3: MoE inputs kept in FP8, SwiGLU output recomputed
+    fused_swiglu: bool = False            # SwiGLU keeps only its inputs (gate, up): Megatron's fused kernel
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ def stage_layers(shape: ModelShape, pp: int) -> list[tuple[int, int]]:
     return out
 
 
+@lru_cache(maxsize=4096)
 def stage_parameters(shape: ModelShape, first: int, last: int, is_first: bool, is_last: bool) -> dict:
     """Parameters of a stage split into ``dense`` (replicated over dp, sharded by tp) and ``experts``."""
     dense = experts = 0
@@ -368,7 +370,7 @@ def ffn_hidden_saved(shape: ModelShape, component: str, rows: int, width: int, s
     """An FFN's hidden tensors: GELU the up output and the activation; SwiGLU gate, up, silu and product."""
     e = _act_bytes(s) if e is None else e
     names = ("up output", "gelu output") if shape.ffn_kind == "gelu" else \
-        ("gate output", "up output", "silu output", "product")
+        (("gate output", "up output") if s.fused_swiglu else ("gate output", "up output", "silu output", "product"))
     return [Saved(component, nm, rows * width, e) for nm in names]
 
 
@@ -490,16 +492,26 @@ def sum_saved(items: list[Saved], tp: int = 1, sp: bool = False) -> dict:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _layer_bytes(shape: ModelShape, layer: int, s: Settings, tp: int, sp: bool, ep: int) -> tuple:
+    """(component, bytes) of one block, cached: a block's tensors depend only on whether it is an MoE layer."""
+    return tuple(sum_saved(block_saved(shape, layer, s, ep), tp, sp).items())
+
+
 def activation_bytes(shape: ModelShape, s: Settings, layers: range | None = None, head: bool = True,
                      tp: int = 1, sp: bool = False, ep: int = 1) -> dict:
     """Activation bytes by component of one micro-batch over ``layers`` (default all), with the head."""
     check_settings(shape, s)
-    items: list[Saved] = []
+    out: dict[str, float] = {}
+    first_moe = shape.first_dense_layers if shape.is_moe else shape.n_layers
     for i in (range(shape.n_layers) if layers is None else layers):
-        items += block_saved(shape, i, s, ep)
+        kind = 0 if i < first_moe else first_moe     # the first block of its kind stands for all of them
+        for k, v in _layer_bytes(shape, kind, s, tp, sp, ep):
+            out[k] = out.get(k, 0) + v
     if head:
-        items += head_saved(shape, s)
-    return sum_saved(items, tp, sp)
+        for k, v in sum_saved(head_saved(shape, s), tp, sp).items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 def total_activation_bytes(shape: ModelShape, s: Settings, **kw) -> float:
@@ -621,6 +633,8 @@ def add_parser(sub, fmt) -> None:
     p.add_argument("--capacity-factor", type=float, default=None, help="routed experts' capacity factor (default dropless)")
     p.add_argument("--fp8-cache", action="store_true",
                    help="DeepSeek-V3's FP8 caching of the MoE inputs (SwiGLU output recomputed)")
+    p.add_argument("--fused-swiglu", action="store_true",
+                   help="SwiGLU keeps only its inputs, its output recomputed (Megatron's fused kernel)")
     p.add_argument("--gpu", default="h100-sxm", help="preset name or a GPU spec YAML (default h100-sxm)")
 
 
@@ -629,7 +643,7 @@ def settings_from_args(args) -> Settings:
                     weights=args.weights, fp32_grads=args.fp32_grads, optimizer=args.optimizer,
                     recompute=args.recompute, backend=args.backend, attention_kernel=args.attention,
                     micro_batches=args.micro_batches, capacity_factor=args.capacity_factor,
-                    fp8_cache=args.fp8_cache)
+                    fp8_cache=args.fp8_cache, fused_swiglu=args.fused_swiglu)
 
 
 def run_command(args) -> tuple[TrainingMemory, str, str, str]:
