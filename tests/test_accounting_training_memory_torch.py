@@ -139,3 +139,27 @@ def test_weights_gradients_optimizer_after_one_adamw_step(model, backend):
     assert r.per_gpu_bytes["gradients"] == nbytes(p.grad for p in params if p.grad is not None)
     assert r.per_gpu_bytes["optimizer"] == nbytes(moments)
     assert nbytes(steps) == 4 * len(params)
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_on_two_gloo_ranks(tmp_path, model="deepseek"):
+    """FSDP2 (``fully_shard`` per block, then the root, as ``train.parallel=fsdp``) on 2 gloo ranks, one AdamW
+    step: each rank's local parameters, gradients and moments equal the planner's ZeRO-3 figure over dp = 2
+    (fp32 weights: 4 + 4 + 8 bytes per parameter, halved; every dim 0 of these models is even, so FSDP2's
+    shards are exact halves). DeepSeek's tiny model: a dense first layer, routed and shared experts."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(repo / "tests" / "_fsdp_memory_worker.py"), str(tmp_path), model]
+    p = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    spec = spec_of(model, "grouped")
+    r = plan(spec.shape, settings_of(spec, precision="fp32", weights="fp32"), Layout(gpus=2, zero=3))
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got == {k: r.per_gpu_bytes[k] for k in ("weights", "gradients", "optimizer")}, rank
