@@ -547,6 +547,7 @@ def build_parser() -> _Parser:
                          f"{cost.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
+    pc.add_argument("--gpus", type=_positive_int, default=None, help="GPUs: adds the wall-clock days at this MFU")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
     pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
                     help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
@@ -582,7 +583,9 @@ def run(argv: Sequence[str] | None = None) -> str:
         rate = cost.gpu_rate(args.gpu, usd_per_hour=args.usd_per_hour, mfu=args.mfu)
         data = cost_data(shape, source, tokens, args.seq_len, rate, causal=not args.full_attention, year=args.year)
         _check_finite(data, f"cost of --tokens {args.tokens} at --seq-len {args.seq_len}")
-        render = cost_text
+        if args.gpus:
+            data.update(training_memory.wall_clock(data["gpu_hours"], args.gpus))
+        render = lambda d: cost_text(d) + training_memory.wall_clock_line(d)  # noqa: E731
     if args.format == "json":
         return _json(data)
     if args.format == "csv":

@@ -703,3 +703,17 @@ def text(r: TrainingMemory, name: str, why: str = "") -> str:
     if r.recompute_working_bytes:
         lines.append(f"  (+ {_gb(r.recompute_working_bytes)} live while one block is recomputed)")
     return "\n".join(lines)
+
+
+def wall_clock(gpu_hours: float, gpus: int) -> dict:
+    """``cost --gpus G``: the run's wall-clock time on G GPUs, ``gpu_hours / G`` (at the MFU priced)."""
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise LayoutError(f"--gpus must be a positive integer, got {gpus!r}")
+    return {"gpus": gpus, "wall_clock_hours": gpu_hours / gpus, "wall_clock_days": gpu_hours / gpus / 24}
+
+
+def wall_clock_line(d: dict) -> str:
+    """The line ``cost --gpus G`` adds to its table (empty without ``--gpus``)."""
+    if "wall_clock_days" not in d:
+        return ""
+    return f"\nwall clock: {d['wall_clock_days']:,.1f} days on {d['gpus']:,} GPUs (GPU-hours / GPUs, at the MFU above)"
