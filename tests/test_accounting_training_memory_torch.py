@@ -163,3 +163,19 @@ def test_fsdp2_shards_on_two_gloo_ranks(tmp_path, model="deepseek"):
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert got == {k: r.per_gpu_bytes[k] for k in ("weights", "gradients", "optimizer")}, rank
+
+
+def test_full_recompute_leaves_the_loss_free_bias_step_unchanged():
+    """Recompute runs each router twice per step (its loads are counted twice); the loss-free step uses only
+    the sign of (mean load - load), so the biases after the step are those of the plain model."""
+    biases = {}
+    for mode in ("none", "full"):
+        spec, m = build("deepseek", "grouped")
+        m.recompute = mode
+        idx, tgt = batch(spec.shape)
+        m(idx, tgt).loss.backward()
+        m.update_router_biases()
+        biases[mode] = [f.router.bias.clone() for f in m.moe_layers()]
+    assert any(b.abs().sum() > 0 for b in biases["none"])
+    for a, b in zip(biases["none"], biases["full"]):
+        torch.testing.assert_close(a, b)
