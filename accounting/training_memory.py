@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .hardware import Hardware
-from .params import attention_params, block_params, norm_params
+from .params import block_params, norm_params
 from .shapes import ModelShape
 
 PRECISIONS = ("fp32", "bf16", "bf16-pure")
@@ -286,7 +286,8 @@ def norm_saved(shape: ModelShape, component: str, tokens: int, width: int, s: Se
     rms = shape.norm_kind == "rmsnorm"
     if not fresh_input:
         out = []
-    elif rms and s.precision == "bf16-pure" and s.recompute != "selective":   # the decomposed RMSNorm upcasts a bf16 input to fp32 first
+    elif rms and s.precision == "bf16-pure" and s.recompute != "selective":
+        # the decomposed RMSNorm upcasts a bf16 input to fp32 first
         out = [Saved(component, "norm input (fp32 copy)", tokens * width, FP32, False)]
     else:
         out = [Saved(component, "norm input", tokens * width, _res(s), False)]
@@ -630,7 +631,8 @@ def add_parser(sub, fmt) -> None:
                    help="activation precision: bf16 autocast as our models run it (default) or fp32")
     p.add_argument("--backend", choices=BACKENDS, default="grouped", help="expert backend priced (default grouped)")
     p.add_argument("--attention", choices=KERNELS, default="auto", help="attention kernel (auto: as the CPU runs it)")
-    p.add_argument("--capacity-factor", type=float, default=None, help="routed experts' capacity factor (default dropless)")
+    p.add_argument("--capacity-factor", type=float, default=None,
+                   help="routed experts' capacity factor (default dropless)")
     p.add_argument("--fp8-cache", action="store_true",
                    help="DeepSeek-V3's FP8 caching of the MoE inputs (SwiGLU output recomputed)")
     p.add_argument("--fused-swiglu", action="store_true",

@@ -5,7 +5,8 @@
 the storage's size in bytes (read when it is saved, while all of them are alive), if the backward unpacks
 it: a side graph that does not reach the loss (a z-loss with weight 0, the group scores of the top-k
 selection) is freed in a normal run, and is left out here (a pack hook that returns the tensor it saved
-would keep such a graph alive through a reference cycle, which is why ``used`` decides, not liveness). Left out: storages of parameters and buffers (a saved weight, or a view of one,
+would keep such a graph alive through a reference cycle, which is why ``used`` decides, not liveness).
+Left out: storages of parameters and buffers (a saved weight, or a view of one,
 costs nothing extra), of the input and target ids, and casts of parameters (autocast's bf16 copies of the
 fp32 weights, or ``w.to(dtype)``): those are the compute-precision weights, which the training-memory model
 counts as ``weights``, not activations; they are reported apart as ``weight_casts``.

@@ -265,3 +265,14 @@ def test_cost_gpus_prints_wall_clock_days(capsys):
     assert d["wall_clock_days"] == pytest.approx(d["gpu_hours"] / 2048 / 24)
     assert d["wall_clock_days"] == pytest.approx(2.664e6 / 2048 / 24, rel=0.01)
     assert main(["cost", "--config", "deepseek-v3", "--tokens", "1T", "--seq-len", "4096", "--gpus", "0"]) == 2
+
+
+def test_shipped_h800_spec_file_equals_the_preset():
+    from pathlib import Path
+
+    from accounting.hardware import resolve_gpu
+    spec = resolve_gpu(str(Path(__file__).resolve().parents[1] / "accounting" / "gpus" / "h800.yaml"))
+    preset = get_hardware("h800")
+    for f in ("peak_bf16_flops_per_s", "peak_fp8_flops_per_s", "memory_bytes", "memory_bandwidth_bytes_per_s",
+              "nvlink_bytes_per_s", "network_bytes_per_s", "gpus_per_node", "usd_per_hour"):
+        assert getattr(spec, f) == getattr(preset, f), f

@@ -1,7 +1,7 @@
 """The training-memory planner against torch, byte for byte: the activations autograd saves in one forward of
 one micro-batch (tests/_saved_tensors.py) for the tiny dense, GQA, MoE, DeepSeek and DeepSeek-MLA models of
-conf/, in fp32, bf16 autocast and bf16 parameters, with every CPU expert backend, without and with full recompute; and the
-weights, gradients and AdamW moments after one optimizer step."""
+conf/, in fp32, bf16 autocast and bf16 parameters, with every CPU expert backend, without and with full
+recompute; and the weights, gradients and AdamW moments after one optimizer step."""
 from __future__ import annotations
 
 import dataclasses
