@@ -337,8 +337,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
-                     "train.device", "train.compile", "train.threads", "train.progress", "train.parallel", "train.recompute",
-                     "resume", "overwrite", "paths.", "run_dir", "hardware.")
+                     "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
+                     "train.recompute", "resume", "overwrite", "paths.", "run_dir", "hardware.")
 """Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
 change (optimiser, schedule, model, data, seed, batch, max_steps, world size) is refused."""
 
