@@ -36,9 +36,11 @@ from .hardware import get_hardware
 from .memory import kv_cache_elements_per_token
 from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
 from .shapes import ModelShape
+from .training_memory import Settings as TrainingSettings, TrainMemoryReport, train_memory as _train_memory, wall_clock
 
 __all__ = ["Result", "Table3Result", "DeepSeekResult", "ParamsResult", "CostResult", "ServeResult",
-           "ServingCheckResult", "table3", "deepseek", "parameters", "price", "serve", "serving_check", "load_shape",
+           "ServingCheckResult", "TrainMemoryReport", "TrainingSettings", "table3", "deepseek", "parameters", "price",
+           "serve", "serving_check", "train_memory", "load_shape",
            "parse_count", "CONVENTION"]
 
 CONVENTION = {"flops_mac": "multiply-add = 1 flop (the note's convention)",
@@ -216,18 +218,24 @@ class CostResult(Result):
     decode_flops_fma2_per_token: int
     inference_usd_per_million_tokens: float
     compute_optimal: dict[str, dict[str, float]]
+    gpus: int | None = None
+    wall_clock_hours: float | None = None
+    wall_clock_days: float | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("gpus", "wall_clock_hours", "wall_clock_days")
 
 
 def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | None = None, *,
           gpu: str = "press2025", usd_per_hour: float | None = None, mfu: float | None = None,
-          causal: bool = True, year: float = _cost.NOTE_BASE_YEAR) -> CostResult:
+          causal: bool = True, year: float = _cost.NOTE_BASE_YEAR, gpus: int | None = None) -> CostResult:
     """``python -m accounting cost``: price training on ``tokens`` tokens (a number or text like ``'14.8T'``)
     at window ``seq_len`` (default: the config's own context length, ``shape.seq_len``).
 
     ``gpu``: an `accounting.hardware` preset (default ``press2025``, the note's GPU: 300e12 multiply-adds/s
     at $10K per GPU-year); ``usd_per_hour`` and ``mfu`` (in (0, 1], default 1.0) override it. Attention is
     causal unless ``causal=False`` (full n x n scores). ``year``: the dollar figure also at that year, cost
-    halving every `cost.COST_HALVING_YEARS` years from 2025. Inputs so large that a figure overflows give
+    halving every `cost.COST_HALVING_YEARS` years from 2025. ``gpus``: also the wall-clock time on that many
+    GPUs (GPU-hours at this MFU / gpus). Inputs so large that a figure overflows give
     ``inf`` fields (the CLI refuses them).
     """
     tokens = parse_count(tokens, "tokens")
@@ -263,7 +271,8 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
         year=year, cost_usd_at_year=_cost.cost_at_year(summary["cost_usd"], year),
         decode_flops_fma2_per_token=decode2,
         inference_usd_per_million_tokens=_cost.inference_usd_per_million_tokens(decode2, FLOP, rate),
-        compute_optimal={fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2))) for fit in FITS})
+        compute_optimal={fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2))) for fit in FITS},
+        **({} if gpus is None else wall_clock(summary["gpu_hours"], gpus)))
 
 
 # ----- deepseek ---------------------------------------------------------------------------------------------
@@ -361,3 +370,16 @@ def serving_check(context: int = 4096, prompt_len: int = 4096) -> ServingCheckRe
     return ServingCheckResult(convention="flops: 2 per multiply-add; tokens/s; US dollars",
                               deepseek=_serving.deepseek_disclosed_check(context, prompt_len),
                               note_case_d=_serving.note_case_d_roofline())
+
+
+# ----- train-memory -------------------------------------------------------------------------------------------
+def train_memory(config: str | Path | ModelShape, seq_len: int, micro_batch: int = 1, gpus: int | str = 1, *,
+                 tp: int = 1, pp: int = 1, ep: int = 1, zero: int = 1, sp: bool = False, gpu: str = "h100-sxm",
+                 **settings: Any) -> TrainMemoryReport:
+    """``python -m accounting train-memory``: training memory per GPU of ``config`` for micro-batches of
+    ``micro_batch`` x ``seq_len`` tokens on ``gpus`` GPUs (or ``'auto'``: the smallest count and layout that
+    fit ``gpu``). ``settings``: the other fields of `accounting.training_memory.Settings` (precision,
+    weights, optimizer, recompute, backend, ...)."""
+    loaded = _config(config, seq_len)
+    s = TrainingSettings(seq_len=seq_len, micro_batch=micro_batch, **settings)
+    return _train_memory(loaded.shape, s, gpus, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp, gpu=gpu, source=loaded.source)

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import api, cost, press2025
+from . import api, cost, press2025, training_memory
 from .api import CONVENTION, parse_count as _parse_count
 from .chinchilla import TOKENS_PER_PARAMETER
 from .config_files import resolve_config
@@ -320,6 +320,7 @@ def cost_arguments(pc: argparse.ArgumentParser) -> None:
                          f"{cost.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
+    pc.add_argument("--gpus", type=_positive_int, default=None, help="GPUs: adds the wall-clock days at this MFU")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
     pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
                     help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
@@ -328,7 +329,7 @@ def cost_arguments(pc: argparse.ArgumentParser) -> None:
 def cost_result(args: argparse.Namespace) -> api.CostResult:
     tokens = parse_count(args.tokens, "--tokens")
     result = api.price(args.config, tokens, args.seq_len, gpu=args.gpu, usd_per_hour=args.usd_per_hour,
-                       mfu=args.mfu, causal=not args.full_attention, year=args.year)
+                       mfu=args.mfu, causal=not args.full_attention, year=args.year, gpus=args.gpus)
     _check_finite(result.to_dict(), f"cost of --tokens {args.tokens} at --seq-len {result.seq_len}")
     return result
 
@@ -350,11 +351,30 @@ def cost_text(d: dict[str, Any]) -> str:
         f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
         "compute-optimal at this budget (C = 6ND): " + "; ".join(
             f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
-    ])
+    ]) + training_memory.wall_clock_line(d)
 
 
 
 register(Command("cost", "training and inference cost of a config", cost_arguments, cost_result, cost_text))
+
+
+# ----- train-memory (accounting.training_memory) -------------------------------------------------------
+def train_memory_arguments(p: argparse.ArgumentParser) -> None:
+    _config_argument(p)
+    training_memory.train_memory_arguments(p)
+
+
+def train_memory_result(args: argparse.Namespace) -> training_memory.TrainMemoryReport:
+    if args.seq_len < 1:
+        raise CliError(f"--seq-len must be a positive integer, got {args.seq_len}")
+    settings = {k: v for k, v in vars(training_memory.settings_from_args(args)).items()
+                if k not in ("seq_len", "micro_batch")}
+    return api.train_memory(args.config, args.seq_len, args.micro_batch, args.gpus, tp=args.tp, pp=args.pp,
+                            ep=args.ep, zero=args.zero, sp=args.sp, gpu=args.gpu, **settings)
+
+
+register(Command("train-memory", "training memory per GPU and the GPU count that fits", train_memory_arguments,
+                 train_memory_result, training_memory.text))
 
 
 # ----- serve and serving-check (accounting.serving) ----------------------------------------------------

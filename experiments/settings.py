@@ -118,6 +118,8 @@ class TrainSettings:
                             choices=("auto", "bar", "lines", "none"))
     parallel: str = setting("ddp", "under torchrun: ddp (replicated) | fsdp (FSDP2 fully_shard per block)",
                             choices=("ddp", "fsdp"))
+    recompute: str = setting("none", "none | full (torch.utils.checkpoint per block: keeps block inputs only)",
+                             choices=("none", "full"))
 
 
 @dataclass(frozen=True, kw_only=True)

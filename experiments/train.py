@@ -338,7 +338,7 @@ def _pid_alive(pid: int) -> bool:
 
 RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
                      "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
-                     "resume", "overwrite", "paths.", "run_dir", "hardware.")
+                     "train.recompute", "resume", "overwrite", "paths.", "run_dir", "hardware.")
 """Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
 change (optimiser, schedule, model, data, seed, batch, max_steps, world size) is refused."""
 
@@ -521,6 +521,7 @@ def _setup(r: _Run) -> None:
     r.sampler = WindowSampler(r.data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank, t["eval_batches"])
     torch.manual_seed(cfg["seed"])
     r.raw = build_model(r.spec).to(info.device)
+    r.raw.recompute = t["recompute"]
     # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
     r.model = distributed.wrap(r.raw, info, t["parallel"])
     if info.device.type == "cuda" and t["compile"]:
