@@ -123,6 +123,7 @@ SCHEMA: dict[str, Any] = {
     },
     "hardware": {"name": F(STR), "peak_flops_per_s": F(FLOAT, nullable=True, positive=True),
                  "peak_dtype": F(STR, choices=("auto", "bf16", "fp32"))},
+    "logger": {"name": F(STR, choices=("none", "tensorboard", "wandb"))},  # experiments/loggers.py
 }
 
 

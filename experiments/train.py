@@ -52,6 +52,7 @@ from . import sweep as _sweep  # noqa: F401  (registers ${sweep_tag:}, which nam
 from .config import ConfigError, RunSpec, one_line, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
+from .loggers import make_logger, remove_event_files
 from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
     train_flops_per_token
 from .paths import portable_path
@@ -374,7 +375,7 @@ included) with the LR schedule it started with (`schedule_steps`)."""
 
 RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
                      "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
-                     "resume", "overwrite", "paths.", "run_dir", "hardware.")
+                     "resume", "overwrite", "paths.", "run_dir", "hardware.", "logger.")
 """Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
 change (optimiser, schedule, model, data, seed, batch, world size, a lower max_steps) is refused."""
 
@@ -533,6 +534,8 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         raise
     finally:
         signals.restore()
+        if r.writer is not None:
+            r.writer.close()  # the logger's files (logger=tensorboard|wandb), before the lock goes
         if r.lock is not None:
             r.lock.release()
         torch.set_num_threads(threads_before)
@@ -572,7 +575,7 @@ def _setup(r: _Run) -> None:
     r.flops_per_token = train_flops_per_token(shape)
     r.max_steps = r.schedule_steps = effective_max_steps(t, r.flops_per_token, r.tokens_per_step)
     r.scheduler = make_scheduler(r.optimizer, o, r.schedule_steps)
-    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main)
+    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main, logger=make_logger(cfg, r.run_dir, info.is_main))
     r.meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
               "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
 
@@ -657,6 +660,7 @@ def _start(r: _Run, decision: int, state: dict | None) -> None:
             print(f"[{r.label}] resume=true but {r.ckpt_path} does not exist: starting from scratch", flush=True)
         for f in RUN_FILES:
             (r.run_dir / f).unlink(missing_ok=True)
+        remove_event_files(r.run_dir)  # an old run's TensorBoard events (logger=tensorboard)
 
 
 def _write_run_files(r: _Run) -> None:
