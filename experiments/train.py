@@ -246,6 +246,7 @@ class RunLock:
 def _io_cause(e: OSError) -> str:
     import errno
     return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+            errno.EFBIG: "file too large for the file-size limit (ulimit -f)",
             errno.EACCES: "permission denied (read-only?)", errno.EPERM: "permission denied",
             errno.ENOTDIR: "a path component is a file, not a folder",
             errno.EEXIST: "exists and is a file, not a folder"}.get(e.errno, e.strerror or type(e).__name__)
