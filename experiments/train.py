@@ -4,10 +4,14 @@
   python -m experiments.train -m model=dense,moe experiment=demo        # jobs one after another
   python -m experiments.train model=moe resume=true                      # continue the same run folder
   python -m experiments.train model=moe overwrite=true                   # replace the run in that folder
+  python -m experiments.train model=moe train.max_steps=400 resume=true  # extend a finished 200-step run
+  python -m experiments.train -m name=sweep model.shape.top_k=1,2,4      # one folder per job (experiments.sweep)
+  python -m experiments.train model=moe logger=tensorboard               # + event files (experiments.loggers)
   torchrun --nproc_per_node=2 -m experiments.train model=moe             # DDP (gloo on CPU, NCCL on GPU)
   torchrun --nproc_per_node=2 -m experiments.train model=moe train.parallel=fsdp   # FSDP2 sharding
 
-The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` receives (from rank 0 only):
+The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` (in a ``-m`` sweep followed by ``,key=value`` for
+each swept key: `experiments.sweep`) receives (from rank 0 only):
 ``config.yaml`` (resolved), ``env.json`` (device, torch, git commit, MFU peak), ``metrics.jsonl`` (see
 experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and ``summary.json``.
 
@@ -20,7 +24,8 @@ decide), ``_start`` (resume or clean), ``_loop`` over ``_train_step``, ``_log`` 
 
 Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
 nothing of an old run touched before the new one can proceed; a used folder needs ``resume=true`` or
-``overwrite=true``; resume refuses changed optimiser/schedule/model settings; SIGINT/SIGTERM checkpoint at the
+``overwrite=true``; resume refuses changed optimiser/schedule/model settings (a raised ``train.max_steps``
+extends the run on the schedule it started with: `schedule_steps`); SIGINT/SIGTERM checkpoint at the
 step boundary and exit 130/143. Exit statuses: 0 done, 2 refused, 3 diverged, 4 I/O error, 128 + signal.
 """
 from __future__ import annotations
