@@ -61,11 +61,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` via `write_atomic` (the file object makes a full disk an ``OSError``
-    ENOSPC rather than torch's "unexpected pos" error)."""
+    """``torch.save(obj)`` to ``path`` via `write_atomic`. A write the file system refuses (a full disk:
+    ENOSPC; a file-size limit, ``ulimit -f``: EFBIG) raises that ``OSError``, not the RuntimeError ("unexpected
+    pos") that torch's zip writer raises over it when it closes the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, lambda f: torch.save(obj, f))
+    return write_atomic(path, lambda f: _torch_save(obj, f))
+
+
+def _torch_save(obj: Any, f) -> None:
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        cause = e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _is_sharded(model: torch.nn.Module) -> bool:

@@ -134,6 +134,14 @@ class HardwareSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoggerSettings:
+    """Where metrics go besides metrics.jsonl, which every run writes (group ``logger``; experiments/loggers.py)."""
+
+    name: str = setting("none", "none | tensorboard (event files in the run folder) | wandb (offline unless "
+                                "WANDB_MODE=online; only when installed)", choices=("none", "tensorboard", "wandb"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """The root of the run config (conf/config.yaml)."""
 
@@ -149,6 +157,7 @@ class RunSettings:
     optim: OptimSettings = setting(help="optimizer and learning-rate schedule")
     train: TrainSettings = setting(TrainSettings, "training loop")
     hardware: HardwareSettings = setting(HardwareSettings, "peak FLOP/s for MFU")
+    logger: LoggerSettings = setting(LoggerSettings, "logger besides metrics.jsonl")
 
 
 # ----- introspection shared by experiments.config (validation) and experiments.describe (listing) --------

@@ -4,10 +4,14 @@
   python -m experiments.train -m model=dense,moe experiment=demo        # jobs one after another
   python -m experiments.train model=moe resume=true                      # continue the same run folder
   python -m experiments.train model=moe overwrite=true                   # replace the run in that folder
+  python -m experiments.train model=moe train.max_steps=400 resume=true  # extend a finished 200-step run
+  python -m experiments.train -m name=sweep model.shape.top_k=1,2,4      # one folder per job (experiments.sweep)
+  python -m experiments.train model=moe logger=tensorboard               # + event files (experiments.loggers)
   torchrun --nproc_per_node=2 -m experiments.train model=moe             # DDP (gloo on CPU, NCCL on GPU)
   torchrun --nproc_per_node=2 -m experiments.train model=moe train.parallel=fsdp   # FSDP2 sharding
 
-The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` receives (from rank 0 only):
+The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` (in a ``-m`` sweep followed by ``,key=value`` for
+each swept key: `experiments.sweep`) receives (from rank 0 only):
 ``config.yaml`` (resolved), ``env.json`` (device, torch, git commit, MFU peak), ``metrics.jsonl`` (see
 experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and ``summary.json``.
 
@@ -20,7 +24,8 @@ decide), ``_start`` (resume or clean), ``_loop`` over ``_train_step``, ``_log`` 
 
 Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
 nothing of an old run touched before the new one can proceed; a used folder needs ``resume=true`` or
-``overwrite=true``; resume refuses changed optimiser/schedule/model settings; SIGINT/SIGTERM checkpoint at the
+``overwrite=true``; resume refuses changed optimiser/schedule/model settings (a raised ``train.max_steps``
+extends the run on the schedule it started with: `schedule_steps`); SIGINT/SIGTERM checkpoint at the
 step boundary and exit 130/143. Exit statuses: 0 done, 2 refused, 3 diverged, 4 I/O error, 128 + signal.
 """
 from __future__ import annotations
@@ -48,9 +53,11 @@ from accounting.params import count_parameters
 from . import checkpoint as ckpt
 from .atomic import write_text_atomic
 from . import distributed
+from . import sweep as _sweep  # noqa: F401  (registers ${sweep_tag:}, which names a -m sweep's job folders)
 from .config import ConfigError, RunSpec, one_line, upgrade_saved_config, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
+from .loggers import make_logger, remove_event_files
 from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
     train_flops_per_token
 from .paths import portable_path
@@ -70,13 +77,44 @@ def build_model(spec: RunSpec) -> torch.nn.Module:
 
 def lr_lambda(warmup_steps: int, max_steps: int, min_lr_ratio: float):
     """LR multiplier after ``s`` optimizer steps: linear warm-up to 1 over ``warmup_steps``, then cosine
-    decay to ``min_lr_ratio`` at ``max_steps``."""
+    decay to ``min_lr_ratio`` at ``max_steps``, and ``min_lr_ratio`` after it (the steps an extended run
+    adds: see `schedule_steps`)."""
     def f(s: int) -> float:
         if s < warmup_steps:
             return (s + 1) / warmup_steps
         progress = min(1.0, (s - warmup_steps) / max(1, max_steps - warmup_steps))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, o: dict, schedule_steps: int):
+    """`lr_lambda` over ``schedule_steps`` (warm-up capped at it) as a ``LambdaLR``."""
+    warmup = min(o["warmup_steps"], schedule_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, schedule_steps, o["min_lr_ratio"]))
+
+
+def effective_max_steps(t: dict, flops_per_token: float, tokens_per_step: int) -> int:
+    """``train.max_steps``, or fewer when ``train.flops_budget`` (FLOP, 2 per multiply-add) runs out first."""
+    steps = t["max_steps"]
+    if t["flops_budget"]:
+        steps = min(steps, max(1, math.ceil(t["flops_budget"] / (flops_per_token * tokens_per_step))))
+    return steps
+
+
+def schedule_steps(state: dict, r: "_Run") -> int:
+    """The LR schedule's length for a run resumed from checkpoint ``state``: the length the run STARTED with,
+    kept when ``train.max_steps`` is raised to extend it (the checkpoint's ``extra.schedule_steps``; for a
+    checkpoint from before it was recorded, the effective ``train.max_steps`` of its saved config). So an
+    extension never changes the learning rate of a step the run already trained or would have trained: the
+    warm-up and the cosine decay end where they ended, and the added steps train at the final LR
+    (``optim.min_lr_ratio`` x ``optim.lr``)."""
+    extra = state.get("extra") or {}
+    if isinstance(extra.get("schedule_steps"), int):
+        return extra["schedule_steps"]
+    saved = ((state.get("meta") or {}).get("config") or {}).get("train")
+    if isinstance(saved, dict) and isinstance(saved.get("max_steps"), int):
+        return effective_max_steps({**r.cfg["train"], **saved}, r.flops_per_token, r.tokens_per_step)
+    return r.max_steps
 
 
 def make_optimizer(model: torch.nn.Module, o: dict, device: torch.device) -> torch.optim.Optimizer:
@@ -213,6 +251,7 @@ class RunLock:
 def _io_cause(e: OSError) -> str:
     import errno
     return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+            errno.EFBIG: "file too large for the file-size limit (ulimit -f)",
             errno.EACCES: "permission denied (read-only?)", errno.EPERM: "permission denied",
             errno.ENOTDIR: "a path component is a file, not a folder",
             errno.EEXIST: "exists and is a file, not a folder"}.get(e.errno, e.strerror or type(e).__name__)
@@ -336,11 +375,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+RESUME_MAY_RAISE = ("train.max_steps",)
+"""Keys a resumed run may raise but not lower: a larger ``train.max_steps`` extends the run (a finished one
+included) with the LR schedule it started with (`schedule_steps`)."""
+
 RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
                      "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
-                     "train.recompute", "resume", "overwrite", "paths.", "run_dir", "hardware.")
+                     "train.recompute", "resume", "overwrite", "paths.", "run_dir", "hardware.", "logger.")
 """Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
-change (optimiser, schedule, model, data, seed, batch, max_steps, world size) is refused."""
+change (optimiser, schedule, model, data, seed, batch, world size, a lower max_steps) is refused."""
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -358,12 +401,16 @@ saved before a key existed resumes when the key now holds that value."""
 
 
 def changed_settings(saved: dict, now: dict) -> list[str]:
-    """``key old -> new`` for every setting that differs and may not change on resume."""
+    """``key old -> new`` for every setting that differs and may not change on resume (`RESUME_MAY_CHANGE`;
+    `RESUME_MAY_RAISE` keys only upwards)."""
     a, b = _flat(saved), _flat(now)
     a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **a}
+
+    def raised(k: str) -> bool:
+        return k in RESUME_MAY_RAISE and all(type(x) is int for x in (a.get(k), b.get(k))) and b[k] >= a[k]
     return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
-                                                 for m in RESUME_MAY_CHANGE)]
+            if a.get(k) != b.get(k) and not raised(k) and not any(k == m or (m.endswith(".") and k.startswith(m))
+                                                                   for m in RESUME_MAY_CHANGE)]
 
 
 def _saved_config(run_dir: Path) -> dict | None:
@@ -436,6 +483,7 @@ class _Run:
     tokens_per_step: int = 0
     flops_per_token: float = 0.0
     max_steps: int = 0
+    schedule_steps: int = 0                   # the LR schedule's length (`schedule_steps`)
     step: int = 0
     saved_step: int | None = None
     wall_before: float = 0.0
@@ -492,6 +540,8 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         raise
     finally:
         signals.restore()
+        if r.writer is not None:
+            r.writer.close()  # the logger's files (logger=tensorboard|wandb), before the lock goes
         if r.lock is not None:
             r.lock.release()
         torch.set_num_threads(threads_before)
@@ -530,12 +580,9 @@ def _setup(r: _Run) -> None:
     moe.register_bias_update(r.raw, r.optimizer)
     r.tokens_per_step = t["batch_size"] * shape.seq_len * t["grad_accum"] * info.world_size
     r.flops_per_token = train_flops_per_token(shape)
-    r.max_steps = t["max_steps"]
-    if t["flops_budget"]:
-        r.max_steps = min(r.max_steps, max(1, math.ceil(t["flops_budget"] / (r.flops_per_token * r.tokens_per_step))))
-    warmup = min(o["warmup_steps"], r.max_steps)
-    r.scheduler = torch.optim.lr_scheduler.LambdaLR(r.optimizer, lr_lambda(warmup, r.max_steps, o["min_lr_ratio"]))
-    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main)
+    r.max_steps = r.schedule_steps = effective_max_steps(t, r.flops_per_token, r.tokens_per_step)
+    r.scheduler = make_scheduler(r.optimizer, o, r.schedule_steps)
+    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main, logger=make_logger(cfg, r.run_dir, info.is_main))
     r.meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
               "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
 
@@ -597,6 +644,12 @@ def _start(r: _Run, decision: int, state: dict | None) -> None:
     """Load the checkpoint (resume) or remove an old run's files (fresh)."""
     cfg, main = r.cfg, r.info.is_main
     if decision == 1:
+        if state is None:  # ranks > 0: rank 0 read and checked it in _claim_folder
+            state = ckpt.read(r.ckpt_path, map_location=r.info.device)
+            ckpt.check_compatible(state, r.ckpt_path, r.raw)
+        r.schedule_steps = schedule_steps(state, r)
+        if r.schedule_steps != r.max_steps:  # an extended run keeps the schedule it started with
+            r.scheduler = make_scheduler(r.optimizer, cfg["optim"], r.schedule_steps)
         state = ckpt.load(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler,
                           map_location=r.info.device, state=state)
         r.step = r.saved_step = state["step"]
@@ -606,12 +659,15 @@ def _start(r: _Run, decision: int, state: dict | None) -> None:
             r.last_train = kept[-1].get("train_loss")
             r.last_val = next((x["val_loss"] for x in reversed(kept) if x.get("val_loss") is not None), None)
         if main:
-            print(f"[{r.label}] resumed from {r.ckpt_path} at step {r.step}", flush=True)
+            ext = (f"; extended to step {r.max_steps}, the LR schedule keeps its {r.schedule_steps} steps (the "
+                   f"steps after them train at the final LR)" if r.max_steps > r.schedule_steps else "")
+            print(f"[{r.label}] resumed from {r.ckpt_path} at step {r.step}{ext}", flush=True)
     elif main:
         if cfg["resume"]:
             print(f"[{r.label}] resume=true but {r.ckpt_path} does not exist: starting from scratch", flush=True)
         for f in RUN_FILES:
             (r.run_dir / f).unlink(missing_ok=True)
+        remove_event_files(r.run_dir)  # an old run's TensorBoard events (logger=tensorboard)
 
 
 def _write_run_files(r: _Run) -> None:
@@ -772,7 +828,7 @@ def _save_checkpoint(r: _Run) -> None:
     t = r.cfg["train"]
     ckpt.save(r.ckpt_path, model=r.raw, optimizer=r.optimizer, scheduler=r.scheduler, step=r.step,
               tokens=r.step * r.tokens_per_step, meta=r.meta,
-              extra={"parallel": t["parallel"], "world_size": r.info.world_size,
+              extra={"parallel": t["parallel"], "world_size": r.info.world_size, "schedule_steps": r.schedule_steps,
                      "wall_time_s": r.wall_before + time.perf_counter() - r.t_start},
               write=r.info.is_main)
     r.saved_step = r.step
@@ -780,7 +836,8 @@ def _save_checkpoint(r: _Run) -> None:
 
 def _summary(r: _Run, status: str, **more) -> dict:
     params = count_parameters(r.spec.shape)
-    return {"status": status, "step": r.step, "max_steps": r.max_steps, "tokens": r.step * r.tokens_per_step,
+    return {"status": status, "step": r.step, "max_steps": r.max_steps, "lr_schedule_steps": r.schedule_steps,
+            "tokens": r.step * r.tokens_per_step,
             "final_train_loss": r.last_train, "final_val_loss": r.last_val,
             "parameters_total": params.total, "parameters_active": params.active,
             "train_flops_per_token": r.flops_per_token,
@@ -849,43 +906,65 @@ def _exit_status(e: BaseException) -> int:
     return 1
 
 
-def precheck(argv: list[str]) -> int:
+def precheck(argv: list[str], check_used: bool = False) -> int:
     """Compose and validate EVERY job of the command line before any work starts (a ``-m`` sweep,
     including ``hydra.sweeper.params`` of an experiment file, is expanded as Hydra's basic sweeper
-    would); raises `ConfigError` with one line. Other Hydra flags (``--help``, ``--cfg``) skip the
-    check. Returns the number of jobs checked."""
+    would); raises `ConfigError` with one line. In a sweep, two jobs that would train into one folder
+    (`experiments.sweep`: the swept keys name the folders) are refused, and with ``check_used`` (the CLI)
+    so is a job whose folder already holds a run unless ``resume=true`` or ``overwrite=true``. Other
+    Hydra flags (``--help``, ``--cfg``) skip the check. Returns the number of jobs checked."""
+    return len(sweep_plan(argv, check_used))
+
+
+def sweep_folders(argv: list[str]) -> list[str]:
+    """The run folder of every job of a command line (`sweep_plan`), in the order Hydra runs them."""
+    return [spec.cfg["run_dir"] for _, spec in sweep_plan(argv)]
+
+
+def sweep_plan(argv: list[str], check_used: bool = False) -> list[tuple[list[str], RunSpec]]:
+    """(overrides, validated spec with its ``run_dir`` as the job will use it) for every job of a command
+    line; `precheck` is its check. Empty when Hydra flags other than ``-m`` make it skip."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from .config import CONF_DIR, compose
+    from .sweep import MAX_NAME_CHARS, params_overrides, sweep_tag, swept_keys
 
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
-        return 0
+        return []
     args = [a for a in argv if not a.startswith("-")]
     multirun = bool(flags)
     parser = OverridesParser.create()
     try:
         overrides = parser.parse_overrides(args)
+        swept: list[str] = []
         if not multirun:
             jobs = [args]
         else:
             first = [o.input_line if not o.is_sweep_override() else
                      f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in overrides]
             params = compose(first, return_hydra=True).hydra.sweeper.get("params") or {}
-            given = {o.get_key_element() for o in overrides}
-            extra = [f"{k}={v}" for k, v in params.items() if k not in given]
+            extra = params_overrides(params, [o.get_key_element() for o in overrides])
             jobs = sweep_jobs(parser.parse_overrides(extra) + overrides)
-        for job in jobs:
+            swept = swept_keys(args, params)
+        folders: dict[str, int] = {}
+        plan = []
+        for i, job in enumerate(jobs, start=1):
+            where = f" [job: {' '.join(job)}]" if multirun else ""
             try:
                 spec = validate(compose(list(job)))
             except ConfigError as e:
-                raise ConfigError(f"{e} [job: {' '.join(job)}]" if multirun else str(e)) from None
+                raise ConfigError(f"{e}{where}") from None
+            if multirun:
+                spec.cfg["run_dir"] = folder = spec.cfg["run_dir"] + sweep_tag(job, swept)
+                _check_sweep_folder(spec, folder, i, where, folders, check_used, MAX_NAME_CHARS)
             try:
                 preflight(spec)  # before Hydra creates the run folder
             except RunError as e:
-                raise RunError(f"{e} [job: {' '.join(job)}]" if multirun else str(e)) from None
+                raise RunError(f"{e}{where}") from None
+            plan.append((list(job), spec))
     except (HydraException, OmegaConfBaseException) as e:
         msg = (str(e).splitlines() or [type(e).__name__])[0]
         m = re.match(r"Could not override '([^']+)'", msg)
@@ -896,7 +975,26 @@ def precheck(argv: list[str]) -> int:
             options = ", ".join(sorted(f.stem for f in (CONF_DIR / m.group(1)).glob("*.yaml")))
             raise ConfigError(f"{m.group(1)}={m.group(2)}: no such option; choose one of {options}") from None
         raise ConfigError(msg) from None
-    return len(jobs)
+    return plan
+
+
+def _check_sweep_folder(spec: RunSpec, folder: str, i: int, where: str, folders: dict[str, int],
+                        check_used: bool, max_chars: int) -> None:
+    """One sweep job's folder: not another job's (`ConfigError` naming both jobs), a name a file system
+    takes, and (``check_used``) not an earlier run's unless resume/overwrite (`RunError`)."""
+    key = os.path.normpath(os.path.abspath(os.path.expanduser(folder)))
+    if key in folders:
+        raise ConfigError(f"sweep jobs {folders[key]} and {i} would both train into {folder} (a folder is named "
+                          f"by name, model.name, model.size, seed and the swept keys): sweep distinct values{where}")
+    folders[key] = i
+    if len(Path(folder).name) > max_chars:
+        raise ConfigError(f"run folder name {Path(folder).name[:60]}... has {len(Path(folder).name)} characters "
+                          f"(at most {max_chars}): sweep fewer keys at once{where}")
+    if check_used and not spec.cfg["resume"] and not spec.cfg["overwrite"]:
+        used = [f for f in RUN_FILES if (Path(folder).expanduser() / f).exists()]
+        if used:
+            raise RunError(f"run folder {folder} already holds a run ({', '.join(used)}): pass resume=true to "
+                           f"continue the sweep or overwrite=true to replace it{where}")
 
 
 def sweep_jobs(overrides: list) -> list[list[str]]:
@@ -946,7 +1044,10 @@ def run(cfg) -> float | None:
     (`EXIT_REFUSED`, `EXIT_DIVERGED`, `EXIT_IO`, 128 + signal); see docs/experiments.md."""
     try:
         spec = validate(cfg)
-        summary = train(spec, _run_dir_from_hydra(cfg))
+        run_dir = _run_dir_from_hydra(cfg)
+        if os.path.abspath(run_dir) != os.path.abspath(spec.cfg["run_dir"]):  # a -m sweep job's folder
+            spec.cfg["run_dir"] = portable_path(run_dir)                      # (experiments.sweep)
+        summary = train(spec, run_dir)
     except (Exception, Interrupted) as e:
         status = _exit_status(e)
         if status == 1:
@@ -963,7 +1064,7 @@ def _hydra_main():
 
     from .config import CONF_DIR
     try:
-        precheck(sys.argv[1:])
+        precheck(sys.argv[1:], check_used=True)
     except (ConfigError, RunError) as e:
         print(error_line(e), file=sys.stderr, flush=True)
         sys.exit(EXIT_REFUSED)

@@ -27,7 +27,7 @@ from . import training_memory as training_memory_section
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
 from .shipped import CONFIG_DIR, shipped_shapes
 from .table3 import table3
-from .tables import markdown, pct, ratio, sci, si, usd
+from .tables import markdown, pct, ratio, sci, si, swept_cells, swept_columns, usd
 
 SECTIONS = ("1. The note's Table 3, recomputed", "2. DeepSeek-V3: the note's estimate and its corrections",
             "3. Dense vs MoE cost", "4. Measured", "5. Measured cost per flop")
@@ -215,20 +215,25 @@ class Report:
         if summ.empty:
             out.append(f"No run folders under {', '.join(col.roots)}. Produce them with {TRAIN_CMD}.\n")
         else:
-            rows = [[r.run, r.family, r.balancing, r.attention, _count(r.parameters_total),
+            swept = swept_columns(col.runs)  # a -m sweep's keys, one column each
+            rows = [[r.run, *swept_cells(col.runs, r.run, swept), r.family, r.balancing, r.attention,
+                     _count(r.parameters_total),
                      _count(r.parameters_active), _count(r.kv_cache_per_token), r.device_name, r.steps,
                      si(r.tokens), sci(r.train_flops), f"{r.final_train_loss:.3f}", f"{r.final_val_loss:.3f}",
                      pct(r.mfu), si(r.tokens_per_s)]
                     for r in summ.itertuples()]
-            out.append(markdown(rows, ["run", "family", "balancing", "attention", "params total", "params active",
-                                       "KV cache / token", "device", "steps", "tokens", "train FLOP",
-                                       "train loss", "val loss", "MFU", "tokens/s"], "llllrrrlrrrrrrr"))
+            out.append(markdown(rows, ["run", *swept, "family", "balancing", "attention", "params total",
+                                       "params active", "KV cache / token", "device", "steps", "tokens", "train FLOP",
+                                       "train loss", "val loss", "MFU", "tokens/s"],
+                                "l" + "r" * len(swept) + "lllrrrlrrrrrrr"))
             out.append("Parameters and the decode cache per token (elements, all layers: 2 L KV hd for MHA/GQA, "
                        "L (kv_lora_rank + rope) for MLA) are `accounting`'s counts for the run's shape.\n")
             out.append("\n" + self.fig(plots.loss_curves(col.metrics, self.figdir),
                                        f"loss against tokens and training FLOP (accounting, 2 per multiply-add); data: {paths}"))
             seeds = sorted({str(x) for x in col.runs.get("seed", [])})
-            per_cfg = col.runs.groupby(["experiment", "family", "size"]).size() if "experiment" in col.runs else None
+            per_cfg = (col.runs.assign(swept_as_text=col.runs["swept"].astype(str) if "swept" in col.runs else "")
+                       .groupby(["experiment", "family", "size", "swept_as_text"]).size()
+                       if "experiment" in col.runs else None)
             if per_cfg is not None and int(per_cfg.max()) == 1:
                 out.append(f"**Each configuration was trained once (seed {', '.join(seeds)}).** Differences between "
                            "these runs are single-seed comparisons: a loss gap of a few hundredths of a nat may be "

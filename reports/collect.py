@@ -9,8 +9,10 @@ A measurement CSV is any ``*.csv`` with the bench columns ``kind`` and ``median_
 their data and CSVs from different places are never pooled.
 
 Runs are selected by their key ``<experiment>/<model>/<size>-seed<seed>`` with shell-style patterns
-(``fnmatch``): ``demo/*`` (the default of ``python -m reports``), ``*/moe*/*``, or a bare experiment name
-``equal_flops`` (= ``equal_flops/*``).
+(``fnmatch``): ``demo/*``, ``*/moe*/*``, or a bare experiment name ``equal_flops`` (= ``equal_flops/*``).
+A job of a ``-m`` sweep has the swept keys in its folder name (``tiny-seed0,model.shape.top_k=2``; see
+``experiments/sweep.py``), so its key ends with them; each run's ``swept`` holds them as ``{key: value}``
+(the value from its config.yaml when the key names a setting there, else as the folder writes it).
 """
 from __future__ import annotations
 
@@ -150,6 +152,34 @@ def _float(x) -> float:
     return v
 
 
+def swept_values(run_dir: Path, cfg: dict | None = None) -> dict[str, object]:
+    """``{key: value}`` of the swept keys a sweep job's folder name carries after its first comma
+    (``tiny-seed0,model.shape.top_k=2,optim.lr=0.001``); {} for a single run's folder. A value is read from
+    ``cfg`` (the run's config.yaml) when the key names a plain setting there, else taken from the name."""
+    out: dict[str, object] = {}
+    for part in run_dir.name.split(",")[1:]:
+        key, sep, text = part.partition("=")
+        if not sep or not key:
+            continue
+        node: object = cfg or {}
+        for k in key.split("."):
+            node = node.get(k) if isinstance(node, dict) else None
+        out[key] = node if node is not None and not isinstance(node, (dict, list)) else text
+    return out
+
+
+def run_key(run_dir: Path) -> str | None:
+    """A run folder's key ``<experiment>/<model>/<folder name>`` as `run_info` forms it, read quietly (None when
+    its config.yaml does not load: `collect` warns about it)."""
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+        model = cfg.get("model") or {}
+        family = model.get("name") or ("moe" if int((model.get("shape") or {}).get("n_experts") or 0) else "dense")
+        return f"{cfg.get('name', Path(run_dir).parent.parent.name)}/{family}/{Path(run_dir).name}"
+    except (OSError, ValueError, TypeError, AttributeError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
 def run_info(run_dir: Path) -> dict | None:
     """One row describing a run: family, balancing, sizes, device, peak (from config/env/summary); None
     (with a one-line warning) when its config.yaml is missing or unusable: the run cannot be labelled
@@ -191,6 +221,7 @@ def run_info(run_dir: Path) -> dict | None:
         "peak_flops_per_s": _float(env.get("peak_flops_per_s")), "peak_source": env.get("peak_source", ""),
         "status": summ.get("status", "running or killed"), "final_val_loss": _float(summ.get("final_val_loss")),
         "attention": shape.get("attention", "mha"), "kv_cache_per_token": _kv_cache_per_token(shape),
+        "swept": swept_values(run_dir, cfg),
     }
 
 

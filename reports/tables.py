@@ -65,3 +65,19 @@ def markdown(rows: Sequence[Sequence] | pd.DataFrame, headers: Sequence[str] | N
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def swept_columns(runs: pd.DataFrame) -> list[str]:
+    """The keys swept by any of ``runs`` (their ``swept`` dicts, `reports.collect.swept_values`), sorted:
+    the extra columns of a run table."""
+    if runs.empty or "swept" not in runs:
+        return []
+    return sorted({k for d in runs["swept"] if isinstance(d, dict) for k in d})
+
+
+def swept_cells(runs: pd.DataFrame, run: str, keys: Sequence[str]) -> list[str]:
+    """The values of ``keys`` for the run whose key is ``run`` ('-' where it did not sweep one)."""
+    row = runs[runs["run"] == run]
+    d = row["swept"].iloc[0] if len(row) and "swept" in row else {}
+    d = d if isinstance(d, dict) else {}
+    return [str(d[k]) if k in d else "-" for k in keys]

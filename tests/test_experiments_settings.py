@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("clear_hydra")  # tests/conftest.py
 GROUPS = {"": settings.RunSettings, "paths.": settings.PathSettings, "model.": settings.ModelSettings,
           "model.shape.": ModelShape, "model.router.": RouterConfig, "data.": settings.DataSettings,
           "optim.": settings.OptimSettings, "train.": settings.TrainSettings,
-          "hardware.": settings.HardwareSettings}
+          "hardware.": settings.HardwareSettings, "logger.": settings.LoggerSettings}
 """Every dataclass of the run config and the prefix of its keys (stated here, not derived, so that a
 class left out of the settings tree fails the tests)."""
 
