@@ -68,5 +68,3 @@ def test_reports_over_my_runs_includes_them_and_an_empty_select_is_an_error(tmp_
     assert "from 2 run(s)" in capsys.readouterr().out
     text = (tmp_path / "out" / "REPORT.md").read_text()
     assert "2 run folder(s) selected by `*`" in text and "| synthetic/moe/tiny-seed0 |" in text
-    assert reports_main(["--runs", "mine", "--select", "*/moe/*", "--out", "out"]) == 0
-    assert "from 1 run(s)" in capsys.readouterr().out
