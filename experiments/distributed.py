@@ -5,6 +5,15 @@ Two data-parallel wrappers (``train.parallel``): ``ddp`` replicates the model an
 each transformer block, then on the root). Both see the same batches, so their losses agree up to the
 order of floating-point reductions.
 
+Expert parallelism (``train.expert_parallel`` = E_p, default 1; ``moe.expert_parallel``): the W ranks form a
+2-D ``DeviceMesh`` (``edp`` = W / E_p, ``ep`` = E_p), ranks ``e E_p ... (e + 1) E_p - 1`` one expert-parallel
+group (the routed experts of every MoE layer divided among them, tokens moved by all-to-all), ranks with the
+same index in their group one expert-data-parallel group (the same experts). Everything but the routed
+experts is wrapped as without it (``ddp`` or ``fsdp`` over all W ranks); the routed experts are left out
+of DDP/FSDP (``ignored``) and `finish_gradients` all-reduces their gradients over the expert-data-parallel
+group and divides by W, which is DDP's/FSDP's mean over all ranks of the same gradient. The gradient norm
+for clipping is the global one (experts' squares summed over the expert-parallel group).
+
 Every rank composes the same Hydra config, and the run folder is a function of it
 (``runs/<experiment>/<model>/<size>-seed<seed>``), so all ranks agree on it without communicating; only
 rank 0 writes to it.
@@ -72,8 +81,41 @@ def all_reduce_(tensor: torch.Tensor, info: DistInfo, op=dist.ReduceOp.SUM) -> t
     return tensor
 
 
-def wrap(model: torch.nn.Module, info: DistInfo, parallel: str) -> torch.nn.Module:
+@dataclass
+class ExpertParallel:
+    """The expert-parallel layout of a run: the 2-D mesh (``edp``, ``ep``) and its two groups."""
+
+    size: int
+    mesh: object
+    ep_group: object
+    edp_group: object
+    world_size: int
+
+
+def expert_parallel_mesh(info: DistInfo, expert_parallel: int) -> ExpertParallel:
+    """The (``edp``, ``ep``) = (W / E_p, E_p) ``DeviceMesh`` and its groups; ``ValueError`` (one line) when
+    E_p does not divide the world size."""
+    if expert_parallel < 1 or info.world_size % expert_parallel:
+        raise ValueError(f"train.expert_parallel={expert_parallel} must divide the number of ranks "
+                         f"({info.world_size})")
+    from torch.distributed.device_mesh import init_device_mesh
+    mesh = init_device_mesh(info.device.type, (info.world_size // expert_parallel, expert_parallel),
+                            mesh_dim_names=("edp", "ep"))
+    return ExpertParallel(expert_parallel, mesh, mesh.get_group("ep"), mesh.get_group("edp"), info.world_size)
+
+
+def _expert_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    from moe.expert_parallel import expert_parallel_layers
+    return [p for layer in expert_parallel_layers(model) for p in layer.expert_parameters()]
+
+
+def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel: int = 1) -> torch.nn.Module:
     """Wrap ``model`` for data parallelism (a no-op in a single process).
+
+    With ``expert_parallel`` E_p > 1 (an MoE model under torchrun), first split the routed experts over the
+    expert-parallel groups (`expert_parallel_mesh`, ``moe.expert_parallel.shard_experts``) and leave them
+    out of DDP/FSDP (see the module docstring). In every distributed run an MoE model's auxiliary loss uses
+    the counts of all ranks (``MoEFFN.global_counts``).
 
     ``ddp``: returns a ``DistributedDataParallel`` wrapper. Buffers are not re-broadcast each forward: the
     routers all-reduce their loads before the loss-free bias step, so biases stay identical on every rank.
@@ -81,12 +123,29 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str) -> torch.nn.Modu
     the optimizer AFTER this call, since the parameters become sharded ``DTensor``s.
     """
     if not info.enabled:
+        if expert_parallel != 1:
+            raise ValueError(f"train.expert_parallel={expert_parallel} needs torchrun with a multiple of "
+                             f"{expert_parallel} ranks (this is a single process)")
         return model
+    from moe.moe_ffn import MoEFFN
+    ffns = [m for m in model.modules() if isinstance(m, MoEFFN)]
+    for ffn in ffns:
+        ffn.global_counts = True
+    ignored: set = set()
+    if expert_parallel != 1:
+        if not ffns:
+            raise ValueError(f"train.expert_parallel={expert_parallel} needs an MoE model (this one has no "
+                             "routed experts)")
+        from moe.expert_parallel import shard_experts
+        layout = expert_parallel_mesh(info, expert_parallel)
+        shard_experts(model, layout.ep_group)
+        model.expert_parallel = layout
+        ignored = set(_expert_params(model))
     if parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, ignored_params=ignored or None)
+        fully_shard(model, ignored_params=ignored or None)
         return model
     if parallel != "ddp":
         raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
@@ -97,8 +156,59 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str) -> torch.nn.Modu
         # torch >= 2.13 deprecates broadcast_buffers for forward_sync_buffers, whose False still syncs buffers
         # at init; we keep broadcast_buffers=False (rank-identical buffers by construction) and silence it.
         warnings.filterwarnings("ignore", message=r".*`broadcast_buffers` is deprecated", category=FutureWarning)
+        if ignored:
+            names = [n for n, p in model.named_parameters() if p in ignored]
+            DDP._set_params_and_buffers_to_ignore_for_model(model, names)
         return DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
                    broadcast_buffers=False)
+
+
+def finish_gradients(model: torch.nn.Module, max_norm: float, info: DistInfo) -> torch.Tensor:
+    """After the last micro-batch's backward: reduce the routed experts' gradients over the
+    expert-data-parallel group (sum / W, the mean DDP/FSDP take of the other parameters) when experts are
+    split, then clip every gradient by the global norm (``max_norm``; inf: measure only). Returns the norm.
+    Without expert parallelism exactly ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)``."""
+    layout = getattr(_unwrap(model), "expert_parallel", None)
+    if layout is None:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    experts = _expert_params(_unwrap(model))
+    ids = {id(p) for p in experts}
+    for p in experts:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        if layout.world_size // layout.size > 1:
+            dist.all_reduce(p.grad, group=layout.edp_group)
+        p.grad.div_(layout.world_size)
+    others = [p for p in model.parameters() if id(p) not in ids and p.grad is not None]
+    norm_others = torch.nn.utils.get_total_norm([p.grad for p in others]) if others else torch.zeros(())
+    norm_others = norm_others.full_tensor() if hasattr(norm_others, "full_tensor") else norm_others
+    expert_sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in experts]).sum()
+    dist.all_reduce(expert_sq, group=layout.ep_group)
+    total = (norm_others.float().pow(2) + expert_sq).sqrt()
+    if max_norm != float("inf"):
+        if others:
+            torch.nn.utils.clip_grads_with_norm_(others, max_norm, total)
+        torch.nn.utils.clip_grads_with_norm_(experts, max_norm, total)
+    return total
+
+
+def expert_parallel_bytes(model: torch.nn.Module, info: DistInfo) -> dict:
+    """``{"ep_dispatch_bytes": [per rank], "ep_combine_bytes": [per rank]}``: the bytes each rank sent to
+    other ranks in the training forwards since the last call, summed over MoE layers (counters reset);
+    empty without expert parallelism. A collective (all ranks call it)."""
+    from moe.expert_parallel import expert_parallel_layers
+    layers = expert_parallel_layers(_unwrap(model))
+    if not layers:
+        return {}
+    sent = torch.tensor([sum(v) for v in zip(*(layer.take_bytes() for layer in layers))], dtype=torch.int64,
+                        device=info.device)
+    gathered = [torch.zeros_like(sent) for _ in range(info.world_size)]
+    dist.all_gather(gathered, sent)
+    return {"ep_dispatch_bytes": [int(g[0]) for g in gathered], "ep_combine_bytes": [int(g[1]) for g in gathered]}
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
 
 
 def gradient_sync(model: torch.nn.Module, enabled: bool):
@@ -126,11 +236,21 @@ def replica_max_abs_diff(model: torch.nn.Module, info: DistInfo) -> float:
     (0.0 in a single process). Sharded FSDP parameters are gathered whole first. Every rank must call it."""
     if not info.enabled:
         return 0.0
-    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+    layout = getattr(_unwrap(model), "expert_parallel", None)
+    experts = {id(p) for p in _expert_params(_unwrap(model))}
+    if layout is not None:  # split experts: compared with the same experts on edp rank 0 of their group
+        flat = torch.cat([p.detach().float().reshape(-1) for p in _expert_params(_unwrap(model))])
+        ref = flat.clone()
+        dist.broadcast(ref, group=layout.edp_group, group_src=0)
+        local = (flat - ref).abs().max().reshape(1)
+    tensors = [p for p in model.parameters() if id(p) not in experts] + \
+        [b for b in model.buffers() if b.is_floating_point()]
     flat = torch.cat([_full(t.detach()).float().reshape(-1) for t in tensors])
     ref = flat.clone()
     dist.broadcast(ref, src=0)
     diff = (flat - ref).abs().max().reshape(1)
+    if layout is not None:
+        diff = torch.maximum(diff, local)
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return float(diff.item())
 
