@@ -120,6 +120,7 @@ SCHEMA: dict[str, Any] = {
         "compile": F(BOOL), "threads": F(INT, nullable=True, positive=True),
         "progress": F(STR, choices=("auto", "bar", "lines", "none")),
         "parallel": F(STR, choices=("ddp", "fsdp")),
+        "expert_parallel": POS_INT,
     },
     "hardware": {"name": F(STR), "peak_flops_per_s": F(FLOAT, nullable=True, positive=True),
                  "peak_dtype": F(STR, choices=("auto", "bf16", "fp32"))},

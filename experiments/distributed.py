@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -96,7 +98,7 @@ def expert_parallel_mesh(info: DistInfo, expert_parallel: int) -> ExpertParallel
     """The (``edp``, ``ep``) = (W / E_p, E_p) ``DeviceMesh`` and its groups; ``ValueError`` (one line) when
     E_p does not divide the world size."""
     if expert_parallel < 1 or info.world_size % expert_parallel:
-        raise ValueError(f"train.expert_parallel={expert_parallel} must divide the number of ranks "
+        raise ConfigError(f"train.expert_parallel={expert_parallel} must divide the number of ranks "
                          f"({info.world_size})")
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh(info.device.type, (info.world_size // expert_parallel, expert_parallel),
@@ -124,7 +126,7 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel:
     """
     if not info.enabled:
         if expert_parallel != 1:
-            raise ValueError(f"train.expert_parallel={expert_parallel} needs torchrun with a multiple of "
+            raise ConfigError(f"train.expert_parallel={expert_parallel} needs torchrun with a multiple of "
                              f"{expert_parallel} ranks (this is a single process)")
         return model
     from moe.moe_ffn import MoEFFN
@@ -134,11 +136,14 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel:
     ignored: set = set()
     if expert_parallel != 1:
         if not ffns:
-            raise ValueError(f"train.expert_parallel={expert_parallel} needs an MoE model (this one has no "
+            raise ConfigError(f"train.expert_parallel={expert_parallel} needs an MoE model (this one has no "
                              "routed experts)")
         from moe.expert_parallel import shard_experts
         layout = expert_parallel_mesh(info, expert_parallel)
-        shard_experts(model, layout.ep_group)
+        try:
+            shard_experts(model, layout.ep_group)
+        except ValueError as e:  # E_p does not divide the experts; a backend that cannot split
+            raise ConfigError(f"train.expert_parallel={expert_parallel}: {e}") from None
         model.expert_parallel = layout
         ignored = set(_expert_params(model))
     if parallel == "fsdp":
@@ -167,10 +172,14 @@ def finish_gradients(model: torch.nn.Module, max_norm: float, info: DistInfo) ->
     """After the last micro-batch's backward: reduce the routed experts' gradients over the
     expert-data-parallel group (sum / W, the mean DDP/FSDP take of the other parameters) when experts are
     split, then clip every gradient by the global norm (``max_norm``; inf: measure only). Returns the norm.
-    Without expert parallelism exactly ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)``."""
+    Without expert parallelism exactly ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)``.
+    Also closes the step's byte count of every expert-parallel layer (`expert_parallel_bytes` reports it)."""
     layout = getattr(_unwrap(model), "expert_parallel", None)
     if layout is None:
         return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    from moe.expert_parallel import expert_parallel_layers
+    for layer in expert_parallel_layers(_unwrap(model)):
+        layer.step_bytes = layer.take_bytes()
     experts = _expert_params(_unwrap(model))
     ids = {id(p) for p in experts}
     for p in experts:
@@ -194,13 +203,14 @@ def finish_gradients(model: torch.nn.Module, max_norm: float, info: DistInfo) ->
 
 def expert_parallel_bytes(model: torch.nn.Module, info: DistInfo) -> dict:
     """``{"ep_dispatch_bytes": [per rank], "ep_combine_bytes": [per rank]}``: the bytes each rank sent to
-    other ranks in the training forwards since the last call, summed over MoE layers (counters reset);
-    empty without expert parallelism. A collective (all ranks call it)."""
+    other ranks in the forwards of the last optimizer step (all its micro-batches; closed by
+    `finish_gradients`), summed over MoE layers; empty without expert parallelism. The backward sends as
+    much again. A collective (all ranks call it)."""
     from moe.expert_parallel import expert_parallel_layers
     layers = expert_parallel_layers(_unwrap(model))
     if not layers:
         return {}
-    sent = torch.tensor([sum(v) for v in zip(*(layer.take_bytes() for layer in layers))], dtype=torch.int64,
+    sent = torch.tensor([sum(v) for v in zip(*(layer.step_bytes for layer in layers))], dtype=torch.int64,
                         device=info.device)
     gathered = [torch.zeros_like(sent) for _ in range(info.world_size)]
     dist.all_gather(gathered, sent)

@@ -86,6 +86,7 @@ class ExpertParallelExperts(nn.Module):
         experts.n_experts = self.n_local
         self.last_dispatch_bytes = self.last_combine_bytes = self.last_received_rows = 0
         self.dispatch_bytes = self.combine_bytes = 0
+        self.step_bytes = (0, 0)   # (dispatch, combine) of the last closed training step (set by the trainer)
 
     def expert_parameters(self) -> list[nn.Parameter]:
         """This rank's expert weights (reduced over the expert-data-parallel group, not over all ranks)."""
