@@ -138,10 +138,12 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel:
         if not ffns:
             raise ConfigError(f"train.expert_parallel={expert_parallel} needs an MoE model (this one has no "
                              "routed experts)")
-        from moe.expert_parallel import shard_experts
+        from moe.expert_parallel import expert_parallel_layers, shard_experts
         layout = expert_parallel_mesh(info, expert_parallel)
         try:
             shard_experts(model, layout.ep_group)
+            for layer in expert_parallel_layers(model):
+                layer.mesh = layout.mesh  # for checkpoints (experiments.checkpoint)
         except ValueError as e:  # E_p does not divide the experts; a backend that cannot split
             raise ConfigError(f"train.expert_parallel={expert_parallel}: {e}") from None
         model.expert_parallel = layout
