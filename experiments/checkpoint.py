@@ -145,9 +145,9 @@ def _ep_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
     names = _ep_names(model)
     for n, layer in names.items():
         msd[n] = _as_dtensor(msd[n], layer)
-        for k, v in osd["state"].get(n, {}).items():
-            if torch.is_tensor(v) and v.dim() > 0:
-                osd["state"][n][k] = _as_dtensor(v, layer)
+        if n in osd["state"]:  # a new dict: this one may be the optimizer's live state
+            osd["state"][n] = {k: _as_dtensor(v, layer) if torch.is_tensor(v) and v.dim() > 0 else v
+                               for k, v in osd["state"][n].items()}
     return msd, osd
 
 

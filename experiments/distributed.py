@@ -52,15 +52,56 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+TIMEOUT_ENV = "MOE_DIST_TIMEOUT_S"
+"""Environment variable: seconds a collective waits for the other ranks before the run stops (default 600)."""
+EXIT_PEER = 5
+"""Exit status of a rank whose peer died or stayed silent past the timeout (experiments.train)."""
+
+
+def timeout_s() -> float:
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, "600"))
+    except ValueError:
+        value = 600.0
+    return value if value > 0 else 600.0
+
+
+_PEER_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Timed out", "timed out", "Broken pipe",
+               "Connection refused", "NCCL communicator was aborted", "ProcessGroupNCCL")
+
+
+def peer_failure(e: BaseException) -> str | None:
+    """One line when ``e`` (or an exception it was raised from, e.g. inside a DCP save) is a collective
+    that failed because another rank died or went silent (gloo's "Connection reset/closed by peer", a
+    timeout; NCCL's watchdog), else None. Only in a distributed run (``WORLD_SIZE > 1``; the group may
+    already be destroyed)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    seen, cause = 0, None
+    while e is not None and seen < 8 and cause is None:
+        text = str(e)
+        cause = next((s for s in _PEER_SIGNS if s in text), None)
+        if cause is None and isinstance(e, getattr(dist, "DistError", ())):
+            cause = type(e).__name__
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    if cause is None:
+        return None
+    return (f"distributed error: rank {os.environ.get('RANK', '0')} lost its peers in a collective "
+            f"({cause.lower()}; timeout {timeout_s():.0f} s, {TIMEOUT_ENV}); the job stops; resume=true "
+            f"continues from the last checkpoint")
+
+
 def setup(requested_device: str = "auto") -> DistInfo:
-    """Initialise the default process group when launched by torchrun (``WORLD_SIZE > 1``)."""
+    """Initialise the default process group when launched by torchrun (``WORLD_SIZE > 1``); a collective
+    waits at most `timeout_s` for the other ranks."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(requested_device, local)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        from datetime import timedelta
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s()))
     return DistInfo(rank, world, local, device)
 
 

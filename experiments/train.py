@@ -846,6 +846,8 @@ def _exit_status(e: BaseException) -> int:
         return e.status
     if isinstance(e, OSError):
         return EXIT_IO
+    if distributed.peer_failure(e):  # issue 25: a rank died or went silent
+        return distributed.EXIT_PEER
     return 1
 
 
@@ -938,6 +940,8 @@ def error_line(e: BaseException) -> str | None:
         return None
     if isinstance(e, OSError):
         return io_error_line(e)
+    if distributed.peer_failure(e):  # issue 25
+        return distributed.peer_failure(e)
     return f"error: {e}"
 
 
@@ -952,7 +956,8 @@ def run(cfg) -> float | None:
         if status == 1:
             raise
         line = error_line(e)
-        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)):  # one line per run
+        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)
+                     or status == distributed.EXIT_PEER):  # one line per run (a lost peer: per rank)
             print(line.splitlines()[0] if line.strip() else line, file=sys.stderr, flush=True)
         sys.exit(status)
     return (summary or {}).get("final_val_loss")

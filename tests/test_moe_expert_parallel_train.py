@@ -38,12 +38,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(tmp_path, cache, name, *overrides, nproc=2):
+def start(tmp_path, cache, name, *overrides, nproc=2, env=None):
     port = _free_port()
     cmd = [sys.executable, "-m", "experiments.train", *FAST, f"paths.runs={tmp_path}", f"paths.cache={cache}",
            f"name={name}", *overrides]
     return [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                             env={**ENV, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                                   "WORLD_SIZE": str(nproc), "RANK": str(r), "LOCAL_RANK": str(r),
                                   "LOCAL_WORLD_SIZE": str(nproc)})
             for r in range(nproc)]
@@ -161,3 +161,28 @@ def test_expert_parallel_must_divide_the_ranks(tmp_path, cache):
     outs = finish(procs, timeout=120)
     assert [p.returncode for p in procs] == [2, 2], outs
     assert outs[0][1].strip() == "config error: train.expert_parallel=4 must divide the number of ranks (2)"
+
+
+def test_a_killed_rank_ends_the_job_with_one_line(tmp_path, cache):
+    """Rank 1 killed (SIGKILL) mid-run: rank 0, waiting in an all-to-all or all-reduce, stops within the
+    collective timeout (MOE_DIST_TIMEOUT_S, 20 s here) with exit status 5 and one line, no hang."""
+    procs = start(tmp_path, cache, "killed", "model=moe", "train.expert_parallel=2", "train.max_steps=500",
+                  "train.ckpt_every=2", env={"MOE_DIST_TIMEOUT_S": "20"})
+    metrics = tmp_path / "killed" / "moe" / "tiny-seed0" / "metrics.jsonl"
+    t0 = time.time()
+    while time.time() - t0 < 120 and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    assert procs[0].poll() is None, procs[0].communicate()
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    try:
+        _, err = procs[0].communicate(timeout=90)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[0].returncode == 5, err[-3000:]
+    assert time.time() - killed_at < 60
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("distributed error: rank 0 lost its peers"), err[-3000:]
+    assert (metrics.parent / ckpt.CHECKPOINT).exists()  # the last checkpoint is kept for resume=true
