@@ -23,7 +23,11 @@ as the single-process layer does, so AdamW treats them alike.
 Bytes (``last_dispatch_bytes``, ``last_combine_bytes``, the last forward; ``dispatch_bytes``,
 ``combine_bytes``, accumulated over training-mode forwards until ``take_bytes``): the rows this rank
 sends to OTHER ranks times d times the element size; dispatch counts the rows sent out, combine the rows
-sent back. The count exchange (E x 8 bytes) is not counted. The backward sends the same amounts the other
+sent back. The count exchange (E x 8 bytes) is not counted. A token sent to two experts on one rank is sent twice (as
+torchtitan's all-to-all does); with ``profile`` set, ``dedup_dispatch_bytes`` adds what a dispatch that
+sends each token once per remote rank (DeepEP, and ``accounting.serving``'s model) would send. ``profile``
+(a dict, or None) also accumulates the wall time of dispatch (counts exchange, gather, all-to-all),
+expert compute and combine (all-to-all back, weighting, sum), for ``experiments.ep_bench``. The backward sends the same amounts the other
 way (the gradient of combine travels as dispatch did, and vice versa), so a training step moves twice
 these bytes per rank.
 
@@ -86,7 +90,17 @@ class ExpertParallelExperts(nn.Module):
         experts.n_experts = self.n_local
         self.last_dispatch_bytes = self.last_combine_bytes = self.last_received_rows = 0
         self.dispatch_bytes = self.combine_bytes = 0
+        self.profile: dict | None = None   # a dict: forward adds dispatch_s, compute_s, combine_s (ep_bench)
         self.step_bytes = (0, 0)   # (dispatch, combine) of the last closed training step (set by the trainer)
+
+    def _tick(self) -> float:
+        """Wall clock for ``profile`` (after the device finishes queued work); 0 when not profiling."""
+        if self.profile is None:
+            return 0.0
+        import time
+        if torch.cuda.is_available() and self.local.w_up.is_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     def expert_parameters(self) -> list[nn.Parameter]:
         """This rank's expert weights (reduced over the expert-data-parallel group, not over all ranks)."""
@@ -101,6 +115,8 @@ class ExpertParallelExperts(nn.Module):
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
         P, El, d = self.ep_size, self.n_local, x.size(-1)
+        tick = self._tick
+        t0 = tick()
         token, expert, weight = flatten_assignments(indices, weights, keep)
         order = torch.argsort(expert, stable=True)                       # expert-major, then token order
         token, expert, weight = token[order], expert[order], weight[order]
@@ -112,11 +128,22 @@ class ExpertParallelExperts(nn.Module):
         rows = all_to_all(x.index_select(0, token), recv, send, self.group)   # [sum recv, d]
         local_expert = torch.arange(El, device=x.device).repeat(P).repeat_interleave(received)
         self.last_received_rows = rows.size(0)
+        t1 = tick()
         out = self._compute(rows, local_expert)
+        t2 = tick()
         back = all_to_all(out, send, recv, self.group)                  # [A, d] in the sorted order
         y = torch.zeros_like(x).index_add_(0, token, back * weight[:, None].to(back.dtype))
+        if self.profile is not None:
+            t3 = tick()
+            for name, dt in (("dispatch_s", t1 - t0), ("compute_s", t2 - t1), ("combine_s", t3 - t2)):
+                self.profile[name] = self.profile.get(name, 0.0) + dt
         element = x.element_size()
         self.last_dispatch_bytes = (sum(send) - send[self.ep_rank]) * d * element
+        if self.profile is not None:  # what a dispatch that sends a token once per remote rank would send
+            dest = expert.div(El, rounding_mode="floor")
+            remote = dest != self.ep_rank
+            pairs = torch.unique(token[remote] * P + dest[remote]).numel()
+            self.profile["dedup_dispatch_bytes"] = self.profile.get("dedup_dispatch_bytes", 0) + pairs * d * element
         self.last_combine_bytes = (sum(recv) - recv[self.ep_rank]) * d * element
         if self.training:
             self.dispatch_bytes += self.last_dispatch_bytes

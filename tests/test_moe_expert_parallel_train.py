@@ -186,3 +186,23 @@ def test_a_killed_rank_ends_the_job_with_one_line(tmp_path, cache):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("distributed error: rank 0 lost its peers"), err[-3000:]
     assert (metrics.parent / ckpt.CHECKPOINT).exists()  # the last checkpoint is kept for resume=true
+
+
+@pytest.mark.slow
+def test_four_ranks_two_expert_groups_of_two_under_fsdp(tmp_path, cache):
+    """4 ranks, train.parallel=fsdp, expert_parallel=2: experts in 2 groups of 2 (ranks {0,1} and {2,3} split
+    them, {0,2} and {1,3} hold the same ones, their gradients reduced over those pairs); equals
+    expert_parallel=1 on the same 4 ranks."""
+    extra = ["train.parallel=fsdp", "train.max_steps=3", "train.eval_every=3"]
+    ep1 = run(tmp_path, cache, "ep1", "deepseek", *extra, nproc=4)
+    ep2 = run(tmp_path, cache, "ep2", "deepseek", *extra, "train.expert_parallel=2", nproc=4)
+    rows, ref = read_metrics(ep2), read_metrics(ep1)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for a, b in zip(rows, ref):
+        assert rel(a["train_loss"], b["train_loss"]) <= 1e-5 and rel(a["grad_norm"], b["grad_norm"]) <= 1e-5
+        assert a["router"][0]["tokens_per_expert"] == b["router"][0]["tokens_per_expert"]
+        assert len(a["ep_dispatch_bytes"]) == 4 and sum(a["ep_dispatch_bytes"]) == sum(a["ep_combine_bytes"]) > 0
+    assert json.loads((ep2 / "summary.json").read_text())["replica_max_abs_diff"] == 0.0
+    w, w_ref = ckpt.full_model_state(ep2 / ckpt.CHECKPOINT), ckpt.full_model_state(ep1 / ckpt.CHECKPOINT)
+    for k in w_ref:
+        assert float((w[k] - w_ref[k]).norm()) <= 1e-5 * max(float(w_ref[k].norm()), 1e-12), k
