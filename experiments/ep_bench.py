@@ -17,6 +17,12 @@ shape on G = ranks GPUs of one node in fp32 (uniform routing, one copy per desti
 ``measured_bytes_per_token`` (dispatch + combine summed over ranks / tokens of all ranks) and its
 deduplicated variant. Forward only (the backward moves the same bytes again). Rank 0 prints a table and
 writes ``--out`` (JSON).
+
+  python -m experiments.ep_bench --from-run runs/<experiment>/<model>/<size>-seed<seed>
+
+reads a finished ``train.expert_parallel`` run instead (no ranks launched): its ``ep_dispatch_bytes`` and
+``ep_combine_bytes`` summed over the logged steps and ranks, per token of those steps, beside the same
+accounting expectation for the run's shape (the activations' dtype: fp32 on a CPU, bf16 under autocast).
 """
 from __future__ import annotations
 
@@ -43,7 +49,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per rank")
     p.add_argument("--timeout", type=float, default=600, help="seconds before the launched ranks are stopped")
     p.add_argument("--out", default="runs/ep_bench/ep_bench.json")
+    p.add_argument("--from-run", default=None, help="a train.expert_parallel run folder: its bytes vs accounting")
     a = p.parse_args(argv)
+    if a.from_run is not None:
+        return a
     for name in ("nproc", "tokens", "d_model", "experts", "top_k", "repeats", "threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -173,9 +182,49 @@ def report(rec: dict) -> str:
     return "\n".join(lines)
 
 
+def from_run(folder: str) -> dict:
+    """Bytes per token of a finished expert-parallel run vs ``accounting.serving``'s uniform expectation."""
+    from omegaconf import OmegaConf
+
+    from accounting.hardware import get_hardware
+    from accounting.serving import Layout, expert_parallel_bytes_per_token
+    from experiments.config import build_shape
+    from experiments.metrics import read_metrics
+    run = Path(folder)
+    cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    rows = [r for r in read_metrics(run) if "ep_dispatch_bytes" in r]
+    if not rows:
+        raise ValueError(f"{run}: no ep_dispatch_bytes in metrics.jsonl (not a train.expert_parallel run?)")
+    env = json.loads((run / "env.json").read_text())
+    shape, t = build_shape(cfg["model"]["shape"]), cfg["train"]
+    world, tokens_per_step = len(rows[0]["ep_dispatch_bytes"]), env["tokens_per_step"]
+    dtype = "bf16" if env.get("dtype") == "bf16" else "fp32"
+    expected = expert_parallel_bytes_per_token(shape, get_hardware("h100-sxm"),
+                                               Layout(gpus=t["expert_parallel"], dispatch_dtype=dtype,
+                                                      combine_dtype=dtype))
+    sent = sum(sum(r["ep_dispatch_bytes"]) + sum(r["ep_combine_bytes"]) for r in rows)
+    measured = sent / (tokens_per_step * len(rows))
+    accounting = expected["network"] + expected["nvlink"]
+    return {"run": str(run), "ranks": world, "expert_parallel": t["expert_parallel"], "steps": len(rows),
+            "tokens": tokens_per_step * len(rows), "bytes": sent, "measured_bytes_per_token": measured,
+            "accounting_bytes_per_token": accounting, "measured_over_accounting": measured / accounting,
+            # uniform routing, one row per remote ASSIGNMENT (this implementation) vs one per remote GPU:
+            # k (1 - 1/G) / ((G - 1)(1 - (1 - 1/G)^k)) = k / (G (1 - (1 - 1/G)^k))
+            "per_assignment_expectation_over_accounting":
+                shape.top_k / (t["expert_parallel"] * (1 - (1 - 1 / t["expert_parallel"]) ** shape.top_k))}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
+    if a.from_run is not None:
+        try:
+            rec = from_run(a.from_run)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: --from-run {a.from_run}: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(rec, indent=1))
+        return 0
     if "RANK" not in os.environ:
         return launch(argv, a)
     rec = measure(a)
