@@ -156,18 +156,23 @@ def test_resume_with_another_expert_parallel_is_refused_in_one_line(tmp_path, ca
     assert len(lines) == 1 and "train.expert_parallel 2 -> 1" in lines[0], outs[0][1]
 
 
-def test_expert_parallel_must_divide_the_ranks(tmp_path, cache):
-    procs = start(tmp_path, cache, "bad", "model=moe", "train.expert_parallel=4")
-    outs = finish(procs, timeout=120)
-    assert [p.returncode for p in procs] == [2, 2], outs
-    assert outs[0][1].strip() == "config error: train.expert_parallel=4 must divide the number of ranks (2)"
+def test_expert_parallel_must_divide_the_ranks_and_needs_torchrun():
+    """Checked before any collective: one-line ConfigErrors (exit 2 in experiments.train)."""
+    from experiments import distributed
+    from experiments.config import ConfigError
+    info = distributed.DistInfo(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"^train.expert_parallel=4 must divide the number of ranks \(2\)$"):
+        distributed.expert_parallel_mesh(info, 4)
+    single = distributed.DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="needs torchrun"):
+        distributed.wrap(torch.nn.Linear(2, 2), single, "ddp", expert_parallel=2)
 
 
 def test_a_killed_rank_ends_the_job_with_one_line(tmp_path, cache):
     """Rank 1 killed (SIGKILL) mid-run: rank 0, waiting in an all-to-all or all-reduce, stops within the
-    collective timeout (MOE_DIST_TIMEOUT_S, 20 s here) with exit status 5 and one line, no hang."""
+    collective timeout (MOE_DIST_TIMEOUT_S, 10 s here) with exit status 5 and one line, no hang."""
     procs = start(tmp_path, cache, "killed", "model=moe", "train.expert_parallel=2", "train.max_steps=500",
-                  "train.ckpt_every=2", env={"MOE_DIST_TIMEOUT_S": "20"})
+                  "train.ckpt_every=2", env={"MOE_DIST_TIMEOUT_S": "10"})
     metrics = tmp_path / "killed" / "moe" / "tiny-seed0" / "metrics.jsonl"
     t0 = time.time()
     while time.time() - t0 < 120 and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
