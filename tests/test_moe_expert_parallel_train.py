@@ -210,4 +210,4 @@ def test_four_ranks_two_expert_groups_of_two_under_fsdp(tmp_path, cache):
     assert json.loads((ep2 / "summary.json").read_text())["replica_max_abs_diff"] == 0.0
     w, w_ref = ckpt.full_model_state(ep2 / ckpt.CHECKPOINT), ckpt.full_model_state(ep1 / ckpt.CHECKPOINT)
     for k in w_ref:
-        assert float((w[k] - w_ref[k]).norm()) <= 1e-5 * max(float(w_ref[k].norm()), 1e-12), k
+        assert float((w[k].float() - w_ref[k].float()).norm()) <= 1e-5 * max(float(w_ref[k].float().norm()), 1e-12), k
