@@ -118,6 +118,9 @@ class TrainSettings:
                             choices=("auto", "bar", "lines", "none"))
     parallel: str = setting("ddp", "under torchrun: ddp (replicated) | fsdp (FSDP2 fully_shard per block)",
                             choices=("ddp", "fsdp"))
+    expert_parallel: int = setting(1, "under torchrun: routed experts split over this many ranks (divides the "
+                                      "expert count and the world size); tokens move by all-to-all",
+                                   positive=True)
     recompute: str = setting("none", "none | full (torch.utils.checkpoint per block: keeps block inputs only)",
                              choices=("none", "full"))
 

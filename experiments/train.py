@@ -395,7 +395,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-ADDED_KEYS = {"model.shape.mtp_modules": 0, "model.mtp_loss_weight": 0.3}
+ADDED_KEYS = {"model.shape.mtp_modules": 0, "model.mtp_loss_weight": 0.3, "train.expert_parallel": 1}
 """Keys added to conf/ after runs were saved without them, with the value those runs had in effect: a run
 saved before a key existed resumes when the key now holds that value."""
 
@@ -573,7 +573,7 @@ def _setup(r: _Run) -> None:
     r.raw = build_model(r.spec).to(info.device)
     r.raw.recompute = t["recompute"]
     # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
-    r.model = distributed.wrap(r.raw, info, t["parallel"])
+    r.model = distributed.wrap(r.raw, info, t["parallel"], t.get("expert_parallel", 1))
     if info.device.type == "cuda" and t["compile"]:
         r.model = torch.compile(r.model)
     r.optimizer = make_optimizer(r.raw, o, info.device)
@@ -766,8 +766,8 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
         if log_now and isinstance(out, moe.MoEOutput):
             router_micro.append([s.to_dict() for s in out.router_stats])
     losses = torch.stack([lm_sum, total_sum, mtp_sum]) / t["grad_accum"]
-    grad_norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(),
-                                               o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
+    # clip_grad_norm_ (experts split: their gradients reduced over their group first; the global norm)
+    grad_norm = distributed.finish_gradients(r.model, o["grad_clip"] if o["grad_clip"] > 0 else float("inf"), info)
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending SIGINT/SIGTERM
     # on any rank stops every rank after this step).
@@ -815,6 +815,7 @@ def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
            "peak_flops_per_s": r.peak["peak_flops_per_s"],
            "mfu": achieved / (r.peak["peak_flops_per_s"] * info.world_size), **memory_bytes(info.device),
            "mtp_loss": s.mtp_loss, "aux_losses": s.aux_losses, "router": router}
+    rec.update(distributed.expert_parallel_bytes(r.raw, info))  # ep_dispatch_bytes, ep_combine_bytes
     r.writer.write(rec)
     if evaluated and not math.isfinite(r.last_val):
         raise TrainingDiverged(f"non-finite validation loss {r.last_val} at step {r.step}; {_kept(r.ckpt_path)}")
@@ -903,6 +904,8 @@ def _exit_status(e: BaseException) -> int:
         return e.status
     if isinstance(e, OSError):
         return EXIT_IO
+    if distributed.peer_failure(e):  # a rank died or went silent
+        return distributed.EXIT_PEER
     return 1
 
 
@@ -1036,6 +1039,8 @@ def error_line(e: BaseException) -> str | None:
         return None
     if isinstance(e, OSError):
         return io_error_line(e)
+    if distributed.peer_failure(e):
+        return distributed.peer_failure(e)
     return f"error: {e}"
 
 
@@ -1053,7 +1058,8 @@ def run(cfg) -> float | None:
         if status == 1:
             raise
         line = error_line(e)
-        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)):  # one line per run
+        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)
+                     or status == distributed.EXIT_PEER):  # one line per run (a lost peer: per rank)
             print(line.splitlines()[0] if line.strip() else line, file=sys.stderr, flush=True)
         sys.exit(status)
     return (summary or {}).get("final_val_loss")
