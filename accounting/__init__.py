@@ -1,7 +1,12 @@
 """Analytic accounting of transformer parameters, flops, memory, Chinchilla sizes and cost.
 
-Pure Python (no torch). Every flop figure states its convention: ``flops_per_mac=1`` (the note's,
-a multiply-add is one flop) or ``2`` (hardware peaks and MFU).
+Pure Python (no torch). Every flop figure states its convention: ``flops_per_mac=2`` (``FLOP``: hardware
+peaks, MFU, ``python -m accounting``; the default everywhere) or ``1`` (``MAC``: the note's, a multiply-add is
+one flop, used where the note is reproduced, `accounting.press2025`).
+
+One function per ``python -m accounting`` command (`accounting.api`), each returning a frozen dataclass whose
+``to_dict()`` is the command's JSON: `table3`, `deepseek`, `parameters` (the ``params`` command), `price` (the
+``cost`` command), `serve`, `serving_check`, `train_memory`. `load_shape` takes a shipped name, a file or a folder (`accounting.config_files`).
 """
 from .shapes import ModelShape, ShapeError
 from .params import ParameterCount, count_parameters, total_parameters, active_parameters
@@ -10,7 +15,10 @@ from .memory import kv_cache_elements, kv_cache_bytes, activation_elements, note
 from .chinchilla import (TOKENS_PER_PARAMETER, chinchilla_tokens, chinchilla_tokens_for_shape, note_optimal_tokens,
                          LossFit, HOFFMANN_2022, BESIROGLU_2024)
 from .cost import GpuRate, NOTE_GPU, gpu_rate, gpu_hours, gpu_years, cost_usd, usd_per_flop, cost_at_year
-from .hf_config import shape_from_hf_config, load_shape, load_shipped, shipped_configs
+from .hf_config import shape_from_hf_config, load_shipped, shipped_configs
+from .config_files import ConfigSpecError, load_shape, published_counts
+from .api import (Result, Table3Result, DeepSeekResult, ParamsResult, CostResult, ServeResult, ServingCheckResult,
+                  TrainMemoryReport, table3, deepseek, parameters, price, serve, serving_check, train_memory)
 
 __all__ = ["ModelShape", "ShapeError", "ParameterCount", "count_parameters", "total_parameters",
            "active_parameters", "MAC", "FLOP", "forward_flops", "training_flops", "decode_flops_per_token",
@@ -18,4 +26,7 @@ __all__ = ["ModelShape", "ShapeError", "ParameterCount", "count_parameters", "to
            "TOKENS_PER_PARAMETER", "chinchilla_tokens", "chinchilla_tokens_for_shape", "note_optimal_tokens",
            "LossFit", "HOFFMANN_2022", "BESIROGLU_2024", "GpuRate", "NOTE_GPU", "gpu_rate", "gpu_hours",
            "gpu_years", "cost_usd", "usd_per_flop", "cost_at_year", "shape_from_hf_config", "load_shape",
-           "load_shipped", "shipped_configs"]
+           "load_shipped", "shipped_configs", "ConfigSpecError", "published_counts",
+           "Result", "Table3Result", "DeepSeekResult", "ParamsResult", "CostResult", "ServeResult",
+           "ServingCheckResult", "TrainMemoryReport", "table3", "deepseek", "parameters", "price", "serve",
+           "serving_check", "train_memory"]

@@ -1,11 +1,16 @@
-"""``python -m accounting``: the note's Table 3, its DeepSeek section, and parameter/cost reports.
+"""``python -m accounting``: the note's Table 3, its DeepSeek section, and parameter/cost/serving reports.
 
-Subcommands: ``table3``, ``deepseek``, ``params --config FILE``, ``cost --config FILE --tokens D
---seq-len n [--gpu NAME] [--usd-per-hour X] [--mfu X]``, ``serve --config FILE --gpu NAME --gpus G --batch B
-[B ...] --context n`` (roofline of decode and prefill, accounting.serving) and ``serving-check``
-(DeepSeek-V3 in DeepSeek's disclosed layouts; the note's case D). ``--format table|json|csv`` (table: readable,
-SI suffixes; json/csv: full precision). Bad input exits with status 2 and ONE line ``error: ...``.
-JSON field names are documented in docs/accounting.md.
+Subcommands: ``table3``, ``deepseek``, ``params --config SPEC``, ``cost --config SPEC --tokens D [--seq-len n]
+[--gpu NAME] [--usd-per-hour X] [--mfu X]``, ``serve --config SPEC --gpu NAME --gpus G --batch B [B ...]
+--context n`` (roofline of decode and prefill, accounting.serving) and ``serving-check`` (DeepSeek-V3 in
+DeepSeek's disclosed layouts; the note's case D). ``--format table|json|csv``, before or after the subcommand
+(table: readable, SI suffixes; json/csv: full precision). Bad input exits with status 2 and ONE line
+``error: ...``. JSON field names are documented in docs/accounting.md.
+
+Each subcommand is one `Command` in `COMMANDS`: a function adding its options to its parser, a function
+turning the parsed options into its result (a frozen dataclass from `accounting.api`, whose ``to_dict()`` is
+the JSON output), and a function rendering that dict as a table (CSV defaults to flattened ``field,value``
+rows). A new subcommand is one ``register(Command(...))`` call; `build_parser` and `run` need no change.
 """
 from __future__ import annotations
 
@@ -15,24 +20,22 @@ import io
 import json
 import math
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
-from . import cost, press2025, scaling_cli, serving
-from .chinchilla import FITS, TOKENS_PER_PARAMETER, chinchilla_tokens
-from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
+from . import api, cost, press2025, scaling_cli, training_memory
+from .api import CONVENTION, parse_count as _parse_count
+from .chinchilla import TOKENS_PER_PARAMETER
+from .config_files import resolve_config
 from .formatting import si
-from .hardware import HARDWARE, get_hardware
-from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
-from .memory import kv_cache_elements_per_token
-from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
+from .hardware import HARDWARE
 from .shapes import ModelShape
 
-CONVENTION = {"flops_mac": "multiply-add = 1 flop (the note's convention)",
-              "flops_fma2": "multiply-add = 2 flops (datasheet peaks, MFU, 6ND)"}
+__all__ = ["Command", "COMMANDS", "register", "build_parser", "run", "main", "CliError", "load_config",
+           "parse_count", "CONVENTION"]
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """Bad input: printed as one line ``error: ...``."""
 
 
@@ -80,22 +83,14 @@ def _grid(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+
 # ----- input parsing ---------------------------------------------------------------------------------
-_SCALE = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12, "P": 1e15}
-
-
 def parse_count(text: str, what: str = "value") -> float:
     """'14.8e12', '14.8T', '2B', '1500000' -> a positive finite number (K/M/B/G/T/P suffixes)."""
-    s = str(text).strip().replace("_", "").replace(",", "")
-    suffix = s[-1:].upper() if s[-1:].isalpha() and s[-1:].upper() in _SCALE else ""
-    number = s[:-1] if suffix else s
     try:
-        value = float(number) * _SCALE[suffix]
-    except ValueError:
-        raise CliError(f"{what} must be a positive number like 14.8e12 or 14.8T, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise CliError(f"{what} must be a positive finite number, got {text!r}")
-    return value
+        return _parse_count(text, what)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _argument(name: str, parse, ok, not_parsed: str, refused: str):
@@ -141,71 +136,70 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False)
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml  # lazily: only YAML model files need it
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise CliError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    else:
-        data = read_json(path)
-    if not isinstance(data, dict):
-        raise CliError(f"{path} must hold a mapping (JSON object / YAML mapping)")
-    return data
+class _Once(argparse.Action):
+    """Store an option's value; a second occurrence is an error (never a silent 'last one wins')."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = f"_seen_{self.dest}"
+        if getattr(namespace, seen, False):
+            parser.error(f"argument {'/'.join(self.option_strings)}: given twice "
+                         f"({getattr(namespace, self.dest)!r} and {values!r}); give it once")
+        setattr(namespace, seen, True)
+        setattr(namespace, self.dest, values)
 
 
 def load_config(spec: str, seq_len: int | None = None) -> tuple[ModelShape, str]:
-    """``--config``: an HF config.json, a JSON/YAML of ModelShape fields (top level or under ``shape:``),
-    a run folder's resolved ``config.yaml`` (fields under ``model.shape``), or a shipped config name
-    (``deepseek-v3``). ``seq_len`` overrides the file's context length."""
-    path = Path(spec)
-    if path.is_file():
-        data, source, stem = _read_mapping(path), str(path), path.stem
-    elif (CONFIG_DIR / f"{spec}.json").is_file():
-        path = CONFIG_DIR / f"{spec}.json"
-        data, source, stem = read_json(path), f"shipped:{spec}", spec
-    elif path.exists():
-        raise CliError(f"--config {spec!r} is not a file")
-    elif "/" in spec or path.suffix.lower() in (".json", ".yaml", ".yml"):
-        raise CliError(f"no such file: {spec}")
-    else:
-        raise CliError(f"no such file or shipped config: {spec!r} (shipped: {', '.join(shipped_configs())})")
-    if "model_type" in data or "architectures" in data:
-        return shape_from_hf_config(data, seq_len=seq_len, name=stem), source
-    if isinstance(data.get("model"), dict) and "shape" in data["model"]:  # a run folder's resolved config.yaml
-        data = data["model"]
-    fields = data.get("shape", data)
-    if not isinstance(fields, dict):
-        raise CliError(f"{source}: 'shape' must be a mapping of ModelShape fields")
-    fields = dict(fields)
-    unresolved = sorted(k for k, v in fields.items() if isinstance(v, str) and "${" in v)
-    if unresolved:
-        raise CliError(f"{source}: Hydra interpolations are not resolved here ({', '.join(unresolved)}); "
-                       "give plain numbers, or pass a run folder's resolved config.yaml "
-                       "(runs/<experiment>/<model>/<size>-seed<seed>/config.yaml)")
-    if seq_len is not None:
-        fields["seq_len"] = seq_len
-    fields.setdefault("name", str(data.get("name") or stem))
-    return ModelShape.from_dict(fields), source
+    """``--config SPEC`` -> (shape, source): a shipped name, an HF config.json or a checkpoint folder holding
+    one, a JSON/YAML of ModelShape fields, a run folder or its config.yaml, or a conf/model/<name>.yaml
+    (`accounting.config_files`). ``seq_len`` overrides the context length."""
+    loaded = resolve_config(spec, seq_len)
+    return loaded.shape, loaded.source
 
 
-# ----- commands --------------------------------------------------------------------------------------
-def table3_data() -> dict[str, Any]:
-    return {
-        "convention": CONVENTION["flops_mac"] + "; memory rows are elements",
-        "usd_per_flop_mac_rounded": cost.NOTE_ROUNDED_USD_PER_MAC,
-        "usd_per_flop_mac_exact": cost.usd_per_flop(cost.NOTE_GPU, MAC),
-        "use_cases": {k: {"seq_len": u.seq_len, "vocab_size": u.vocab_size, "d_model": u.d_model,
-                          "n_heads": u.n_heads, "n_layers": u.n_layers} for k, u in press2025.USE_CASES.items()},
-        "rows": press2025.table3_comparison(),
-        "inference_usd_per_million_tokens": {
-            case: {"rounded_rate_usd": press2025.inference_usd_per_million_tokens_case(case),
-                   "exact_rate_usd": press2025.inference_usd_per_million_tokens_case(case, exact_rate=True)}
-            for case in press2025.CASES},
-    }
+CONFIG_HELP = ("a shipped name (deepseek-v3, ...), an HF config.json or a checkpoint folder holding one, a JSON/YAML "
+               "of ModelShape fields, a run folder or its config.yaml, or conf/model/<name>.yaml (Hydra compose)")
 
 
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, action=_Once, help=CONFIG_HELP)
+
+
+# ----- the command registry ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    """One subcommand of ``python -m accounting``.
+
+    ``arguments(parser)`` adds the subcommand's options (``--format`` is added for every command);
+    ``result(args)`` returns its result, an `accounting.api.Result` (a frozen dataclass whose ``to_dict()``
+    is the JSON output; bad input raises ``ValueError`` with a one-line message); ``text(data)`` renders that
+    dict as the default table output; ``csv(data)`` as CSV (default: ``field,value`` rows of the flattened
+    dict)."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    result: Callable[[argparse.Namespace], "api.Result"]
+    text: Callable[[dict[str, Any]], str]
+    csv: Callable[[dict[str, Any]], str] = _kv_csv
+
+
+COMMANDS: dict[str, Command] = {}
+"""Registered subcommands, in the order ``--help`` lists them."""
+
+
+def register(command: Command) -> Command:
+    """Add ``command`` to `COMMANDS` (a second registration of a name is a programming error)."""
+    if command.name in COMMANDS:
+        raise ValueError(f"accounting subcommand {command.name!r} is registered twice")
+    COMMANDS[command.name] = command
+    return command
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """A subcommand without options of its own."""
+
+
+# ----- table3 ------------------------------------------------------------------------------------------
 def table3_text(data: dict[str, Any]) -> str:
     out = ["Press (2025) Table 3 recomputed from Table 2 (multiply-add = 1 flop; memory in elements; K = 1024 in Table 2)."]
     out.append("use cases: " + "; ".join(f"{k}: n={u['seq_len']} V={u['vocab_size']} d={u['d_model']} "
@@ -232,113 +226,12 @@ def table3_text(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def params_data(shape: ModelShape, source: str) -> dict[str, Any]:
-    c = count_parameters(shape)
-    data: dict[str, Any] = {
-        "name": shape.name, "config": source,
-        "convention": "active = what one token touches, with ONE row of the input embedding (DeepSeek's); "
-                      "active_with_input_embedding counts the whole V x d table (most model cards); "
-                      "MTP modules are excluded from total",
-        "shape": shape.to_dict(),
-        "total_params": c.total, "active_params": c.active,
-        "active_with_input_embedding_params": active_parameters_with_input_embedding(shape),
-        "active_fraction": c.active_fraction, "mtp_params": c.mtp_total, "mtp_active_params": c.mtp_active,
-        "total_with_mtp_params": c.total_with_mtp,
-        "components": {k: {"total_params": c.total_by_component[k], "active_params": c.active_by_component[k]}
-                       for k in COMPONENTS},
-        "chinchilla_total_basis_tokens": chinchilla_tokens(c.total),
-        "chinchilla_active_basis_tokens": chinchilla_tokens(c.active),
-        "kv_cache_elements_per_token": kv_cache_elements_per_token(shape),
-        "kv_cache_bytes_per_token_bf16": 2 * kv_cache_elements_per_token(shape),
-    }
-    stem = source.removeprefix("shipped:") if source.startswith("shipped:") else Path(source).stem
-    if stem in PUBLISHED_COUNTS:
-        pub = PUBLISHED_COUNTS[stem]
-        data["published"] = {"total_params": pub["total"], "active_params": pub["active"], "source": pub["source"]}
-    return data
+
+register(Command("table3", "the note's Table 3 recomputed beside the printed values", _no_arguments,
+                 lambda args: api.table3(), table3_text, csv=lambda data: _csv(data["rows"])))
 
 
-def params_text(d: dict[str, Any]) -> str:
-    s = d["shape"]
-    out = [f"{d['name']} ({d['config']}): V={s['vocab_size']} d={s['d_model']} L={s['n_layers']} "
-           f"H={s['n_heads']} attention={s['attention']} ffn={s['ffn_kind']} E={s['n_experts']} "
-           f"k={s['top_k']} shared={s['n_shared_experts']} dense_layers={s['first_dense_layers'] if s['n_experts'] else s['n_layers']}",
-           _grid(["component", "total", "active"],
-                 [[k, si(v["total_params"]), si(v["active_params"])] for k, v in d["components"].items()]
-                 + [["TOTAL", si(d["total_params"]), si(d["active_params"])]])]
-    out.append(f"exact: total {d['total_params']:,}  active {d['active_params']:,} "
-               f"({d['active_fraction']:.2%}); active with the whole input embedding "
-               f"{d['active_with_input_embedding_params']:,}")
-    if d["mtp_params"]:
-        out.append(f"MTP modules (not in total): {d['mtp_params']:,}; total with MTP {d['total_with_mtp_params']:,}")
-    out.append(f"Chinchilla ({TOKENS_PER_PARAMETER:g} tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
-               f"{si(d['chinchilla_active_basis_tokens'])} on active")
-    out.append(f"KV cache: {d['kv_cache_elements_per_token']:,} elements per token ({si(d['kv_cache_bytes_per_token_bf16'])}B in bf16)")
-    if "published" in d:
-        p = d["published"]
-        out.append(f"published: total {si(p['total_params'])} (ours/published {d['total_params'] / p['total_params']:.4f}), "
-                   f"active {si(p['active_params'])} -- {p['source']}")
-    return "\n".join(out)
-
-
-def cost_data(shape: ModelShape, source: str, tokens: float, seq_len: int, rate: cost.GpuRate,
-              causal: bool = True, year: float = cost.NOTE_BASE_YEAR) -> dict[str, Any]:
-    c = count_parameters(shape)
-    fpt2 = training_flops_per_token(shape, seq_len, flops_per_mac=FLOP, causal=causal)
-    flops2 = fpt2 * tokens
-    summary = cost.cost_summary(flops2, FLOP, rate)
-    decode2 = decode_flops_per_token(shape, seq_len, flops_per_mac=FLOP)
-    return {
-        "name": shape.name, "config": source, "convention": CONVENTION,
-        "tokens": tokens, "seq_len": seq_len, "causal_attention": causal,
-        "gpu": {"name": rate.name, "peak_flops_per_s": rate.peak_flops_per_s,
-                "peak_convention": CONVENTION["flops_mac" if rate.rate_flops_per_mac == 1 else "flops_fma2"],
-                "usd_per_hour": rate.usd_per_hour, "mfu": rate.mfu,
-                "achieved_flops_fma2_per_s": rate.flops_per_s(FLOP)},
-        "total_params": c.total, "active_params": c.active,
-        "chinchilla_total_basis_tokens": chinchilla_tokens(c.total),
-        "chinchilla_active_basis_tokens": chinchilla_tokens(c.active),
-        "training_flops_fma2_per_token": fpt2, "training_flops_mac_per_token": fpt2 / FLOP,
-        "training_flops_fma2": flops2, "training_flops_mac": flops2 / FLOP,
-        "six_n_active_d_flops_fma2": six_n_d(c.active, tokens),
-        "gpu_s": summary["gpu_s"], "gpu_hours": summary["gpu_hours"], "gpu_years": summary["gpu_years"],
-        "cost_usd": summary["cost_usd"], "usd_per_flop_fma2": cost.usd_per_flop(rate, FLOP),
-        "year": year, "cost_usd_at_year": cost.cost_at_year(summary["cost_usd"], year),
-        "decode_flops_fma2_per_token": decode2,
-        "inference_usd_per_million_tokens": cost.inference_usd_per_million_tokens(decode2, FLOP, rate),
-        "compute_optimal": {fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2)))
-                            for fit in FITS},
-    }
-
-
-def cost_text(d: dict[str, Any]) -> str:
-    g = d["gpu"]
-    return "\n".join([
-        f"{d['name']} ({d['config']}): {si(d['tokens'])} tokens at seq_len {d['seq_len']} "
-        f"({'causal' if d['causal_attention'] else 'full'} attention)",
-        f"GPU: {g['name']}, peak {si(g['peak_flops_per_s'])}flop/s ({g['peak_convention']}), "
-        f"mfu {g['mfu']:g}, ${g['usd_per_hour']:.4g}/GPU-hour",
-        f"params: total {si(d['total_params'])}, active {si(d['active_params'])}; Chinchilla tokens "
-        f"{si(d['chinchilla_total_basis_tokens'])} (total) / {si(d['chinchilla_active_basis_tokens'])} (active)",
-        f"training: {si(d['training_flops_fma2_per_token'])} FLOP/token (2 per MAC) -> {si(d['training_flops_fma2'])} FLOP "
-        f"= {si(d['training_flops_mac'])} multiply-adds; 6 N_active D = {si(d['six_n_active_d_flops_fma2'])} FLOP",
-        f"time and money: {si(d['gpu_hours'])} GPU-hours = {si(d['gpu_years'])} GPU-years -> ${si(d['cost_usd'])}"
-        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every {cost.COST_HALVING_YEARS:g} years)",
-        f"inference: {si(d['decode_flops_fma2_per_token'])} FLOP per generated token at context {d['seq_len']} "
-        f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
-        "compute-optimal at this budget (C = 6ND): " + "; ".join(
-            f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
-    ])
-
-
-def deepseek_data() -> dict[str, Any]:
-    shape = press2025.deepseek_v3_shape(press2025.DEEPSEEK_REPORTED["pretrain_seq_len"])
-    return {"convention": CONVENTION, "section6": press2025.section6(),
-            "deepseek_v3": {"config": "shipped:deepseek-v3", "params": params_data(shape, "shipped:deepseek-v3"),
-                            "estimates": press2025.deepseek_v3_estimates(shape)},
-            "scaling": scaling_cli.deepseek_section(shape)}
-
-
+# ----- deepseek ----------------------------------------------------------------------------------------
 def deepseek_text(d: dict[str, Any]) -> str:
     s = d["section6"]
     pr = s["printed"]
@@ -373,14 +266,123 @@ def deepseek_text(d: dict[str, Any]) -> str:
             for k, v in e["methods"].items()]
     out.append(_grid(["method", "MAC/token", "FLOP/token", "MAC total", "FLOP total", "implied MFU",
                       "H800-h at peak", f"$ at ${press2025.DEEPSEEK_REPORTED['usd_per_gpu_hour']:g}/h, peak"], rows))
-    out += ["", scaling_cli.deepseek_text(d["scaling"])]
     return "\n".join(out)
 
 
-# ----- serving (accounting.serving) ----------------------------------------------------------------------
-def add_serve_parsers(sub, fmt: _Parser) -> None:
-    ps = sub.add_parser("serve", parents=[fmt], help="roofline of decode and prefill, memory fit and $ per Mtok")
-    ps.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
+
+register(Command("deepseek", "the note's section 6 and DeepSeek-V3 priced by six methods", _no_arguments,
+                 lambda args: scaling_cli.with_deepseek_scaling(api.deepseek()),
+                 lambda d: deepseek_text(d) + "\n\n" + scaling_cli.deepseek_text(d["scaling"])))
+register(Command("scaling", "published dense and MoE scaling laws put to one model", scaling_cli.arguments,
+                 scaling_cli.result, scaling_cli.scaling_text, csv=scaling_cli.csv))
+
+
+# ----- params ------------------------------------------------------------------------------------------
+def params_arguments(p: argparse.ArgumentParser) -> None:
+    _config_argument(p)
+    p.add_argument("--seq-len", type=_positive_int, default=None, help="override the context length")
+
+
+def params_text(d: dict[str, Any]) -> str:
+    s = d["shape"]
+    out = [f"{d['name']} ({d['config']}): V={s['vocab_size']} d={s['d_model']} L={s['n_layers']} "
+           f"H={s['n_heads']} attention={s['attention']} ffn={s['ffn_kind']} E={s['n_experts']} "
+           f"k={s['top_k']} shared={s['n_shared_experts']} dense_layers={(s['moe_layer_pattern'].count('D') if s.get('moe_layer_pattern') else s['first_dense_layers']) if s['n_experts'] else s['n_layers']}",
+           _grid(["component", "total", "active"],
+                 [[k, si(v["total_params"]), si(v["active_params"])] for k, v in d["components"].items()]
+                 + [["TOTAL", si(d["total_params"]), si(d["active_params"])]])]
+    out.append(f"exact: total {d['total_params']:,}  active {d['active_params']:,} "
+               f"({d['active_fraction']:.2%}); active with the whole input embedding "
+               f"{d['active_with_input_embedding_params']:,}")
+    if d["mtp_params"]:
+        out.append(f"MTP modules (not in total): {d['mtp_params']:,}; total with MTP {d['total_with_mtp_params']:,}")
+    out.append(f"Chinchilla ({TOKENS_PER_PARAMETER:g} tokens/param): {si(d['chinchilla_total_basis_tokens'])} tokens on total, "
+               f"{si(d['chinchilla_active_basis_tokens'])} on active")
+    out.append(f"KV cache: {d['kv_cache_elements_per_token']:,} elements per token ({si(d['kv_cache_bytes_per_token_bf16'])}B in bf16)")
+    if "published" in d:
+        p = d["published"]
+        out.append(f"published: total {si(p['total_params'])} (ours/published {d['total_params'] / p['total_params']:.4f}), "
+                   f"active {si(p['active_params'])} -- {p['source']}")
+    return "\n".join(out)
+
+
+
+register(Command("params", "parameter counts of a config", params_arguments,
+                 lambda args: api.parameters(args.config, args.seq_len), params_text))
+
+
+# ----- cost --------------------------------------------------------------------------------------------
+def cost_arguments(pc: argparse.ArgumentParser) -> None:
+    _config_argument(pc)
+    pc.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
+    pc.add_argument("--seq-len", type=_positive_int, default=None,
+                    help="training window n in tokens (default: the config's context length, e.g. an HF "
+                         "config's max_position_embeddings)")
+    pc.add_argument("--gpu", default="press2025", choices=sorted(HARDWARE),
+                    help=f"hardware preset (default press2025: the note's {cost.NOTE_PEAK_MACS_TEXT} multiply-adds/s at "
+                         f"{cost.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
+    pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
+    pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
+    pc.add_argument("--gpus", type=_positive_int, default=None, help="GPUs: adds the wall-clock days at this MFU")
+    pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
+    pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
+                    help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
+
+
+def cost_result(args: argparse.Namespace) -> api.CostResult:
+    tokens = parse_count(args.tokens, "--tokens")
+    result = api.price(args.config, tokens, args.seq_len, gpu=args.gpu, usd_per_hour=args.usd_per_hour,
+                       mfu=args.mfu, causal=not args.full_attention, year=args.year, gpus=args.gpus)
+    _check_finite(result.to_dict(), f"cost of --tokens {args.tokens} at --seq-len {result.seq_len}")
+    return result
+
+
+def cost_text(d: dict[str, Any]) -> str:
+    g = d["gpu"]
+    return "\n".join([
+        f"{d['name']} ({d['config']}): {si(d['tokens'])} tokens at seq_len {d['seq_len']} "
+        f"({'causal' if d['causal_attention'] else 'full'} attention)",
+        f"GPU: {g['name']}, peak {si(g['peak_flops_per_s'])}flop/s ({g['peak_convention']}), "
+        f"mfu {g['mfu']:g}, ${g['usd_per_hour']:.4g}/GPU-hour",
+        f"params: total {si(d['total_params'])}, active {si(d['active_params'])}; Chinchilla tokens "
+        f"{si(d['chinchilla_total_basis_tokens'])} (total) / {si(d['chinchilla_active_basis_tokens'])} (active)",
+        f"training: {si(d['training_flops_fma2_per_token'])} FLOP/token (2 per MAC) -> {si(d['training_flops_fma2'])} FLOP "
+        f"= {si(d['training_flops_mac'])} multiply-adds; 6 N_active D = {si(d['six_n_active_d_flops_fma2'])} FLOP",
+        f"time and money: {si(d['gpu_hours'])} GPU-hours = {si(d['gpu_years'])} GPU-years -> ${si(d['cost_usd'])}"
+        f" (${si(d['cost_usd_at_year'])} at {d['year']:g} with cost halving every {cost.COST_HALVING_YEARS:g} years)",
+        f"inference: {si(d['decode_flops_fma2_per_token'])} FLOP per generated token at context {d['seq_len']} "
+        f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
+        "compute-optimal at this budget (C = 6ND): " + "; ".join(
+            f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
+    ]) + training_memory.wall_clock_line(d)
+
+
+
+register(Command("cost", "training and inference cost of a config", cost_arguments, cost_result, cost_text))
+
+
+# ----- train-memory (accounting.training_memory) -------------------------------------------------------
+def train_memory_arguments(p: argparse.ArgumentParser) -> None:
+    _config_argument(p)
+    training_memory.train_memory_arguments(p)
+
+
+def train_memory_result(args: argparse.Namespace) -> training_memory.TrainMemoryReport:
+    if args.seq_len < 1:
+        raise CliError(f"--seq-len must be a positive integer, got {args.seq_len}")
+    settings = {k: v for k, v in vars(training_memory.settings_from_args(args)).items()
+                if k not in ("seq_len", "micro_batch")}
+    return api.train_memory(args.config, args.seq_len, args.micro_batch, args.gpus, tp=args.tp, pp=args.pp,
+                            ep=args.ep, zero=args.zero, sp=args.sp, gpu=args.gpu, **settings)
+
+
+register(Command("train-memory", "training memory per GPU and the GPU count that fits", train_memory_arguments,
+                 train_memory_result, training_memory.text))
+
+
+# ----- serve and serving-check (accounting.serving) ----------------------------------------------------
+def serve_arguments(ps: argparse.ArgumentParser) -> None:
+    _config_argument(ps)
     ps.add_argument("--gpu", required=True, choices=sorted(k for k, h in HARDWARE.items() if h.memory_bytes),
                     help="hardware preset (peaks, HBM, NVLink, network)")
     ps.add_argument("--gpus", type=_positive_int, default=1, help="GPUs of one replica, G (expert-parallel degree)")
@@ -403,38 +405,14 @@ def add_serve_parsers(sub, fmt: _Parser) -> None:
     ps.add_argument("--dense-equivalent", choices=("active", "total"), default=None,
                     help="price instead a dense model with the config's attention and widths whose FFN makes its "
                          "parameters equal the MoE's active or total count")
-    pk = sub.add_parser("serving-check", parents=[fmt],
-                        help="DeepSeek-V3 in DeepSeek's disclosed layouts vs what it achieved; the note's case D")
-    pk.add_argument("--context", type=_positive_int, default=4096, help="assumed decode context (not disclosed)")
-    pk.add_argument("--prompt-len", type=_positive_int, default=4096, help="assumed prompt length (not disclosed)")
 
 
-def serve_data(args) -> dict[str, Any]:
-    shape, source = load_config(args.config)
-    if args.dense_equivalent:
-        if not shape.is_moe:
-            raise CliError(f"--dense-equivalent needs an MoE config; {shape.name} is dense")
-        c = count_parameters(shape)
-        target = c.active if args.dense_equivalent == "active" else c.total
-        shape = serving.dense_equivalent(shape, target, name=f"dense, {args.dense_equivalent} params of {shape.name}")
-    if args.cache_hit_share >= 1:
-        raise CliError("--cache-hit-share must be below 1")
-    hw = get_hardware(args.gpu)
-    layout = serving.Layout(gpus=args.gpus, tp=args.tp, redundant_experts=args.redundant_experts,
-                      weights_dtype=args.weights, kv_dtype=args.kv_dtype)
-    layout.resolved(shape)  # one-line error for a bad layout before any work
-    rows = [serving.serve(shape, hw, layout, b, args.context, prompt_len=args.prompt_len,
-                    usd_per_gpu_hour=args.usd_per_hour, efficiency=args.efficiency,
-                    mtp_acceptance=args.mtp_acceptance, cache_hit_share=args.cache_hit_share)
-            for b in args.batch]
-    for r in rows:
-        if r["batch"] == int(r["batch"]):
-            r["batch"] = int(r["batch"])
-    return {"name": shape.name, "config": source,
-            "convention": "flops: 2 per multiply-add; bytes (1 GB = 1e9); seconds; US dollars; "
-                          "batch = concurrent sequences per GPU; bound = the slowest of compute, memory, "
-                          "communication (full overlap)",
-            "rows": rows}
+def serve_result(args: argparse.Namespace) -> api.ServeResult:
+    return api.serve(args.config, args.gpu, args.batch, args.context, gpus=args.gpus, prompt_len=args.prompt_len,
+                     weights=args.weights, kv_dtype=args.kv_dtype, usd_per_hour=args.usd_per_hour,
+                     efficiency=args.efficiency, tp=args.tp, redundant_experts=args.redundant_experts,
+                     mtp_acceptance=args.mtp_acceptance, cache_hit_share=args.cache_hit_share,
+                     dense_equivalent=args.dense_equivalent)
 
 
 def serve_text(d: dict[str, Any]) -> str:
@@ -463,18 +441,14 @@ def serve_text(d: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def serve_output(args) -> str:
-    data = serve_data(args)
-    if args.format == "json":
-        return _json(data)
-    if args.format == "csv":
-        return _csv([dict(flatten(r)) for r in data["rows"]])
-    return serve_text(data)
+
+register(Command("serve", "roofline of decode and prefill, memory fit and $ per Mtok", serve_arguments,
+                 serve_result, serve_text, csv=lambda data: _csv([dict(flatten(r)) for r in data["rows"]])))
 
 
-def serving_check_data(context: int = 4096, prompt_len: int = 4096) -> dict[str, Any]:
-    return {"convention": "flops: 2 per multiply-add; tokens/s; US dollars",
-            "deepseek": serving.deepseek_disclosed_check(context, prompt_len), "note_case_d": serving.note_case_d_roofline()}
+def serving_check_arguments(pk: argparse.ArgumentParser) -> None:
+    pk.add_argument("--context", type=_positive_int, default=4096, help="assumed decode context (not disclosed)")
+    pk.add_argument("--prompt-len", type=_positive_int, default=4096, help="assumed prompt length (not disclosed)")
 
 
 def serving_check_text(d: dict[str, Any]) -> str:
@@ -527,69 +501,53 @@ def serving_check_text(d: dict[str, Any]) -> str:
 DEEPSEEK_HIT_TEXT = "prompt-cache hits (56.3% of input tokens, disclosed)"
 
 
+register(Command("serving-check", "DeepSeek-V3 in DeepSeek's disclosed layouts vs what it achieved; the note's case D",
+                 serving_check_arguments, lambda args: api.serving_check(args.context, args.prompt_len),
+                 serving_check_text))
+
+
 # ----- entry point ---------------------------------------------------------------------------------
+FORMATS = ("table", "json", "csv")
+
+
 def build_parser() -> _Parser:
-    fmt = _Parser(add_help=False)
-    fmt.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                     help="table (readable, SI suffixes; default), json or csv (full precision)")
-    p = _Parser(prog="python -m accounting", description=__doc__.split("\n\n")[0], parents=[fmt])
-    sub = p.add_subparsers(dest="command", metavar="{table3,deepseek,params,cost,serve,serving-check,scaling}")
+    """The parser of every registered command. ``--format`` is accepted before the subcommand (dest
+    ``format_before``) or after it (dest ``format``); `run` refuses it in both places."""
+    p = _Parser(prog="python -m accounting", description=__doc__.split("\n\n")[0])
+    p.add_argument("--format", dest="format_before", choices=FORMATS, default=None, action=_Once,
+                   help="table (readable, SI suffixes; default), json or csv (full precision); before or "
+                        "after the subcommand")
+    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     sub.required = True
-    sub.add_parser("table3", parents=[fmt], help="the note's Table 3 recomputed beside the printed values")
-    sub.add_parser("deepseek", parents=[fmt], help="the note's section 6 and DeepSeek-V3 priced by six methods")
-    pp = sub.add_parser("params", parents=[fmt], help="parameter counts of a config")
-    pp.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
-    pp.add_argument("--seq-len", type=_positive_int, default=None, help="override the context length")
-    pc = sub.add_parser("cost", parents=[fmt], help="training and inference cost of a config")
-    pc.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
-    pc.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
-    pc.add_argument("--seq-len", type=_positive_int, required=True, help="training window n (tokens)")
-    pc.add_argument("--gpu", default="press2025", choices=sorted(HARDWARE),
-                    help=f"hardware preset (default press2025: the note's {cost.NOTE_PEAK_MACS_TEXT} multiply-adds/s at "
-                         f"{cost.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
-    pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
-    pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
-    pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
-    pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
-                    help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
-    add_serve_parsers(sub, fmt)
-    scaling_cli.add_parser(sub, fmt)
+    for command in COMMANDS.values():
+        sp = sub.add_parser(command.name, help=command.help)
+        sp.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS, action=_Once,
+                        help="table (default), json or csv")
+        command.arguments(sp)
     return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; ``args.format`` is the one ``--format`` given (default ``table``)."""
+    args = build_parser().parse_args(argv)
+    after = getattr(args, "format", None)
+    if args.format_before is not None and after is not None:
+        raise CliError(f"argument --format: given twice ({args.format_before!r} before the subcommand and "
+                       f"{after!r} after it); give it once")
+    args.format = after or args.format_before or "table"
+    return args
 
 
 def run(argv: Sequence[str] | None = None) -> str:
     """Parse ``argv`` and return the output text (raises CliError/ValueError on bad input)."""
-    args = build_parser().parse_args(argv)
-    if args.command == "table3":
-        data = table3_data()
-        if args.format == "csv":
-            return _csv(data["rows"])
-        return _json(data) if args.format == "json" else table3_text(data)
-    if args.command == "deepseek":
-        data = deepseek_data()
-        render = deepseek_text
-    elif args.command == "params":
-        shape, source = load_config(args.config, args.seq_len)
-        data, render = params_data(shape, source), params_text
-    elif args.command == "serve":
-        return serve_output(args)
-    elif args.command == "scaling":
-        return scaling_cli.output(args)
-    elif args.command == "serving-check":
-        data = serving_check_data(args.context, args.prompt_len)
-        render = serving_check_text
-    else:
-        tokens = parse_count(args.tokens, "--tokens")
-        shape, source = load_config(args.config, args.seq_len)
-        rate = cost.gpu_rate(args.gpu, usd_per_hour=args.usd_per_hour, mfu=args.mfu)
-        data = cost_data(shape, source, tokens, args.seq_len, rate, causal=not args.full_attention, year=args.year)
-        _check_finite(data, f"cost of --tokens {args.tokens} at --seq-len {args.seq_len}")
-        render = cost_text
+    args = parse_args(argv)
+    command = COMMANDS[args.command]
+    data = command.result(args).to_dict()
     if args.format == "json":
         return _json(data)
     if args.format == "csv":
-        return _kv_csv(data)
-    return render(data)
+        return command.csv(data)
+    return command.text(data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,8 +5,13 @@ note (Press 2025, Table 1) does; ``FLOP = 2`` counts it as two, as hardware peak
 ``torch.utils.flop_counter.FlopCounterMode`` do. Only matrix multiplications are counted (norms,
 activations, softmax, RoPE and the embedding lookup are ignored, as in the note and in FlopCounterMode).
 
-Attention scores are counted over the full n x n matrix unless ``causal=True`` (then n (n + 1) / 2 pairs):
-the note's ``(~2) n^2 d`` and FlopCounterMode's count of ``scaled_dot_product_attention`` are full.
+Defaults: two flops per multiply-add (``flops_per_mac=FLOP``), as ``python -m accounting`` and
+``accounting.price`` count. Training (`training_flops`, `training_flops_per_token`) counts causal attention
+by default, n (n + 1) / 2 (query, key) pairs per window (on a sliding-window layer of window W, only the
+``min(i + 1, W)`` keys each query i sees), as the CLI's ``cost`` does; `forward_flops` counts
+the full n x n score matrix by default (``causal=False``), which is what ``scaled_dot_product_attention``
+executes and what FlopCounterMode counts. The note's own convention (one flop per multiply-add, full
+attention: ``(~2) n^2 d``) is passed explicitly where the note is reproduced (``accounting.press2025``).
 Routed experts cost ``top_k`` expert FFNs per token (dropless routing); pass ``routed_assignments`` to
 price the (token, expert) pairs a real router produced, e.g. with capacity dropping.
 """
@@ -41,6 +46,16 @@ def attention_score_macs_per_pair(shape: ModelShape) -> int:
     return 2 * s.n_heads * s.head_dim
 
 
+def attention_pairs(n: int, causal: bool, window: int = 0) -> int:
+    """(query, key) pairs one window of ``n`` tokens scores: ``n^2`` (the full matrix), or with ``causal``
+    the ``min(i + 1, window)`` keys each query i sees (``window`` 0: no limit, ``n (n + 1) / 2``)."""
+    if not causal:
+        return n * n
+    if not window or n <= window:
+        return n * (n + 1) // 2
+    return window * (window + 1) // 2 + (n - window) * window
+
+
 def ffn_macs_per_token(shape: ModelShape, layer: int) -> dict[str, int]:
     """Multiply-adds of block ``layer``'s FFN for one token (dropless routing), by component."""
     if not shape.is_moe_layer(layer):
@@ -53,7 +68,7 @@ def ffn_macs_per_token(shape: ModelShape, layer: int) -> dict[str, int]:
 
 
 def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int = 1,
-                  flops_per_mac: int = MAC, causal: bool = False,
+                  flops_per_mac: int = FLOP, causal: bool = False,
                   routed_assignments: int | None = None, include_mtp: bool = False) -> dict[str, int]:
     """Flops of one forward pass over ``batch`` windows of ``n_tokens`` (default ``shape.seq_len``).
 
@@ -67,12 +82,12 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
     if n < 1 or batch < 1:
         raise ValueError(f"n_tokens and batch must be >= 1, got {n} and {batch}")
     tokens = batch * n
-    pairs = batch * (n * (n + 1) // 2 if causal else n * n)
     out = dict.fromkeys(("attention_projections", "attention_scores", "dense_ffn", "router",
                          "shared_experts", "routed_experts", "output_head", "mtp"), 0)
     for layer in range(shape.n_layers):
         out["attention_projections"] += tokens * attention_projection_macs_per_token(shape)
-        out["attention_scores"] += pairs * attention_score_macs_per_pair(shape)
+        layer_pairs = batch * attention_pairs(n, causal, shape.attention_window(layer))
+        out["attention_scores"] += layer_pairs * attention_score_macs_per_pair(shape)
         for key, value in ffn_macs_per_token(shape, layer).items():
             out[key] += tokens * value
     if routed_assignments is not None:
@@ -82,14 +97,15 @@ def forward_flops(shape: ModelShape, n_tokens: int | None = None, *, batch: int 
         last = shape.n_layers - 1  # an MTP block has the FFN kind of the model's last layer
         per_token = (2 * shape.d_model * shape.d_model + attention_projection_macs_per_token(shape)
                      + sum(ffn_macs_per_token(shape, last).values()) + shape.vocab_size * shape.d_model)
-        out["mtp"] = shape.mtp_modules * (tokens * per_token + pairs * attention_score_macs_per_pair(shape))
+        mtp_pairs = batch * attention_pairs(n, causal, shape.attention_window(last))
+        out["mtp"] = shape.mtp_modules * (tokens * per_token + mtp_pairs * attention_score_macs_per_pair(shape))
     out = {k: v * flops_per_mac for k, v in out.items()}
     out["total"] = sum(out.values())
     return out
 
 
 def forward_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
-                            flops_per_mac: int = MAC, causal: bool = False,
+                            flops_per_mac: int = FLOP, causal: bool = False,
                             include_mtp: bool = False) -> float:
     """Forward flops per token, averaged over a window of ``n_tokens`` (all positions predicted)."""
     n = shape.seq_len if n_tokens is None else n_tokens
@@ -98,7 +114,7 @@ def forward_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
 
 
 def training_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
-                             flops_per_mac: int = MAC, causal: bool = False,
+                             flops_per_mac: int = FLOP, causal: bool = True,
                              include_mtp: bool = False) -> float:
     """Forward + backward flops per trained token with all-position loss: 3 x forward per token
     (backward costs two forwards: gradients with respect to activations and to weights)."""
@@ -107,8 +123,10 @@ def training_flops_per_token(shape: ModelShape, n_tokens: int | None = None, *,
 
 
 def training_flops(shape: ModelShape, tokens: float, n_tokens: int | None = None, *,
-                   flops_per_mac: int = MAC, causal: bool = False, include_mtp: bool = False) -> float:
-    """Total training flops for ``tokens`` trained tokens at window ``n_tokens``."""
+                   flops_per_mac: int = FLOP, causal: bool = True, include_mtp: bool = False) -> float:
+    """Total training flops for ``tokens`` trained tokens at window ``n_tokens`` (default ``shape.seq_len``):
+    two per multiply-add and causal attention unless told otherwise, the figure ``python -m accounting cost``
+    prints as ``training_flops_fma2``."""
     if tokens < 0:
         raise ValueError(f"tokens must be >= 0, got {tokens}")
     return tokens * training_flops_per_token(shape, n_tokens, flops_per_mac=flops_per_mac,
@@ -120,10 +138,11 @@ def six_n_d(active_params: float, tokens: float) -> float:
     return 6.0 * active_params * tokens
 
 
-def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: int = MAC) -> int:
+def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: int = FLOP) -> int:
     """Flops to produce one more token with a KV cache holding ``context`` earlier tokens.
 
-    Per layer: the new token's projections and FFN, plus attention to ``context + 1`` keys/values; then
+    Per layer: the new token's projections and FFN, plus attention to ``context + 1`` keys/values (at most
+    W on a sliding-window layer); then
     the output head for this one position. MLA uses the weight-absorbed form DeepSeek serves with: the
     cache holds the latent (kv_lora_rank) and the rope key; queries are mapped into the latent space
     (H x nope x kv_rank) and outputs back (H x kv_rank x v).
@@ -142,12 +161,14 @@ def decode_flops_per_token(shape: ModelShape, context: int, *, flops_per_mac: in
         per_key = attention_score_macs_per_pair(s)
     total = 0
     for layer in range(s.n_layers):
-        total += proj + keys * per_key + sum(ffn_macs_per_token(s, layer).values())
+        window = s.attention_window(layer)  # a sliding-window layer reads at most W cached keys
+        seen = min(keys, window) if window else keys
+        total += proj + seen * per_key + sum(ffn_macs_per_token(s, layer).values())
     total += s.vocab_size * d
     return total * flops_per_mac
 
 
-def full_recompute_flops(shape: ModelShape, context: int, *, flops_per_mac: int = MAC) -> int:
+def full_recompute_flops(shape: ModelShape, context: int, *, flops_per_mac: int = FLOP) -> int:
     """Flops to produce one more token WITHOUT a cache: a forward over all ``context + 1`` tokens
     (logits only at the last position), the quadratic alternative of the note's section 4.1."""
     f = forward_flops(shape, context + 1, flops_per_mac=flops_per_mac, causal=True)

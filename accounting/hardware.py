@@ -8,6 +8,7 @@ Prices are rental dollars per GPU-hour; change them freely (``dataclasses.replac
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -74,3 +75,54 @@ def get_hardware(name: str) -> Hardware:
     if key not in HARDWARE:
         raise ValueError(f"unknown hardware {name!r}; known: {', '.join(sorted(HARDWARE))}")
     return HARDWARE[key]
+
+
+GPU_SPEC_FIELDS = ("name", "peak_bf16_flops_per_s", "peak_fp8_flops_per_s", "memory_bytes",
+                   "memory_bandwidth_bytes_per_s", "nvlink_bytes_per_s", "network_bytes_per_s", "gpus_per_node",
+                   "usd_per_hour")
+"""Every field a ``--gpu SPEC.yaml`` file must give (FLOP/s with 2 flops per multiply-add, dense; bytes and
+bytes/s per GPU, per direction for the links; dollars per GPU-hour). ``peak_fp8_flops_per_s`` may be null."""
+
+
+def load_gpu_spec(path: str) -> Hardware:
+    """A ``Hardware`` from a YAML (or JSON) file holding every field of ``GPU_SPEC_FIELDS``; one ValueError
+    naming the file and the missing or bad fields otherwise."""
+    import yaml  # lazily: only spec files need it
+    from pathlib import Path
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read GPU spec {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of {', '.join(GPU_SPEC_FIELDS)}")
+    missing = [k for k in GPU_SPEC_FIELDS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing field(s): {', '.join(missing)}")
+    unknown = sorted(set(data) - set(GPU_SPEC_FIELDS) - {"note", "peak_fp32_flops_per_s"})
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s): {', '.join(map(str, unknown))}")
+    for k in GPU_SPEC_FIELDS[1:]:
+        v = data[k]
+        if k == "peak_fp8_flops_per_s" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+            raise ValueError(f"{path}: {k} must be a number > 0, got {v!r}")
+    if not isinstance(data["gpus_per_node"], int):
+        raise ValueError(f"{path}: gpus_per_node must be an integer, got {data['gpus_per_node']!r}")
+    return Hardware(str(data["name"]), float(data["peak_bf16_flops_per_s"]),
+                    None if data["peak_fp8_flops_per_s"] is None else float(data["peak_fp8_flops_per_s"]),
+                    data.get("peak_fp32_flops_per_s"), float(data["memory_bandwidth_bytes_per_s"]),
+                    float(data["usd_per_hour"]), str(data.get("note", f"spec file {path}")),
+                    memory_bytes=float(data["memory_bytes"]), nvlink_bytes_per_s=float(data["nvlink_bytes_per_s"]),
+                    network_bytes_per_s=float(data["network_bytes_per_s"]), gpus_per_node=data["gpus_per_node"])
+
+
+def resolve_gpu(name_or_path: str) -> Hardware:
+    """``--gpu``: a preset key, or a path to a spec file (ending .yaml/.yml/.json, or an existing file)."""
+    from pathlib import Path
+    if name_or_path.lower().endswith((".yaml", ".yml", ".json")) or Path(name_or_path).is_file():
+        return load_gpu_spec(name_or_path)
+    return get_hardware(name_or_path)

@@ -2,7 +2,14 @@
 
 Supported (keyed on ``model_type``, else on ``architectures``): Llama, Mistral, Qwen2/Qwen3 (dense),
 Mixtral, Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B), Qwen3-MoE, OLMoE, DBRX (nested ``ffn_config`` /
-``attn_config``), DeepSeek-V2 / V2-Lite / V3. An unknown architecture raises ``ValueError`` naming it.
+``attn_config``), DeepSeek-V2 / V2-Lite / V3, gpt-oss, Llama 4 (``llama4_text``, or ``llama4``'s
+``text_config``; priced, not built by ``moe.from_hf``). An unknown architecture raises ``ValueError`` naming it.
+
+Where the MoE layers are follows transformers: Qwen's ``mlp_only_layers`` and ``decoder_sparse_step``,
+Llama 4's ``moe_layers`` / ``interleave_moe_layer_step``, DeepSeek's ``first_k_dense_replace``. A placement that
+is "every layer from k on" becomes ``first_dense_layers=k``, any other a ``moe_layer_pattern`` (``moe_placement``).
+gpt-oss brings attention sinks, q/k/v/o biases, sliding-window layers (``layer_types``), the clamped SwiGLU,
+expert and router biases and YaRN without truncation; Llama-3.1 its ``llama3`` RoPE scaling.
 
 Besides the sizes, the loader carries what a model built from the shape needs to compute what the
 original computes: Qwen2-MoE's q/k/v biases and sigmoid-gated shared expert, the q/k norms of OLMoE
@@ -11,7 +18,7 @@ eps, the RoPE base and YaRN scaling (DeepSeek-V3), and the routing function: ``s
 ``norm_topk_prob``, ``routed_scaling_factor``, DeepSeek's group-limited routing (``n_group``,
 ``topk_group``; V2 ``group_limited_greedy`` scores a group by its best expert, V3 ``noaux_tc`` by its two
 best biased scores) and V3's ``e_score_correction_bias`` (a buffer, not a parameter). Parameter totals then
-equal transformers' own modules exactly. RoPE types other than default/yarn (e.g. Llama-3.1's ``llama3``)
+equal transformers' own modules exactly. RoPE types other than default/yarn/llama3 (e.g. linear, dynamic)
 do not change counts; they load here for pricing, and ``moe.from_hf`` refuses them.
 
 ``seq_len`` defaults to ``max_position_embeddings`` (DBRX: ``max_seq_len``); pass ``seq_len=`` to price
@@ -32,9 +39,10 @@ ARCHITECTURES = {
     "Qwen3ForCausalLM": "qwen3", "MixtralForCausalLM": "mixtral", "Qwen2MoeForCausalLM": "qwen2_moe",
     "Qwen3MoeForCausalLM": "qwen3_moe", "OlmoeForCausalLM": "olmoe", "DbrxForCausalLM": "dbrx",
     "DeepseekV2ForCausalLM": "deepseek_v2", "DeepseekV3ForCausalLM": "deepseek_v3",
+    "GptOssForCausalLM": "gpt_oss", "Llama4ForCausalLM": "llama4_text", "Llama4ForConditionalGeneration": "llama4",
 }
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx",
-               "deepseek_v2", "deepseek_v3")
+               "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "llama4")
 
 PUBLISHED_COUNTS: dict[str, dict[str, Any]] = {
     # name: published total / active parameters, with the source. Tolerances are in the tests/docs.
@@ -54,6 +62,10 @@ PUBLISHED_COUNTS: dict[str, dict[str, Any]] = {
                    "source": "meta-llama/Meta-Llama-3-8B model page: 8.03B parameters"},
     "qwen3-30b-a3b": {"total": 30.5e9, "active": 3.3e9,
                       "source": "Qwen/Qwen3-30B-A3B model card: 30.5B total, 3.3B activated"},
+    "gpt-oss-20b": {"total": 21e9, "active": 3.6e9,
+                    "source": "openai/gpt-oss-20b model card (Aug 2025): 21B parameters, 3.6B active"},
+    "gpt-oss-120b": {"total": 117e9, "active": 5.1e9,
+                     "source": "openai/gpt-oss-120b model card (Aug 2025): 117B parameters, 5.1B active"},
 }
 
 
@@ -90,12 +102,22 @@ def model_type_of(cfg: Mapping[str, Any]) -> str:
 
 
 def rope_settings(cfg: Mapping[str, Any], theta_default: float = 10000.0) -> dict[str, Any]:
-    """``rope_theta`` and YaRN fields from a config's ``rope_theta``/``rope_scaling`` (transformers 4.x) or
-    ``rope_parameters`` (5.x). Other scaling types leave ``rope_scaling='none'`` (see ``rope_type_of``)."""
+    """``rope_theta`` and the YaRN or Llama-3.1 (``llama3``) fields from a config's ``rope_theta``/``rope_scaling``
+    (transformers 4.x) or ``rope_parameters`` (5.x). Other scaling types leave ``rope_scaling='none'`` (they
+    do not change counts; ``moe.from_hf`` refuses them, see ``rope_type_of``)."""
     params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), Mapping) else {}
     scaling = cfg.get("rope_scaling") if isinstance(cfg.get("rope_scaling"), Mapping) else {}
     out: dict[str, Any] = {"rope_theta": float(params.get("rope_theta") or cfg.get("rope_theta") or theta_default)}
     sc = {**scaling, **params}
+    if rope_type_of(cfg) == "llama3":
+        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+                   if sc.get(k) is None]
+        if missing:
+            raise ValueError(f"rope_scaling type 'llama3' needs {', '.join(missing)}")
+        out.update(rope_scaling="llama3", rope_factor=float(sc["factor"]),
+                   rope_low_freq_factor=float(sc["low_freq_factor"]),
+                   rope_high_freq_factor=float(sc["high_freq_factor"]),
+                   rope_original_max_len=int(sc["original_max_position_embeddings"]))
     if rope_type_of(cfg) == "yarn":
         mpe = cfg.get("max_position_embeddings")
         orig = sc.get("original_max_position_embeddings")
@@ -107,6 +129,8 @@ def rope_settings(cfg: Mapping[str, Any], theta_default: float = 10000.0) -> dic
                    rope_mscale=float(sc.get("mscale") or 0), rope_mscale_all_dim=float(sc.get("mscale_all_dim") or 0))
         if sc.get("attention_factor") is not None:
             raise ValueError("rope_scaling: an explicit yarn attention_factor is not supported")
+        if sc.get("truncate") is False:  # gpt-oss: the ramp's ends stay fractional
+            out["rope_truncate"] = False
     return out
 
 
@@ -122,10 +146,11 @@ def rope_type_of(cfg: Mapping[str, Any]) -> str:
 
 
 def _no_extra_biases(cfg: Mapping[str, Any], mt: str) -> None:
-    """Attention/MLP biases beyond Qwen2-MoE's q/k/v ones are not modelled."""
+    """Attention/MLP biases beyond Qwen's q/k/v, Llama's and gpt-oss's q/k/v/o ones are not modelled."""
     for key in ("attention_bias", "mlp_bias"):
         if cfg.get(key):
-            raise ValueError(f"{mt}: {key}=true is not modelled (only Qwen2-MoE's q/k/v biases are)")
+            raise ValueError(f"{mt}: {key}=true is not modelled (only Qwen's q/k/v and Llama's and gpt-oss's "
+                             "q/k/v/o attention biases are)")
 
 
 def _dense_common(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
@@ -148,12 +173,43 @@ def _dense_common(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]
     return out
 
 
-def _moe_every_layer(cfg: Mapping[str, Any], name: str) -> None:
-    """Qwen-style MoE placement: we model only 'all layers MoE' (decoder_sparse_step 1, no mlp_only_layers)."""
-    step = cfg.get("decoder_sparse_step", 1)
-    if step != 1 or cfg.get("mlp_only_layers"):
-        raise ValueError(f"{name}: decoder_sparse_step={step!r}, mlp_only_layers={cfg.get('mlp_only_layers')!r}"
-                         " is not representable (only leading dense layers are)")
+def moe_placement(is_moe: list[bool]) -> dict[str, Any]:
+    """Shape fields for MoE layers at the flagged positions: ``first_dense_layers=k`` when they are every
+    layer from k on (so such a config prices exactly as the prefix rule), else ``moe_layer_pattern``."""
+    k = next((i for i, m in enumerate(is_moe) if m), len(is_moe))
+    if all(is_moe[k:]):
+        return {"first_dense_layers": k}
+    return {"moe_layer_pattern": "".join("M" if m else "D" for m in is_moe)}
+
+
+def _qwen_moe_layers(cfg: Mapping[str, Any], name: str) -> list[bool]:
+    """Qwen2/3-MoE placement, as transformers builds it: layer i is MoE unless listed in ``mlp_only_layers``,
+    and only when ``(i + 1) % decoder_sparse_step == 0``."""
+    n = _get(cfg, "num_hidden_layers")
+    step = _get(cfg, "decoder_sparse_step", 1)
+    only = cfg.get("mlp_only_layers") or []
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"{name}: decoder_sparse_step must be an integer >= 1, got {step!r}")
+    if not isinstance(only, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n
+                                         for i in only):
+        raise ValueError(f"{name}: mlp_only_layers must list layer indices in 0..{n - 1}, got {only!r}")
+    return [i not in only and (i + 1) % step == 0 for i in range(n)]
+
+
+def _window_layers(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """gpt-oss's attention layout: ``sliding_window`` W and transformers' ``layer_types`` (default: even
+    layers sliding, odd ones full) as ``window_layer_pattern``."""
+    n = _get(cfg, "num_hidden_layers")
+    kinds = cfg.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+    letters = {"sliding_attention": "S", "full_attention": "F"}
+    unknown = sorted({k for k in kinds if k not in letters})
+    if unknown or len(kinds) != n:
+        raise ValueError(f"{name}: layer_types must list {n} of sliding_attention/full_attention"
+                         + (f" (unsupported: {', '.join(map(str, unknown))})" if unknown else ""))
+    window = cfg.get("sliding_window") or 0
+    if not window or "S" not in "".join(letters[k] for k in kinds):
+        return {}
+    return {"sliding_window": int(window), "window_layer_pattern": "".join(letters[k] for k in kinds)}
 
 
 def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, name: str = "") -> ModelShape:
@@ -162,10 +218,19 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
         raise ValueError("an HF config must be a JSON object")
     mt = model_type_of(cfg)
     name = name or str(cfg.get("_name_or_path") or mt)
+    if mt == "llama4":  # the multimodal wrapper: its language model is priced (the vision tower is not)
+        text = cfg.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ValueError("llama4: no text_config object (the language model's config)")
+        return shape_from_hf_config({**text, "model_type": "llama4_text"}, seq_len=seq_len, name=name)
     if mt in ("llama", "mistral", "qwen2", "qwen3"):
-        if mt != "qwen2":
+        if mt == "llama":  # Llama's attention_bias puts biases on q, k, v and o: modelled
+            _no_extra_biases({k: v for k, v in cfg.items() if k != "attention_bias"}, mt)
+        elif mt != "qwen2":
             _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
+        if mt == "llama" and cfg.get("attention_bias"):
+            f["attention_bias"] = True
         if mt == "qwen2":
             f["qkv_bias"] = True
         if mt == "qwen3":
@@ -181,13 +246,13 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
             if cfg.get("clip_qkv") is not None:
                 f["clip_qkv"] = float(cfg["clip_qkv"])
     elif mt in ("qwen2_moe", "qwen3_moe"):
-        _moe_every_layer(cfg, mt)
+        placement = _qwen_moe_layers(cfg, mt)
         if mt == "qwen3_moe":
             _no_extra_biases(cfg, mt)
         f = _dense_common(cfg, seq_len)
         f.update(n_experts=_experts(cfg, ("num_experts", "num_local_experts")),
                  top_k=_get(cfg, "num_experts_per_tok"), d_expert=_get(cfg, "moe_intermediate_size"),
-                 router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
+                 router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)), **moe_placement(placement))
         shared = _get(cfg, "shared_expert_intermediate_size", 0) if mt == "qwen2_moe" else 0
         if shared:
             f.update(n_shared_experts=1, d_shared_expert=shared, shared_expert_gate=True)
@@ -195,6 +260,33 @@ def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, nam
             f["qkv_bias"] = bool(_get(cfg, "qkv_bias", True))
         else:
             f["qk_norm"] = "head"
+    elif mt == "gpt_oss":
+        f = _dense_common(cfg, seq_len)
+        f.update(n_experts=_experts(cfg, ("num_local_experts", "num_experts")), top_k=_get(cfg, "num_experts_per_tok"),
+                 d_expert=f["d_ff"], ffn_kind="swiglu_clamped", swiglu_alpha=float(_get(cfg, "swiglu_alpha", 1.702)),
+                 swiglu_limit=float(_get(cfg, "swiglu_limit", 7.0)),
+                 attention_bias=bool(_get(cfg, "attention_bias", True)), attention_sinks=True, expert_bias=True,
+                 # top-k of the logits, softmax over the k chosen == softmax over all, renormalised over the k
+                 router_bias=True, router_scoring="softmax", router_norm_topk=True, **_window_layers(cfg, mt))
+        act = _get(cfg, "hidden_act", "silu")
+        if act != "silu":
+            raise ValueError(f"gpt_oss: hidden_act={act!r} is not modelled (only silu, the clamped SwiGLU)")
+    elif mt == "llama4_text":
+        f = _dense_common(cfg, seq_len)
+        n = f["n_layers"]
+        step = _get(cfg, "interleave_moe_layer_step", 1)
+        moe_layers = cfg.get("moe_layers")
+        if moe_layers is None:
+            moe_layers = list(range(step - 1, n, step))
+        if not isinstance(moe_layers, list) or any(not isinstance(i, int) or not 0 <= i < n for i in moe_layers):
+            raise ValueError(f"llama4_text: moe_layers must list layer indices in 0..{n - 1}, got {moe_layers!r}")
+        width = _get(cfg, "intermediate_size")
+        # dense layers use intermediate_size_mlp; experts and the one shared expert intermediate_size. The
+        # L2 q/k norm has no weights; chunked attention, NoPE layers and temperature tuning change no count.
+        f.update(d_ff=_get(cfg, "intermediate_size_mlp"), n_experts=_get(cfg, "num_local_experts"),
+                 top_k=_get(cfg, "num_experts_per_tok"), d_expert=width, n_shared_experts=1, d_shared_expert=width,
+                 router_scoring="sigmoid", router_norm_topk=False, attention_bias=bool(cfg.get("attention_bias")),
+                 **moe_placement([i in moe_layers for i in range(n)]))
     elif mt == "dbrx":
         ffn, attn = _get(cfg, "ffn_config"), _get(cfg, "attn_config")
         if not isinstance(ffn, Mapping) or not isinstance(attn, Mapping):

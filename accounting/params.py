@@ -39,6 +39,8 @@ def attention_params(shape: ModelShape) -> int:
 
     MHA/GQA: W_q (d x H*hd), W_k and W_v (d x KV*hd each), W_o (H*hd x d); with ``qkv_bias`` also the
     biases of q, k, v (H hd + 2 KV hd).
+    With ``attention_bias`` the biases of q, k, v and o (H hd + 2 KV hd + d); with ``attention_sinks`` one
+    sink logit per query head (H).
     MLA (DeepSeek-V2/V3): q down (d x q_rank) + its norm + q up (q_rank x H*(nope+rope)) -- or one
     d x H*(nope+rope) matrix when q_lora_rank == 0 --, kv down (d x (kv_rank + rope)) + its norm,
     kv up (kv_rank x H*(nope + v)), output (H*v x d).
@@ -49,7 +51,10 @@ def attention_params(shape: ModelShape) -> int:
         return attention_matmul_params(s) + norms
     q_width, kv_width = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
     bias = q_width + 2 * kv_width if s.qkv_bias else 0
-    return attention_matmul_params(s) + bias
+    if s.attention_bias:  # q, k, v and o (gpt-oss)
+        bias = q_width + 2 * kv_width + s.d_model
+    sinks = s.n_heads if s.attention_sinks else 0  # one sink logit per query head (gpt-oss)
+    return attention_matmul_params(s) + bias + sinks
 
 
 def attention_matmul_params(shape: ModelShape) -> int:
@@ -74,14 +79,21 @@ def ffn_params(shape: ModelShape, width: int) -> int:
     return shape.ffn_matrices * shape.d_model * width
 
 
+def expert_params(shape: ModelShape) -> int:
+    """One routed expert: its 2 or 3 matrices of d x ``d_expert``, plus with ``expert_bias`` the biases of
+    its hidden matrices (f each) and of its output (d), as gpt-oss's experts have."""
+    bias = (shape.ffn_matrices - 1) * shape.d_expert + shape.d_model if shape.expert_bias else 0
+    return ffn_params(shape, shape.d_expert) + bias
+
+
 def moe_layer_params(shape: ModelShape) -> dict[str, int]:
     """One MoE FFN: routed experts, shared experts (with Qwen2-MoE's d -> 1 gate when ``shared_expert_gate``)
-    and router (total, not active)."""
+    and router (with gpt-oss's E biases when ``router_bias``) (total, not active)."""
     return {
-        "routed_experts": shape.n_experts * ffn_params(shape, shape.d_expert),
+        "routed_experts": shape.n_experts * expert_params(shape),
         "shared_experts": (shape.n_shared_experts * ffn_params(shape, shape.d_shared_expert)
                            + (shape.d_model if shape.shared_expert_gate else 0)),
-        "router": shape.n_experts * shape.d_model,
+        "router": shape.n_experts * shape.d_model + (shape.n_experts if shape.router_bias else 0),
     }
 
 
@@ -101,13 +113,14 @@ def mtp_module_params(shape: ModelShape) -> int:
 
     The embedding and output head are shared with the main model and not counted again.
     """
-    block = sum(block_params(shape, moe=shape.is_moe).values())
+    block = sum(block_params(shape, moe=shape.is_moe_layer(shape.n_layers - 1)).values())
     return 3 * norm_params(shape) + 2 * shape.d_model * shape.d_model + block
 
 
 def mtp_module_active_params(shape: ModelShape) -> int:
     """Parameters one token touches in one MTP module (its block with ``top_k`` routed experts)."""
-    inactive = (shape.n_experts - shape.top_k) * ffn_params(shape, shape.d_expert) if shape.is_moe else 0
+    moe = shape.is_moe_layer(shape.n_layers - 1)  # an MTP block has the FFN kind of the last layer
+    inactive = (shape.n_experts - shape.top_k) * expert_params(shape) if moe else 0
     return mtp_module_params(shape) - inactive
 
 
@@ -152,7 +165,7 @@ def count_parameters(shape: ModelShape) -> ParameterCount:
     total["output_head"] = 0 if shape.tied_embeddings else shape.vocab_size * shape.d_model
 
     active = dict(total)
-    active["routed_experts"] = shape.n_moe_layers * shape.top_k * ffn_params(shape, shape.d_expert)
+    active["routed_experts"] = shape.n_moe_layers * shape.top_k * expert_params(shape)
     if shape.tied_embeddings:
         active["embedding"], active["output_head"] = 0, shape.vocab_size * shape.d_model
     else:

@@ -3,6 +3,7 @@ scaling section of ``python -m accounting deepseek``: every published law of `ac
 model shape and token count. Registered in accounting/cli.py by `add_parser` and `output`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import scaling as S
@@ -13,14 +14,43 @@ DEEPSEEK_V3_TOKENS = 14.8e12
 """DeepSeek-V3's reported pretraining tokens (arXiv 2412.19437)."""
 
 
-def add_parser(sub, fmt) -> None:
-    """The ``scaling`` subcommand's arguments."""
-    from .cli import _positive_int
-    p = sub.add_parser("scaling", parents=[fmt], help="published dense and MoE scaling laws put to one model")
-    p.add_argument("--config", required=True, help="HF config.json, JSON/YAML of ModelShape fields, or a shipped name")
+@dataclass(frozen=True)
+class DataResult:
+    """A command result that is already plain data (``to_dict()`` is the JSON object)."""
+
+    data: dict
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+def arguments(p) -> None:
+    """The ``scaling`` subcommand's options."""
+    from .cli import _config_argument, _positive_int
+    _config_argument(p)
     p.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
     p.add_argument("--seq-len", type=_positive_int, default=None,
                    help="training window (DeepSeek LLM's attention term; default: the config's context)")
+
+
+def result(args) -> DataResult:
+    """``python -m accounting scaling``: every law put to ``--config`` on ``--tokens``."""
+    from .cli import load_config, parse_count
+    tokens = parse_count(args.tokens, "--tokens")
+    shape, source = load_config(args.config, args.seq_len)
+    return DataResult(scaling_data(shape, source, tokens))
+
+
+def csv(data: dict[str, Any]) -> str:
+    """One CSV row per law (the extrapolation as its summary)."""
+    from .cli import _csv
+    return _csv([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
+
+
+def with_deepseek_scaling(res) -> DataResult:
+    """``python -m accounting deepseek``'s result with the scaling section added under ``scaling``."""
+    from . import press2025
+    return DataResult({**res.to_dict(), "scaling": deepseek_section(press2025.deepseek_v3_shape(4096))})
 
 
 def scaling_data(shape, source: str, tokens: float) -> dict[str, Any]:
@@ -73,19 +103,6 @@ def scaling_text(d: dict[str, Any]) -> str:
                    f"(x{g['leverage_spread']:.3g}); optimal tokens {si(g['optimal_tokens_min'])} to "
                    f"{si(g['optimal_tokens_max'])}.")
     return "\n".join(out)
-
-
-def output(args) -> str:
-    """Run ``scaling`` for parsed ``args`` and render it in ``args.format``."""
-    from .cli import _csv, _json, load_config, parse_count
-    tokens = parse_count(args.tokens, "--tokens")
-    shape, source = load_config(args.config, args.seq_len)
-    data = scaling_data(shape, source, tokens)
-    if args.format == "json":
-        return _json(data)
-    if args.format == "csv":
-        return _csv([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
-    return scaling_text(data)
 
 
 # ----- the DeepSeek section ---------------------------------------------------------------------------

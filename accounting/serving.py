@@ -483,7 +483,8 @@ def serve(shape: ModelShape, hw: Hardware, layout: Layout, batch: float, context
 def dense_equivalent(shape: ModelShape, params: float, name: str | None = None) -> ModelShape:
     """A dense shape with ``shape``'s attention, widths and depth whose FFN width ``d_ff`` makes its total
     parameters as close as possible to ``params`` (elements); e.g. the MoE's active or total count."""
-    base = shape.replace(n_experts=0, top_k=0, n_shared_experts=0, first_dense_layers=0, d_expert=None,
+    base = shape.replace(n_experts=0, top_k=0, n_shared_experts=0, first_dense_layers=0, moe_layer_pattern="",
+                         expert_bias=False, router_bias=False, d_expert=None,
                          d_shared_expert=None, d_ff=1, mtp_modules=0, name=name or f"dense {shape.name}")
     slope = total_parameters(base.replace(d_ff=2)) - total_parameters(base)
     d_ff = max(1, round(1 + (params - total_parameters(base)) / slope))

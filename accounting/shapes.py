@@ -1,14 +1,16 @@
 """`ModelShape`: the one description of a model that every part of the package prices or builds.
 
 A dense decoder-only transformer is the case ``n_experts == 0``. An MoE model replaces the FFN of every
-layer from ``first_dense_layers`` on by ``n_experts`` routed experts (``top_k`` per token) plus
+layer from ``first_dense_layers`` on (or of the layers ``moe_layer_pattern`` marks ``M``) by ``n_experts`` routed experts (``top_k`` per token) plus
 ``n_shared_experts`` always-on experts. Attention is plain multi-head (``mha``), grouped-query (``gqa``)
 or DeepSeek's multi-head latent attention (``mla``, with low-rank query and key/value projections).
 
 Architectural conventions that the parameter and flop counts (``accounting``) and the PyTorch modules
 (``dense``, ``moe``) share, so that they agree exactly:
 
-* No linear layer has a bias, except the q/k/v projections when ``qkv_bias`` (Qwen2-MoE). Norms:
+* No linear layer has a bias, except the q/k/v projections when ``qkv_bias`` (Qwen2-MoE), q/k/v/o when
+  ``attention_bias`` (gpt-oss, Llama's ``attention_bias``), and gpt-oss's experts and router
+  (``expert_bias``, ``router_bias``). Norms:
   ``layernorm`` has weight and bias (2 d parameters, as the note's Table 1 counts ``4 L d``), ``rmsnorm``
   and ``layernorm_nobias`` (DBRX's bias-free LayerNorm) a weight only (d).
 * Each block has two norms (before attention, before the FFN); one final norm precedes the output head.
@@ -31,10 +33,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-FFN_KINDS = ("gelu", "swiglu")
+FFN_KINDS = ("gelu", "swiglu", "swiglu_clamped")
 NORM_KINDS = ("layernorm", "rmsnorm", "layernorm_nobias")
 QK_NORMS = ("none", "head", "full")
-ROPE_SCALINGS = ("none", "yarn")
+ROPE_SCALINGS = ("none", "yarn", "llama3")
 ROUTER_SCORINGS = ("softmax", "sigmoid")
 GROUP_SCORES = ("max", "top2_sum")
 STR_FIELDS = ("ffn_kind", "norm_kind", "position", "attention", "qk_norm", "rope_scaling", "router_scoring",
@@ -42,6 +44,12 @@ STR_FIELDS = ("ffn_kind", "norm_kind", "position", "attention", "qk_norm", "rope
 BOOL_FIELDS = ("tied_embeddings", "qkv_bias", "shared_expert_gate", "router_norm_topk", "router_score_bias")
 FLOAT_FIELDS = ("norm_eps", "clip_qkv", "rope_theta", "rope_factor", "rope_beta_fast", "rope_beta_slow",
                 "rope_mscale", "rope_mscale_all_dim", "router_scale")
+# Layer patterns and the gpt-oss family (fields added after the ones above; see ModelShape's docstring).
+STR_FIELDS += ("moe_layer_pattern", "window_layer_pattern")
+BOOL_FIELDS += ("attention_bias", "attention_sinks", "expert_bias", "router_bias", "rope_truncate")
+FLOAT_FIELDS += ("swiglu_alpha", "swiglu_limit", "rope_low_freq_factor", "rope_high_freq_factor")
+MOE_LAYER, DENSE_LAYER = "M", "D"
+SLIDING_LAYER, FULL_LAYER = "S", "F"
 ATTENTION_KINDS = ("mha", "gqa", "mla")
 POSITION_KINDS = ("rope", "none")
 
@@ -83,9 +91,10 @@ class ModelShape:
             the whole query and key projections), applied before RoPE.
         clip_qkv: clamp q, k, v to [-c, c] (DBRX after the projection; OLMoE after the q/k norms); None: off.
         rope_theta: RoPE base.
-        rope_scaling: ``none`` or ``yarn`` (with ``rope_factor``, ``rope_original_max_len``,
-            ``rope_beta_fast``, ``rope_beta_slow``, ``rope_mscale``, ``rope_mscale_all_dim``: the fields of
-            an HF ``rope_scaling`` / ``rope_parameters`` entry; mscale 0 means not given).
+        rope_scaling: ``none`` or ``yarn`` (with the ``rope_*`` fields below).
+        rope_factor, rope_original_max_len, rope_beta_fast, rope_beta_slow, rope_mscale, rope_mscale_all_dim:
+            YaRN's parameters, the fields of an HF ``rope_scaling`` / ``rope_parameters`` entry (mscale 0
+            means not given).
         router_scoring: ``softmax`` or ``sigmoid`` (DeepSeek-V3's ``scoring_func``).
         router_norm_topk: divide the k chosen weights by their sum (``norm_topk_prob``).
         router_scale: multiplies the routed weights (``routed_scaling_factor``).
@@ -97,6 +106,28 @@ class ModelShape:
         router_score_bias: the router carries a per-expert selection bias buffer (DeepSeek-V3's
             ``e_score_correction_bias``; also what ``loss_free`` balancing updates).
         shared_expert_gate: the shared experts' output is scaled by sigmoid(x w), w of d (Qwen2-MoE).
+        moe_layer_pattern: where the MoE layers are when they are not just "every layer from
+            ``first_dense_layers`` on": one character per layer, ``M`` (MoE FFN) or ``D`` (dense FFN of
+            width ``d_ff``), e.g. ``DMDM`` for MoE every other layer (Llama 4's ``interleave_moe_layer_step``
+            2, Qwen's ``decoder_sparse_step`` 2) or Qwen's ``mlp_only_layers``. Empty (the default): the
+            ``first_dense_layers`` prefix rule. Set one or the other, not both.
+        attention_bias: biases on all four attention projections q, k, v and o (gpt-oss, Llama's
+            ``attention_bias``); ``qkv_bias`` is the q/k/v-only variant.
+        attention_sinks: one learned logit per query head joins each softmax as an extra column whose
+            probability is dropped (gpt-oss's ``sinks``; H parameters per layer, counted as attention).
+        sliding_window: W > 0: the layers ``window_layer_pattern`` marks ``S`` (all layers when it is empty)
+            let query i see keys i - W + 1 .. i only; 0: every layer attends to the whole causal prefix.
+        window_layer_pattern: one character per layer, ``S`` (sliding window) or ``F`` (full attention), as
+            transformers' ``layer_types`` (gpt-oss alternates ``SFSF...``); empty: every layer ``S``.
+        expert_bias: each routed expert's matrices have biases (gpt-oss: gate and up f each, down d).
+        router_bias: the router's linear map d -> E has a bias (E parameters per MoE layer, gpt-oss).
+        swiglu_alpha, swiglu_limit: the ``swiglu_clamped`` FFN kind (gpt-oss): with g = min(gate x, limit)
+            and u = clamp(up x, -limit, limit), down((u + 1) * g * sigmoid(alpha g)); three matrices.
+        rope_truncate: YaRN rounds its ramp's ends to whole dimensions (transformers' ``truncate``, default
+            true; gpt-oss sets false).
+        rope_low_freq_factor, rope_high_freq_factor: Llama-3.1's ``llama3`` RoPE scaling (with
+            ``rope_factor`` and ``rope_original_max_len``): wavelengths above original/low are divided by
+            the factor, below original/high kept, and blended in between.
         name: a label for tables.
     """
 
@@ -145,6 +176,18 @@ class ModelShape:
     router_group_score: str = "max"
     router_score_bias: bool = False
     shared_expert_gate: bool = False
+    moe_layer_pattern: str = ""
+    attention_bias: bool = False
+    attention_sinks: bool = False
+    sliding_window: int = 0
+    window_layer_pattern: str = ""
+    expert_bias: bool = False
+    router_bias: bool = False
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    rope_truncate: bool = True
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -248,6 +291,34 @@ class ModelShape:
                     raise ShapeError("router_group_score='top2_sum' needs at least 2 experts per group")
         if self.shared_expert_gate and not self.n_shared_experts:
             raise ShapeError("shared_expert_gate needs n_shared_experts >= 1")
+        self._check_patterns()
+
+    def _check_patterns(self) -> None:
+        """Validate the layer-pattern and gpt-oss fields (``moe_layer_pattern``, sliding windows, llama3 RoPE)."""
+        for name, letters in (("moe_layer_pattern", MOE_LAYER + DENSE_LAYER),
+                              ("window_layer_pattern", SLIDING_LAYER + FULL_LAYER)):
+            pattern = getattr(self, name)
+            if pattern and (len(pattern) != self.n_layers or set(pattern) - set(letters)):
+                raise ShapeError(f"{name} must have one letter of {'/'.join(letters)} per layer "
+                                 f"({self.n_layers}), got {pattern!r}")
+        if self.moe_layer_pattern:
+            if not self.is_moe:
+                raise ShapeError("n_experts=0 (dense model) but MoE fields are set: moe_layer_pattern")
+            if self.first_dense_layers:
+                raise ShapeError("set first_dense_layers or moe_layer_pattern, not both")
+        if self.window_layer_pattern and not self.sliding_window:
+            raise ShapeError("window_layer_pattern needs sliding_window >= 1")
+        if self.qkv_bias and self.attention_bias:
+            raise ShapeError("attention_bias already puts biases on q, k and v: set qkv_bias or attention_bias")
+        if (self.attention_bias or self.attention_sinks or self.sliding_window) and self.attention == "mla":
+            raise ShapeError("attention_bias, attention_sinks and sliding_window apply to attention 'mha'/'gqa'")
+        if (self.expert_bias or self.router_bias) and not self.is_moe:
+            raise ShapeError("n_experts=0 (dense model) but MoE fields are set: "
+                             + ", ".join(k for k in ("expert_bias", "router_bias") if getattr(self, k)))
+        if self.rope_scaling == "llama3" and (self.rope_factor < 1 or self.rope_original_max_len < 1
+                                              or not self.rope_high_freq_factor > self.rope_low_freq_factor > 0):
+            raise ShapeError("rope_scaling='llama3' needs rope_factor >= 1, rope_original_max_len >= 1 and "
+                             "rope_high_freq_factor > rope_low_freq_factor > 0")
 
     # ----- derived sizes -------------------------------------------------------------------------
     @property
@@ -257,6 +328,8 @@ class ModelShape:
     @property
     def n_moe_layers(self) -> int:
         """Blocks whose FFN is a mixture of experts."""
+        if self.moe_layer_pattern:
+            return self.moe_layer_pattern.count(MOE_LAYER) if self.is_moe else 0
         return self.n_layers - self.first_dense_layers if self.is_moe else 0
 
     @property
@@ -265,8 +338,20 @@ class ModelShape:
         return 2 if self.ffn_kind == "gelu" else 3
 
     def is_moe_layer(self, index: int) -> bool:
-        """Whether block ``index`` (0-based) has an MoE FFN."""
+        """Whether block ``index`` (0-based) has an MoE FFN. An index past the last layer (an MTP block) is
+        an MoE layer when the last layer is."""
+        if self.moe_layer_pattern:
+            return self.is_moe and self.moe_layer_pattern[min(index, self.n_layers - 1)] == MOE_LAYER
         return self.is_moe and index >= self.first_dense_layers
+
+    def attention_window(self, index: int) -> int:
+        """Keys a query of block ``index`` sees at most (its own position included): ``sliding_window`` on
+        a sliding layer, 0 (no limit) on a full-attention layer."""
+        if not self.sliding_window:
+            return 0
+        if self.window_layer_pattern and self.window_layer_pattern[min(index, self.n_layers - 1)] != SLIDING_LAYER:
+            return 0
+        return self.sliding_window
 
     def replace(self, **changes: Any) -> "ModelShape":
         """A copy with some fields changed (validated again)."""

@@ -1,7 +1,10 @@
 """Causal self-attention (multi-head or grouped-query) through ``F.scaled_dot_product_attention``.
 
 Parameters: W_q d x H*hd, W_k and W_v d x KV*hd, W_o H*hd x d, as ``accounting.params.attention_params``
-counts; with ``shape.qkv_bias`` q, k and v have biases (Qwen2-MoE). Optional q/k RMSNorms
+counts; with ``shape.qkv_bias`` q, k and v have biases (Qwen2-MoE), with ``shape.attention_bias`` o too
+(gpt-oss). A sliding-window layer (``shape.attention_window(layer)`` W > 0) lets query i see keys
+i - W + 1 .. i only; ``shape.attention_sinks`` adds one learned logit per head to each softmax (gpt-oss),
+computed explicitly by ``sink_attention`` (SDPA has no sink column); other layers use SDPA. Optional q/k RMSNorms
 (``shape.qk_norm``: ``head`` per head over hd, Qwen3; ``full`` over the whole projection, OLMoE) run
 before RoPE, and ``shape.clip_qkv`` clamps q, k, v to [-c, c] after them (DBRX, OLMoE). Softmax scale
 1/sqrt(hd). Flops per forward over T tokens (2 per multiply-add, the
@@ -20,6 +23,34 @@ from accounting.shapes import ModelShape
 from .kv_cache import KVCache
 from .norm import make_norm
 from .rope import RotaryEmbedding
+
+
+def window_mask(T: int, start: int, device: torch.device, window: int = 0) -> torch.Tensor:
+    """Boolean [T, start + T]: True where new query i (position start + i) may see key j, i.e.
+    ``j <= start + i`` and, with a sliding ``window`` W > 0, ``j > start + i - W`` (W keys, itself included,
+    as transformers' and OpenAI's gpt-oss masks)."""
+    q = torch.arange(start, start + T, device=device)[:, None]
+    k = torch.arange(start + T, device=device)[None, :]
+    allowed = k <= q
+    return allowed & (k > q - window) if window else allowed
+
+
+def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, mask: torch.Tensor,
+                   scale: float) -> torch.Tensor:
+    """Softmax attention with one extra logit per head (gpt-oss's attention sinks), written out.
+
+    q [B, H, T, hd], k and v [B, KV, S, hd] (KV divides H), sinks [H], mask bool [T, S]. Each row's softmax
+    runs over its S scores and the head's sink logit; the sink's probability is dropped, so the weights
+    on the keys sum to less than 1. Returns [B, H, T, hd]. Flops (2 per multiply-add) ``2 * 2 B H T S hd``,
+    the same two matmuls SDPA counts."""
+    rep = q.size(1) // k.size(1)
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = (q @ k.transpose(-2, -1)) * scale                                  # [B, H, T, S]
+    scores = scores.masked_fill(~mask, float("-inf"))
+    sink = sinks.to(scores.dtype).view(1, -1, 1, 1).expand(scores.size(0), -1, scores.size(2), 1)
+    probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+    return probs.to(v.dtype) @ v
 
 
 def attention_mask(T: int, start: int, device: torch.device) -> tuple[torch.Tensor | None, bool]:
@@ -45,10 +76,13 @@ class CausalSelfAttention(nn.Module):
                                                            shape.head_dim)
         self.layer = layer
         q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        self.wq = nn.Linear(d, q_width, bias=shape.qkv_bias)
-        self.wk = nn.Linear(d, kv_width, bias=shape.qkv_bias)
-        self.wv = nn.Linear(d, kv_width, bias=shape.qkv_bias)
-        self.wo = nn.Linear(q_width, d, bias=False)
+        qkv_bias = shape.qkv_bias or shape.attention_bias
+        self.wq = nn.Linear(d, q_width, bias=qkv_bias)
+        self.wk = nn.Linear(d, kv_width, bias=qkv_bias)
+        self.wv = nn.Linear(d, kv_width, bias=qkv_bias)
+        self.wo = nn.Linear(q_width, d, bias=shape.attention_bias)
+        self.window = shape.attention_window(layer)
+        self.sinks = nn.Parameter(torch.zeros(self.n_heads)) if shape.attention_sinks else None
         self.qk_norm, self.clip = shape.qk_norm, shape.clip_qkv
         if shape.qk_norm != "none":
             widths = (self.head_dim, self.head_dim) if shape.qk_norm == "head" else (q_width, kv_width)
@@ -75,7 +109,13 @@ class CausalSelfAttention(nn.Module):
             q, k = rope(q, start), rope(k, start)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)                                  # [B, KV, start+T, hd]
-        mask, causal = attention_mask(T, start, x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)  # [B, H, T, hd]
+        if self.sinks is not None:
+            y = sink_attention(q, k, v, self.sinks, window_mask(T, start, x.device, self.window),
+                               self.head_dim ** -0.5)                              # [B, H, T, hd]
+        else:
+            mask, causal = attention_mask(T, start, x.device)
+            if self.window and start + T > self.window:
+                mask, causal = window_mask(T, start, x.device, self.window), False
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                               enable_gqa=self.n_kv_heads != self.n_heads)  # [B, H, T, hd]
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

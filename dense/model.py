@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from accounting.shapes import ModelShape
 
@@ -84,6 +85,10 @@ class Transformer(nn.Module):
     """
 
     builds_mtp = False  # subclasses that build multi-token-prediction modules set this
+    recompute = "none"
+    """Activation recompute in training forwards: ``none``, or ``full`` (each block runs under
+    ``torch.utils.checkpoint``, non-reentrant: only its input is kept and the block is recomputed in
+    backward; set by the ``train.recompute`` setting)."""
 
     def __init__(self, shape: ModelShape, ffn_factory: Callable[[int], nn.Module | None] | None = None):
         super().__init__()
@@ -125,8 +130,9 @@ class Transformer(nn.Module):
         if start + T > self.shape.seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds seq_len={self.shape.seq_len}")
         x = self.embedding.embed(idx)
+        full = self.recompute == "full" and cache is None and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, self.rope, cache)
+            x = checkpoint(block, x, self.rope, use_reentrant=False) if full else block(x, self.rope, cache)
         if cache is not None:
             cache.advance(T)
         return x

@@ -5,23 +5,34 @@ impossible combinations (``top_k > n_experts``, ``d_model % n_heads``, ...) by r
 message is ONE line naming the key, e.g. ``model.shape.top_k=9 exceeds ... n_experts=8``. The entry points
 print that line and exit with status 2 (no traceback).
 
-Why an explicit check rather than Hydra structured configs: a model file's ``shape:`` is exactly
-`accounting.shapes.ModelShape`, whose own validation already names the bad field; the remaining groups are
-small flat tables, which `SCHEMA` below states in one screen.
+The schema is derived, not written here: `schema()` walks the dataclasses of `experiments.settings`
+(`RunSettings` and its groups, with `moe.RouterConfig` under ``model.router``), taking each key's type from
+its annotation and its bounds and choices from its field metadata. A model file's ``shape:`` is exactly
+`accounting.shapes.ModelShape`, whose own validation names the bad field. Why not Hydra structured configs:
+they would reject a bad value at compose time with Hydra's multi-line message; this keeps the one line.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import typing
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from accounting.shapes import ModelShape, ShapeError
 
-CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"
-"""Absolute path of the repository's conf/ (for the compose API)."""
+if TYPE_CHECKING:  # settings imports moe (torch); this module imports it only when validating
+    from .settings import RunSettings
+
+CONF_DIR = next((d / "conf" for d in Path(__file__).resolve().parents[:2] if (d / "conf" / "config.yaml").is_file()),
+                Path(__file__).resolve().parents[1] / "conf")
+"""Absolute path of conf/ (for Hydra): the package data experiments/conf/ of an installed wheel, else the
+checkout's top-level conf/ (editable install)."""
 
 
 class ConfigError(ValueError):
@@ -70,7 +81,7 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-# ----- schema ----------------------------------------------------------------------------------------
+# ----- schema (derived from experiments.settings) ----------------------------------------------------
 @dataclass(frozen=True)
 class F:
     """One leaf: its type(s), whether null is allowed, a lower bound, allowed choices."""
@@ -83,47 +94,40 @@ class F:
 
 
 INT, FLOAT, STR, BOOL = (int,), (int, float), (str,), (bool,)
-POS_INT = F(INT, positive=True)
+_LEAF_TYPES = {int: INT, float: FLOAT, str: STR, bool: BOOL, list: (list,), tuple: (list,)}
+SHAPE = "ModelShape"
+"""The schema's marker for ``model.shape``: checked by `build_shape` (ModelShape's own validation)."""
 
-SCHEMA: dict[str, Any] = {
-    "name": F(STR), "seed": F(INT, min=0), "resume": F(BOOL), "overwrite": F(BOOL), "run_dir": F(STR),
-    "paths": {"runs": F(STR), "cache": F(STR)},
-    "model": {
-        "name": F(STR), "size": F(STR), "shape": "ModelShape",
-        "router": {
-            "gating": F(STR, choices=("softmax", "sigmoid")),
-            "normalize_topk": F(BOOL),
-            "balancing": F(STR, choices=("none", "aux_loss", "loss_free")),
-            "aux_loss_coef": F(FLOAT, min=0), "z_loss_coef": F(FLOAT, min=0),
-            "bias_update_rate": F(FLOAT, min=0), "capacity_factor": F(FLOAT, nullable=True, positive=True),
-            "route_scale": F(FLOAT, positive=True),
-        },
-        "backend": F(STR, choices=("loop", "grouped", "megablocks")),
-        "mtp_loss_weight": F(FLOAT, min=0),
-    },
-    "data": {
-        "source": F(STR, choices=("shakespeare", "text", "bin")), "path": F(STR, nullable=True),
-        "tokenizer": F(STR, choices=("bpe", "bytes", "none")), "vocab_size": F(INT, min=2),
-        "val_works": F((list,), nullable=True), "val_fraction": F(FLOAT, positive=True),
-    },
-    "optim": {
-        "name": F(STR, choices=("adamw",)), "lr": F(FLOAT, positive=True), "betas": F((list,)),
-        "eps": F(FLOAT, positive=True), "weight_decay": F(FLOAT, min=0), "grad_clip": F(FLOAT, min=0),
-        "warmup_steps": F(INT, min=0), "min_lr_ratio": F(FLOAT, min=0),
-    },
-    "train": {
-        "max_steps": POS_INT, "batch_size": POS_INT, "grad_accum": POS_INT,
-        "flops_budget": F(FLOAT, nullable=True, positive=True), "log_every": POS_INT,
-        "eval_every": POS_INT, "eval_batches": POS_INT, "ckpt_every": F(INT, min=0),
-        "stop_at_step": F(INT, nullable=True, positive=True),
-        "device": F(STR, choices=("auto", "cpu", "cuda")), "dtype": F(STR, choices=("auto", "fp32", "bf16")),
-        "compile": F(BOOL), "threads": F(INT, nullable=True, positive=True),
-        "progress": F(STR, choices=("auto", "bar", "lines", "none")),
-        "parallel": F(STR, choices=("ddp", "fsdp")),
-    },
-    "hardware": {"name": F(STR), "peak_flops_per_s": F(FLOAT, nullable=True, positive=True),
-                 "peak_dtype": F(STR, choices=("auto", "bf16", "fp32"))},
-}
+
+def schema_of(cls: type) -> dict[str, Any]:
+    """The validation schema of a settings dataclass: ``{key: F | nested dict | SHAPE}``, in field order,
+    the types from the annotations and ``min``/``positive``/``choices`` from the field metadata."""
+    from .settings import field_types, split_optional
+
+    hints, out = field_types(cls), {}
+    for f in dataclasses.fields(cls):
+        tp, nullable = split_optional(hints[f.name])
+        if tp is ModelShape:
+            out[f.name] = SHAPE
+        elif dataclasses.is_dataclass(tp):
+            out[f.name] = schema_of(tp)
+        else:
+            base = typing.get_origin(tp) or tp
+            if base not in _LEAF_TYPES:
+                raise TypeError(f"{cls.__name__}.{f.name}: no config type for annotation {tp!r}")
+            m = f.metadata
+            out[f.name] = F(_LEAF_TYPES[base], nullable=nullable, min=m.get("min"),
+                            choices=tuple(m["choices"]) if "choices" in m else None,
+                            positive=bool(m.get("positive")))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def schema() -> dict[str, Any]:
+    """The schema of the whole run config, from `experiments.settings.RunSettings` (imports torch, via
+    `moe.RouterConfig`, on first call)."""
+    from .settings import RunSettings
+    return schema_of(RunSettings)
 
 
 def _type_name(types: tuple) -> str:
@@ -155,8 +159,10 @@ def _walk(prefix: str, node: dict, schema: dict) -> None:
     for key in node:
         if key not in schema:
             full = f"{prefix}.{key}" if prefix else str(key)
+            moved = MOVED_TO_SHAPE.get(key) if prefix == "model.router" else None
+            hint = f"; the routing function is the shape's: model.shape.{moved}" if moved else ""
             raise ConfigError(f"unknown config key '{full}' (known under {prefix or 'the root'}: "
-                              f"{', '.join(sorted(schema))})")
+                              f"{', '.join(sorted(schema))}){hint}")
     for key, spec in schema.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in node:
@@ -165,6 +171,33 @@ def _walk(prefix: str, node: dict, schema: dict) -> None:
             _walk(full, node[key], spec)
         elif isinstance(spec, F):
             _check_leaf(full, node[key], spec)
+
+
+MOVED_TO_SHAPE = {"gating": "router_scoring", "normalize_topk": "router_norm_topk", "route_scale": "router_scale"}
+"""``model.router`` keys of earlier versions that restated the routing function, and the ``model.shape``
+field that holds it now (as `moe.router.MOVED_TO_SHAPE`; repeated so that this module imports no torch)."""
+
+
+def upgrade_saved_config(saved: dict) -> dict:
+    """A run config saved by an earlier version, in today's keys (for comparing settings on resume): the
+    routing keys of ``model.router`` (`MOVED_TO_SHAPE`) move onto ``model.shape`` where they changed the
+    shape's routing function and are dropped where they restated it; ``model.router.jitter_eps``, absent
+    before it was configurable, gets the 0.0 those runs had. Returns a new dict; ``saved`` is unchanged."""
+    import copy
+
+    model = saved.get("model") if isinstance(saved, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("router"), dict):
+        return saved
+    out = copy.deepcopy(saved)
+    router, shape = out["model"]["router"], out["model"].get("shape")
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelShape)}
+    for old, new in MOVED_TO_SHAPE.items():
+        if old in router:
+            value = router.pop(old)
+            if isinstance(shape, dict) and value is not None and value != shape.get(new, defaults[new]):
+                shape[new] = value
+    router.setdefault("jitter_eps", 0.0)
+    return out
 
 
 def build_shape(shape_cfg: Any) -> ModelShape:
@@ -179,10 +212,35 @@ def build_shape(shape_cfg: Any) -> ModelShape:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What `validate` hands the trainer: the plain config dict and the built shape."""
+    """What `validate` hands the trainer: the plain config dict, the built shape and the same config as
+    typed `experiments.settings.RunSettings` (``settings.model.router`` is the `moe.RouterConfig`)."""
 
     cfg: dict
     shape: ModelShape
+    settings: RunSettings | None = None
+
+
+def build_settings(plain: dict, shape: ModelShape) -> RunSettings:
+    """`RunSettings` from a config dict that passed the schema walk; a value the dataclass itself refuses
+    (e.g. `RouterConfig`'s checks) -> `ConfigError` naming its group."""
+    from .settings import RunSettings, field_types, split_optional
+
+    def build(cls: type, node: dict, prefix: str):
+        hints, kw = field_types(cls), {}
+        for f in dataclasses.fields(cls):
+            tp, _ = split_optional(hints[f.name])
+            value = node[f.name]
+            if tp is ModelShape:
+                value = shape
+            elif dataclasses.is_dataclass(tp):
+                value = build(tp, value, f"{prefix}{f.name}.")
+            kw[f.name] = value
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+    return build(RunSettings, plain, "")
 
 
 def _leaves(node: Any, prefix: str = ""):
@@ -244,8 +302,9 @@ def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunS
     """Check the whole run config (see module docstring); returns a `RunSpec` or raises `ConfigError`."""
     plain = to_plain(cfg)
     plain.pop("hydra", None)
-    _walk("", plain, SCHEMA)
+    _walk("", plain, schema())
     shape = build_shape(plain["model"]["shape"])
+    settings = build_settings(plain, shape)
     d, t, o = plain["data"], plain["train"], plain["optim"]
     if plain["seed"] > SEED_MAX:
         raise ConfigError(f"seed={plain['seed']} must be in [0, 2^63 - 1]")
@@ -290,7 +349,7 @@ def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunS
             cuda_available = torch.cuda.is_available()
         if not cuda_available:
             raise ConfigError("train.device=cuda but no CUDA device is available")
-    return RunSpec(plain, shape)
+    return RunSpec(plain, shape, settings)
 
 
 def one_line(err: BaseException) -> str:

@@ -67,11 +67,13 @@ def _stderr(msg: str) -> None:
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``<run_dir>/metrics.jsonl`` (a no-op when ``enabled`` is false)."""
+    """Appends JSON lines to ``<run_dir>/metrics.jsonl`` (a no-op when ``enabled`` is false), and hands each
+    record to ``logger`` (`experiments.loggers`: TensorBoard, wandb) when one is given."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True):
+    def __init__(self, run_dir: str | Path, enabled: bool = True, logger=None):
         self.path = Path(run_dir) / METRICS
         self.enabled = enabled
+        self.logger = logger if enabled else None
 
     def reset(self) -> None:
         """Start a fresh file (a new run in an old folder)."""
@@ -79,12 +81,19 @@ class MetricsWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("")
 
+    def close(self) -> None:
+        """Close the logger (metrics.jsonl itself is closed after every line)."""
+        if self.logger is not None:
+            self.logger.close()
+
     def truncate_after(self, step: int) -> list[dict]:
         """Drop lines logged after ``step`` (written after the checkpoint a resumed run restarts from), and a
         torn last line; returns the records kept."""
         if not self.enabled or not self.path.exists():
             return []
         keep = [r for r in parse_metrics(self.path) if r["step"] <= step]
+        if self.logger is not None:
+            self.logger.first_step = step + 1
         from .atomic import write_text_atomic
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         return keep
@@ -99,15 +108,18 @@ class MetricsWriter:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = _jsonable(record)
         try:
             with self.path.open("a") as f:
-                f.write(json.dumps(_jsonable(record)) + "\n")
+                f.write(json.dumps(record) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:  # a full disk: name the file
             if e.filename is None:
                 e.filename = str(self.path)
             raise
+        if self.logger is not None:
+            self.logger.log(record)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -83,15 +83,11 @@ def sweep_tag(job_overrides: Iterable[str], swept: Iterable[str]) -> str:
 
 
 def command_line_overrides(argv: list[str] | None = None) -> list[str]:
-    """The overrides of a Hydra command line (``sys.argv[1:]`` by default), parsed with Hydra's own
-    argument parser so that flags and their values are left out."""
+    """The ``key=value`` overrides of a Hydra command line (``sys.argv[1:]`` by default): the words that are
+    not flags (``-m``, ``--cfg``) and hold a ``=``, so a flag's value (``--config-name x``) is left out.
+    (A deletion ``~key`` is never a sweep.)"""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        from hydra._internal.utils import get_args_parser
-        args, _ = get_args_parser().parse_known_args(argv)
-        return list(args.overrides or [])
-    except (Exception, SystemExit):  # noqa: BLE001  (an unknown layout: only plain key=value words)
-        return [a for a in argv if not a.startswith("-") and "=" in a]
+    return [a for a in argv if not a.startswith("-") and "=" in a]
 
 
 def _resolve(*, _root_: Any) -> str:

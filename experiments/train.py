@@ -4,10 +4,14 @@
   python -m experiments.train -m model=dense,moe experiment=demo        # jobs one after another
   python -m experiments.train model=moe resume=true                      # continue the same run folder
   python -m experiments.train model=moe overwrite=true                   # replace the run in that folder
+  python -m experiments.train model=moe train.max_steps=400 resume=true  # extend a finished 200-step run
+  python -m experiments.train -m name=sweep model.shape.top_k=1,2,4      # one folder per job (experiments.sweep)
+  python -m experiments.train model=moe logger=tensorboard               # + event files (experiments.loggers)
   torchrun --nproc_per_node=2 -m experiments.train model=moe             # DDP (gloo on CPU, NCCL on GPU)
   torchrun --nproc_per_node=2 -m experiments.train model=moe train.parallel=fsdp   # FSDP2 sharding
 
-The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` receives (from rank 0 only):
+The run folder ``runs/<experiment>/<model>/<size>-seed<seed>`` (in a ``-m`` sweep followed by ``,key=value`` for
+each swept key: `experiments.sweep`) receives (from rank 0 only):
 ``config.yaml`` (resolved), ``env.json`` (device, torch, git commit, MFU peak), ``metrics.jsonl`` (see
 experiments.metrics), ``checkpoint.pt`` (atomic; see experiments.checkpoint) and ``summary.json``.
 
@@ -20,7 +24,8 @@ decide), ``_start`` (resume or clean), ``_loop`` over ``_train_step``, ``_log`` 
 
 Reliability (docs/experiments.md, "Reliability"): one training per folder (an exclusive lock holding the pid);
 nothing of an old run touched before the new one can proceed; a used folder needs ``resume=true`` or
-``overwrite=true``; resume refuses changed optimiser/schedule/model settings; SIGINT/SIGTERM checkpoint at the
+``overwrite=true``; resume refuses changed optimiser/schedule/model settings (a raised ``train.max_steps``
+extends the run on the schedule it started with: `schedule_steps`); SIGINT/SIGTERM checkpoint at the
 step boundary and exit 130/143. Exit statuses: 0 done, 2 refused, 3 diverged, 4 I/O error, 128 + signal.
 """
 from __future__ import annotations
@@ -49,9 +54,10 @@ from . import checkpoint as ckpt
 from .atomic import write_text_atomic
 from . import distributed
 from . import sweep as _sweep  # noqa: F401  (registers ${sweep_tag:}, which names a -m sweep's job folders)
-from .config import ConfigError, RunSpec, one_line, validate
+from .config import ConfigError, RunSpec, one_line, upgrade_saved_config, validate
 from .data import DataError, WindowSampler, prepare
 from .environment import environment, hardware_peak, memory_bytes
+from .loggers import make_logger, remove_event_files
 from .metrics import MetricsError, MetricsWriter, aggregate_router_stats, load_balance, routed_assignments, \
     train_flops_per_token
 from .paths import portable_path
@@ -245,6 +251,7 @@ class RunLock:
 def _io_cause(e: OSError) -> str:
     import errno
     return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+            errno.EFBIG: "file too large for the file-size limit (ulimit -f)",
             errno.EACCES: "permission denied (read-only?)", errno.EPERM: "permission denied",
             errno.ENOTDIR: "a path component is a file, not a folder",
             errno.EEXIST: "exists and is a file, not a folder"}.get(e.errno, e.strerror or type(e).__name__)
@@ -374,7 +381,7 @@ included) with the LR schedule it started with (`schedule_steps`)."""
 
 RESUME_MAY_CHANGE = ("train.stop_at_step", "train.log_every", "train.eval_every", "train.ckpt_every",
                      "train.device", "train.compile", "train.threads", "train.progress", "train.parallel",
-                     "resume", "overwrite", "paths.", "run_dir", "hardware.")
+                     "train.recompute", "resume", "overwrite", "paths.", "run_dir", "hardware.", "logger.")
 """Keys a resumed run may change: they decide how and where it runs, not what it computes. Any other
 change (optimiser, schedule, model, data, seed, batch, world size, a lower max_steps) is refused."""
 
@@ -388,7 +395,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-ADDED_KEYS = {"model.shape.mtp_modules": 0, "model.mtp_loss_weight": 0.3}
+ADDED_KEYS = {"model.shape.mtp_modules": 0, "model.mtp_loss_weight": 0.3, "train.expert_parallel": 1}
 """Keys added to conf/ after runs were saved without them, with the value those runs had in effect: a run
 saved before a key existed resumes when the key now holds that value."""
 
@@ -533,6 +540,8 @@ def train(spec: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         raise
     finally:
         signals.restore()
+        if r.writer is not None:
+            r.writer.close()  # the logger's files (logger=tensorboard|wandb), before the lock goes
         if r.lock is not None:
             r.lock.release()
         torch.set_num_threads(threads_before)
@@ -562,8 +571,9 @@ def _setup(r: _Run) -> None:
     r.sampler = WindowSampler(r.data, shape.seq_len, t["batch_size"], cfg["seed"], info.rank, t["eval_batches"])
     torch.manual_seed(cfg["seed"])
     r.raw = build_model(r.spec).to(info.device)
+    r.raw.recompute = t["recompute"]
     # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
-    r.model = distributed.wrap(r.raw, info, t["parallel"])
+    r.model = distributed.wrap(r.raw, info, t["parallel"], t.get("expert_parallel", 1))
     if info.device.type == "cuda" and t["compile"]:
         r.model = torch.compile(r.model)
     r.optimizer = make_optimizer(r.raw, o, info.device)
@@ -572,7 +582,7 @@ def _setup(r: _Run) -> None:
     r.flops_per_token = train_flops_per_token(shape)
     r.max_steps = r.schedule_steps = effective_max_steps(t, r.flops_per_token, r.tokens_per_step)
     r.scheduler = make_scheduler(r.optimizer, o, r.schedule_steps)
-    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main)
+    r.writer = MetricsWriter(r.run_dir, enabled=info.is_main, logger=make_logger(cfg, r.run_dir, info.is_main))
     r.meta = {"family": cfg["model"]["name"], "shape": cfg["model"]["shape"],
               "config": {k: v for k, v in cfg.items() if k != "hydra"}, "world_size": info.world_size}
 
@@ -622,7 +632,7 @@ def _check_resumable(r: _Run, state: dict) -> None:
     else:  # a checkpoint from before settings were recorded: the folder's config.yaml
         saved, now = _saved_config(r.run_dir), r.meta["config"]
     if saved is not None:
-        changed = changed_settings(saved, now)
+        changed = changed_settings(upgrade_saved_config(saved), now)
         if changed:
             raise RunError(f"resume=true with settings that differ from the checkpoint's run "
                            f"({'; '.join(changed)}): resume with the original values, or "
@@ -657,6 +667,7 @@ def _start(r: _Run, decision: int, state: dict | None) -> None:
             print(f"[{r.label}] resume=true but {r.ckpt_path} does not exist: starting from scratch", flush=True)
         for f in RUN_FILES:
             (r.run_dir / f).unlink(missing_ok=True)
+        remove_event_files(r.run_dir)  # an old run's TensorBoard events (logger=tensorboard)
 
 
 def _write_run_files(r: _Run) -> None:
@@ -755,8 +766,8 @@ def _train_step(r: _Run, log_now: bool, signals: _Signals) -> _StepResult:
         if log_now and isinstance(out, moe.MoEOutput):
             router_micro.append([s.to_dict() for s in out.router_stats])
     losses = torch.stack([lm_sum, total_sum, mtp_sum]) / t["grad_accum"]
-    grad_norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(),
-                                               o["grad_clip"] if o["grad_clip"] > 0 else float("inf"))
+    # clip_grad_norm_ (experts split: their gradients reduced over their group first; the global norm)
+    grad_norm = distributed.finish_gradients(r.model, o["grad_clip"] if o["grad_clip"] > 0 else float("inf"), info)
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     # One all-reduce (MIN) per step: finite loss, finite gradient norm, and -signal (a pending SIGINT/SIGTERM
     # on any rank stops every rank after this step).
@@ -804,6 +815,7 @@ def _log(r: _Run, s: _StepResult, step_time: float) -> dict:
            "peak_flops_per_s": r.peak["peak_flops_per_s"],
            "mfu": achieved / (r.peak["peak_flops_per_s"] * info.world_size), **memory_bytes(info.device),
            "mtp_loss": s.mtp_loss, "aux_losses": s.aux_losses, "router": router}
+    rec.update(distributed.expert_parallel_bytes(r.raw, info))  # ep_dispatch_bytes, ep_combine_bytes
     r.writer.write(rec)
     if evaluated and not math.isfinite(r.last_val):
         raise TrainingDiverged(f"non-finite validation loss {r.last_val} at step {r.step}; {_kept(r.ckpt_path)}")
@@ -892,6 +904,8 @@ def _exit_status(e: BaseException) -> int:
         return e.status
     if isinstance(e, OSError):
         return EXIT_IO
+    if distributed.peer_failure(e):  # a rank died or went silent
+        return distributed.EXIT_PEER
     return 1
 
 
@@ -1025,6 +1039,8 @@ def error_line(e: BaseException) -> str | None:
         return None
     if isinstance(e, OSError):
         return io_error_line(e)
+    if distributed.peer_failure(e):
+        return distributed.peer_failure(e)
     return f"error: {e}"
 
 
@@ -1042,7 +1058,8 @@ def run(cfg) -> float | None:
         if status == 1:
             raise
         line = error_line(e)
-        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)):  # one line per run
+        if line and (int(os.environ.get("RANK", "0")) == 0 or isinstance(e, OSError)
+                     or status == distributed.EXIT_PEER):  # one line per run (a lost peer: per rank)
             print(line.splitlines()[0] if line.strip() else line, file=sys.stderr, flush=True)
         sys.exit(status)
     return (summary or {}).get("final_val_loss")

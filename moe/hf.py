@@ -6,7 +6,9 @@
 The folder is what ``save_pretrained`` writes (nothing is fetched from a hub). The config goes through
 ``accounting.hf_config.shape_from_hf_config``, so the model is built from the same ``ModelShape`` the
 accounting prices, and its weights are copied in by the ONE name mapping below (``weight_map``). Families:
-Llama, Mistral, Qwen2, Qwen3 (dense), Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DBRX, DeepSeek-V2, DeepSeek-V3.
+Llama (with Llama-3.1's ``llama3`` RoPE and ``attention_bias``), Mistral, Qwen2, Qwen3 (dense), Mixtral,
+Qwen2-MoE, Qwen3-MoE (any MoE placement), OLMoE, DBRX, DeepSeek-V2, DeepSeek-V3, gpt-oss. Llama 4 is priced by
+``accounting`` but refused here in one line naming what the model lacks (``NOT_BUILT``).
 
 Layout conventions handled here:
 * transformers' linear weights are [out, in]; our stacked experts are ``w_up``/``w_gate`` [E, d, f] and
@@ -16,6 +18,8 @@ Layout conventions handled here:
   dimensions instead (V2 always, V3 when ``rope_interleave``), so the rotary rows of the query projection
   and of ``kv_a_proj_with_mqa`` are permuted [0, 2, 4, ..., 1, 3, 5, ...]; every q.k product is unchanged.
 * DBRX's fused ``Wqkv`` is split into q, k and v.
+* gpt-oss's ``gate_up_proj`` [E, d, 2f] (already x @ w) holds gate and up in alternate columns (0::2, 1::2),
+  and so does its bias [E, 2f]; ``down_proj`` [E, f, d] and the router's weight and bias copy as they are.
 * DeepSeek-V3's multi-token-prediction layer (``model.layers.{L}``, which transformers does not build) is
   loaded into ``model.mtp[0]`` when the checkpoint carries it; a folder without it (transformers'
   ``save_pretrained`` drops it) gives a model without MTP modules. Its copies of the embedding and head
@@ -150,9 +154,12 @@ def weight_map(shape: ModelShape, cfg: Mapping[str, Any], mtp_layers: int = 0) -
             else:
                 for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
                     copy(f"{ours}attn.{o}.weight", f"{at}{t}.weight")
-                if s.qkv_bias:
-                    for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj")):
-                        copy(f"{ours}attn.{o}.bias", f"{at}{t}.bias")
+                if s.qkv_bias or s.attention_bias:
+                    for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
+                        if o != "wo" or s.attention_bias:
+                            copy(f"{ours}attn.{o}.bias", f"{at}{t}.bias")
+                if s.attention_sinks:
+                    copy(f"{ours}attn.sinks", at + "sinks")
                 if s.qk_norm != "none":
                     copy(f"{ours}attn.q_norm.weight", at + "q_norm.weight")
                     copy(f"{ours}attn.k_norm.weight", at + "k_norm.weight")
@@ -168,6 +175,17 @@ def weight_map(shape: ModelShape, cfg: Mapping[str, Any], mtp_layers: int = 0) -
             out[f + "experts.w_gate"] = lambda get: get(e + "experts.mlp.w1").view(E, ff, d).transpose(1, 2)
             out[f + "experts.w_up"] = lambda get: get(e + "experts.mlp.v1").view(E, ff, d).transpose(1, 2)
             out[f + "experts.w_down"] = lambda get: get(e + "experts.mlp.w2").view(E, ff, d)
+            return
+        if mt == "gpt_oss":  # router with a bias; experts [E, d, 2f] with gate/up columns interleaved
+            m = theirs + "mlp."
+            copy(f + "router.gate.weight", m + "router.weight")
+            copy(f + "router.gate.bias", m + "router.bias")
+            out[f + "experts.w_gate"] = lambda get: get(m + "experts.gate_up_proj")[..., 0::2]
+            out[f + "experts.w_up"] = lambda get: get(m + "experts.gate_up_proj")[..., 1::2]
+            out[f + "experts.b_gate"] = lambda get: get(m + "experts.gate_up_proj_bias")[..., 0::2]
+            out[f + "experts.b_up"] = lambda get: get(m + "experts.gate_up_proj_bias")[..., 1::2]
+            copy(f + "experts.w_down", m + "experts.down_proj")
+            copy(f + "experts.b_down", m + "experts.down_proj_bias")
             return
         m = theirs + ("block_sparse_moe." if mt == "mixtral" else "mlp.")
         copy(f + "router.gate.weight", m + "gate.weight")
@@ -224,12 +242,25 @@ def _config_dict(path_or_config: Any) -> tuple[dict[str, Any], Path | None]:
     raise ValueError(f"from_hf takes a folder or a config mapping, got {type(path_or_config).__name__}")
 
 
+NOT_BUILT = {
+    # families accounting prices but the torch model does not compute, with what is missing (one line each)
+    "llama4_text": "chunked attention (attention_chunk_size), NoPE layers (no_rope_layers), the weightless L2 "
+                   "q/k norm, attention temperature tuning and the sigmoid top-1 router that scales the expert "
+                   "input (its MoE placement is priced by accounting)",
+    "llama4": "the vision encoder and projector, and in its text_config (llama4_text) chunked attention, NoPE "
+              "layers, the L2 q/k norm, attention temperature tuning and the input-scaling sigmoid router",
+}
+
+
 def shape_for_import(cfg: Mapping[str, Any], seq_len: int | None = None, name: str = "") -> ModelShape:
     """The ``ModelShape`` ``from_hf`` builds: the accounting's shape, checked for what the torch model runs
-    (RoPE type) and with Mistral's sliding window as the context limit."""
+    (family, RoPE type) and with Mistral's sliding window as the context limit."""
+    family = model_type_of(cfg)
+    if family in NOT_BUILT:
+        raise ValueError(f"{family}: moe.from_hf does not build it; missing: {NOT_BUILT[family]}")
     kind = rope_type_of(cfg)
-    if kind not in ("default", "yarn"):
-        raise ValueError(f"RoPE type {kind!r} is not supported by moe.from_hf (default and yarn are)")
+    if kind not in ("default", "yarn", "llama3"):
+        raise ValueError(f"RoPE type {kind!r} is not supported by moe.from_hf (default, yarn and llama3 are)")
     shape = shape_from_hf_config(cfg, seq_len=seq_len, name=name)
     window = cfg.get("sliding_window")
     use_window = cfg.get("use_sliding_window", model_type_of(cfg) in ("mistral", "mixtral"))

@@ -1,5 +1,6 @@
-"""``MoETransformer``: ``dense.Transformer`` with the FFN of every block ``i >= first_dense_layers``
-replaced by an ``MoEFFN`` (router, routed experts on the chosen backend, shared experts).
+"""``MoETransformer``: ``dense.Transformer`` with the FFN of every block where ``shape.is_moe_layer(i)`` (every
+``i >= first_dense_layers``, or the ``M`` layers of ``shape.moe_layer_pattern``) replaced by an ``MoEFFN``
+(router, routed experts on the chosen backend, shared experts).
 
 Parameters equal ``accounting.params.count_parameters(shape).total`` exactly; forward flops under
 FlopCounterMode equal ``accounting.flops.forward_flops(shape, T, batch=B, flops_per_mac=2,

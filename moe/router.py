@@ -1,6 +1,6 @@
 """Token-choice top-k router: scores, gating, top-k selection, optional capacity, balancing terms.
 
-Per MoE layer: one bias-free linear map d -> E (``E d`` parameters; ``2 E d`` flops per token at 2 per
+Per MoE layer: one linear map d -> E (``E d`` parameters, + E for gpt-oss's bias, ``shape.router_bias``; ``2 E d`` flops per token at 2 per
 multiply-add), then
     softmax gating: s = softmax(z);  sigmoid gating (DeepSeek-V3): s = sigmoid(z).
     selection scores: s + b, with b the per-expert selection bias (DeepSeek-V3's ``e_score_correction_bias``,
@@ -11,8 +11,8 @@ multiply-add), then
         eligible for the top-k.
     weights: s at the chosen experts, divided by their sum when normalising, times the route scale.
 The routing function (gating, normalisation, scale, groups, correction bias) is the architecture's and
-comes from the ``ModelShape`` (``router_*`` fields, filled from a config.json by ``accounting.hf_config``);
-``RouterConfig.gating`` / ``normalize_topk`` / ``route_scale`` override it when set (not None).
+comes from the ``ModelShape`` only (``router_*`` fields, filled from a config.json by
+``accounting.hf_config``); ``RouterConfig`` holds the training knobs below and nothing that changes it.
 Balancing: ``aux_loss`` (Switch/GShard, alpha E sum f_i P_i, returned as a loss), ``loss_free``
 (DeepSeek-V3: b_i += gamma sign(mean load - load_i) in ``update_bias``, outside the gradient, from the
 loads accumulated in training-mode forwards since the last update), or ``none``. The router z-loss is
@@ -24,7 +24,7 @@ by uniform noise in [1 - eps, 1 + eps] in training (Mixtral's ``router_jitter_no
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -34,48 +34,51 @@ from accounting.shapes import ModelShape
 
 from .balance import expert_counts, switch_aux_loss, z_loss
 
-GATINGS = ("softmax", "sigmoid")
 BALANCINGS = ("none", "aux_loss", "loss_free")
+MOVED_TO_SHAPE = {"gating": "router_scoring", "normalize_topk": "router_norm_topk", "route_scale": "router_scale"}
+"""Former `RouterConfig` fields that restated the routing function, and the `ModelShape` field that now
+holds each (the only place the routing function is set)."""
+
+
+def _knob(default, help: str, **check):
+    """A `RouterConfig` field: its one-line meaning (``help``) and its check (``choices``, ``min`` or
+    ``positive``) in the field's metadata, read by ``__post_init__`` and by ``experiments.config``."""
+    return field(default=default, metadata={"help": help, **check})
 
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """Router settings (validated on construction; a bad value raises one ValueError naming the field).
+    """Training settings of the router (validated on construction; a bad value raises one ValueError naming
+    the field). The routing function (softmax or sigmoid scores, top-k normalisation, scale, groups) is the
+    shape's (``ModelShape.router_*``), not a setting here. Each field's ``metadata["help"]`` is its
+    one-line meaning (listed by ``python -m experiments.describe``)."""
 
-    gating: ``softmax`` or ``sigmoid``; None: the shape's ``router_scoring``. normalize_topk: renormalise
-    the k chosen weights to sum to 1; None: the shape's ``router_norm_topk``. balancing: ``none``,
-    ``aux_loss`` or ``loss_free``. aux_loss_coef: alpha of the Switch loss. z_loss_coef: weight of the
-    router z-loss (0 = off). bias_update_rate: gamma of the loss-free update. capacity_factor: None
-    (dropless) or C > 0. route_scale: multiplies the routed weights (DeepSeek-V3's routed_scaling_factor);
-    None: the shape's ``router_scale``. jitter_eps: training-time multiplicative input noise (0 = off).
-    """
-
-    gating: str | None = None
-    normalize_topk: bool | None = None
-    balancing: str = "none"
-    aux_loss_coef: float = 0.01
-    z_loss_coef: float = 0.0
-    bias_update_rate: float = 1e-3
-    capacity_factor: float | None = None
-    route_scale: float | None = None
-    jitter_eps: float = 0.0
+    balancing: str = _knob("none", "load balancing: none | aux_loss (Switch/GShard loss) | loss_free "
+                                   "(DeepSeek-V3 per-expert bias)", choices=BALANCINGS)
+    aux_loss_coef: float = _knob(0.01, "alpha of the Switch auxiliary loss (balancing=aux_loss)", min=0)
+    z_loss_coef: float = _knob(0.0, "weight of the router z-loss (0: off)", min=0)
+    bias_update_rate: float = _knob(1e-3, "gamma of the loss-free bias update per step (balancing=loss_free)",
+                                    min=0)
+    capacity_factor: float | None = _knob(None, "C: each expert takes at most ceil(C N k / E) assignments; "
+                                                "null: dropless", positive=True)
+    jitter_eps: float = _knob(0.0, "training-time multiplicative noise on the router input, uniform in "
+                                   "[1 - eps, 1 + eps] (0: off)", min=0)
 
     def __post_init__(self) -> None:
-        if self.gating is not None and self.gating not in GATINGS:
-            raise ValueError(f"RouterConfig.gating must be one of {GATINGS}, got {self.gating!r}")
-        if self.balancing not in BALANCINGS:
-            raise ValueError(f"RouterConfig.balancing must be one of {BALANCINGS}, got {self.balancing!r}")
-        if self.normalize_topk is not None and not isinstance(self.normalize_topk, bool):
-            raise ValueError(f"RouterConfig.normalize_topk must be true or false, got {self.normalize_topk!r}")
-        for name in ("aux_loss_coef", "z_loss_coef", "bias_update_rate", "jitter_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"RouterConfig.{name} must be a number >= 0, got {value!r}")
-        if self.route_scale is not None and (isinstance(self.route_scale, bool) or not self.route_scale > 0):
-            raise ValueError(f"RouterConfig.route_scale must be > 0, got {self.route_scale!r}")
-        cf = self.capacity_factor
-        if cf is not None and (isinstance(cf, bool) or not isinstance(cf, (int, float)) or cf <= 0):
-            raise ValueError(f"RouterConfig.capacity_factor must be None (dropless) or > 0, got {cf!r}")
+        for f in fields(self):
+            value, check = getattr(self, f.name), f.metadata
+            if "choices" in check:
+                if value not in check["choices"]:
+                    raise ValueError(f"RouterConfig.{f.name} must be one of {check['choices']}, got {value!r}")
+            elif value is None and f.default is None:
+                continue
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"RouterConfig.{f.name} must be a number, got {value!r}")
+            elif check.get("positive") and value <= 0:
+                raise ValueError(f"RouterConfig.{f.name} must be {'None or ' if f.default is None else ''}> 0, "
+                                 f"got {value!r}")
+            elif value < check.get("min", -math.inf):
+                raise ValueError(f"RouterConfig.{f.name} must be a number >= {check['min']:g}, got {value!r}")
 
     @classmethod
     def from_any(cls, router: "RouterConfig | dict | None") -> "RouterConfig":
@@ -88,7 +91,9 @@ class RouterConfig:
             names = set(cls.__dataclass_fields__)
             unknown = sorted(set(router) - names)
             if unknown:
-                raise ValueError(f"unknown RouterConfig field(s): {', '.join(map(str, unknown))}")
+                moved = [f"{k} is the shape's {MOVED_TO_SHAPE[k]}" for k in unknown if k in MOVED_TO_SHAPE]
+                raise ValueError(f"unknown RouterConfig field(s): {', '.join(map(str, unknown))}"
+                                 + (f" ({'; '.join(moved)})" if moved else ""))
             return cls(**dict(router))
         raise ValueError(f"router must be a RouterConfig, a dict or None, got {type(router).__name__}")
 
@@ -122,12 +127,10 @@ class Router(nn.Module):
         super().__init__()
         self.config, self.layer = config, layer
         self.n_experts, self.top_k = shape.n_experts, shape.top_k
-        self.gating = config.gating if config.gating is not None else shape.router_scoring
-        self.normalize = shape.router_norm_topk if config.normalize_topk is None else config.normalize_topk
-        self.scale = shape.router_scale if config.route_scale is None else config.route_scale
+        self.gating, self.normalize, self.scale = shape.router_scoring, shape.router_norm_topk, shape.router_scale
         self.groups, self.topk_groups = shape.router_groups, shape.router_topk_groups
         self.group_score = shape.router_group_score
-        self.gate = nn.Linear(shape.d_model, shape.n_experts, bias=False)
+        self.gate = nn.Linear(shape.d_model, shape.n_experts, bias=shape.router_bias)  # bias: gpt-oss
         # Buffers (not parameters, so not in accounting's counts); saved in checkpoints. The bias stays
         # float32 under model.to(bf16) (see _apply): bf16 cannot resolve steps of 1e-3 near 0.5.
         if config.balancing == "loss_free" or shape.router_score_bias:

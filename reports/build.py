@@ -24,6 +24,7 @@ from . import serving as serving_section
 from .collect import Collected, collect
 from . import flopcheck
 from . import moe_layer
+from . import training_memory as training_memory_section
 from .measured import bench_mfu, mfu_ratio_bench, mfu_ratio_runs, run_summary
 from .shipped import CONFIG_DIR, shipped_shapes
 from .table3 import table3
@@ -559,6 +560,7 @@ class Report:
             body.append("")
         body.append(serving_section.section(self.out, self.figures, self.col.roots))
         body.append(scaling_section.section(self.out, self.figures))
+        body.append(training_memory_section.section(self.out, self.figures))
         parts += ["## Key findings\n", self.findings(), *body]
         return "\n".join(parts)
 

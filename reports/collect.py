@@ -168,6 +168,18 @@ def swept_values(run_dir: Path, cfg: dict | None = None) -> dict[str, object]:
     return out
 
 
+def run_key(run_dir: Path) -> str | None:
+    """A run folder's key ``<experiment>/<model>/<folder name>`` as `run_info` forms it, read quietly (None when
+    its config.yaml does not load: `collect` warns about it)."""
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+        model = cfg.get("model") or {}
+        family = model.get("name") or ("moe" if int((model.get("shape") or {}).get("n_experts") or 0) else "dense")
+        return f"{cfg.get('name', Path(run_dir).parent.parent.name)}/{family}/{Path(run_dir).name}"
+    except (OSError, ValueError, TypeError, AttributeError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
 def run_info(run_dir: Path) -> dict | None:
     """One row describing a run: family, balancing, sizes, device, peak (from config/env/summary); None
     (with a one-line warning) when its config.yaml is missing or unusable: the run cannot be labelled

@@ -101,7 +101,7 @@ def test_cost():
     (["cost", "--config", "dbrx", "--tokens", "-1e12", "--seq-len", "4096"], "--tokens"),
     (["cost", "--config", "dbrx", "--tokens", "1e12", "--seq-len", "4k"], "--seq-len"),
     (["cost", "--config", "dbrx", "--tokens", "1e12", "--seq-len", "4096", "--mfu", "0"], "--mfu"),
-    (["cost", "--config", "dbrx", "--tokens", "1e12"], "--seq-len"),
+    (["cost", "--config", "dbrx", "--tokens", "1e12", "--seq-len", "0"], "--seq-len"),
     (["table3", "--format", "xml"], "--format"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, needle):

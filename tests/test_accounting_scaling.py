@@ -193,11 +193,12 @@ def test_cli_scaling_table_csv_and_errors(capsys):
 
 
 def test_deepseek_command_has_a_scaling_section():
-    from accounting.cli import deepseek_data, deepseek_text
-    d = deepseek_data()
-    s = d["scaling"]
+    import json
+
+    from accounting.cli import run
+    s = json.loads(run(["deepseek", "--format", "json"]))["scaling"]
     assert s["token_bases"]["note_20x_total"] == pytest.approx(13.42e12, rel=1e-3)
     assert s["token_bases"]["reported"] == 14.8e12
     assert s["optimal_tokens_all_laws"]["spread"] > 5
-    text = deepseek_text(d)
+    text = run(["deepseek"])
     assert "note: 20 x total" in text and "krajewski2024" in text and "The laws disagree" in text

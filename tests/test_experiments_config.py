@@ -35,9 +35,10 @@ def test_size_overrides_model_dims_and_equal_active():
 
 
 def test_deepseek_router_settings():
-    cfg = validate(compose(["model=deepseek"])).cfg
+    spec = validate(compose(["model=deepseek"]))
+    cfg = spec.cfg
     r = cfg["model"]["router"]
-    assert (r["gating"], r["balancing"]) == ("sigmoid", "loss_free")
+    assert (spec.shape.router_scoring, r["balancing"]) == ("sigmoid", "loss_free")
     assert cfg["model"]["shape"]["n_shared_experts"] == 1
 
 
@@ -52,7 +53,9 @@ def test_bytes_tokenizer_sets_vocab_256():
     (["model.shape.d_model=-64"], "d_model"),
     (["model.shape.top_k=9"], "top_k=9 exceeds n_experts=8"),
     (["model.shape.n_heads=5"], "not divisible by n_heads=5"),
-    (["model.router.gating=relu"], "model.router.gating"),
+    (["model.router.balancing=relu"], "model.router.balancing='relu' must be one of none, aux_loss, loss_free"),
+    (["+model.router.gating=sigmoid"], "unknown config key 'model.router.gating'"),
+    (["model.router.jitter_eps=-0.1"], "model.router.jitter_eps=-0.1 must be >= 0"),
     (["+model.shape.n_expert=4"], "n_expert"),
     (["data=text"], "data.path"),
     (["optim.betas=[0.9]"], "optim.betas"),

@@ -65,6 +65,24 @@ FAMILIES = {
                                                               "factor": 4.0, "original_max_position_embeddings": 16,
                                                               "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0,
                                                               "mscale_all_dim": 1.0})),
+    # MoE placement patterns: mlp_only_layers=[0] is first_dense_layers=1; decoder_sparse_step=2 interleaves
+    "qwen3_moe-mlp-only-0": ("Qwen3MoeConfig", dict(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                                                    head_dim=8, moe_intermediate_size=16, norm_topk_prob=True,
+                                                    mlp_only_layers=[0])),
+    "qwen2_moe-sparse-step-2": ("Qwen2MoeConfig", dict(num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                                                       moe_intermediate_size=16, shared_expert_intermediate_size=24,
+                                                       decoder_sparse_step=2, num_hidden_layers=4)),
+    # Llama-3.1's llama3 RoPE scaling (wavelengths 6.3 .. 6283 straddle original/high = 4 .. original/low = 16)
+    # and Llama's attention_bias (q, k, v and o)
+    "llama-3.1-rope-bias": ("LlamaConfig", dict(num_key_value_heads=2, attention_bias=True,
+                                                rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
+                                                                 "factor": 8.0, "low_freq_factor": 1.0,
+                                                                 "high_freq_factor": 4.0,
+                                                                 "original_max_position_embeddings": 16})),
+    # gpt-oss: sinks, sliding window 6 on even layers, clamped SwiGLU (limit low enough to bind), biases,
+    # top-k-then-softmax router, YaRN without truncation (the real model's rope values)
+    "gpt_oss": ("GptOssConfig", dict(num_hidden_layers=3, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+                                     num_experts_per_tok=2, sliding_window=6, swiglu_limit=0.3)),
 }
 
 
@@ -83,9 +101,12 @@ def tiny_hf_model(family: str):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() >= 2:   # larger weights than the 0.02 init: logits and routing that are not near-ties
-                p.normal_(0.0, 0.5 if name.endswith(("gate.weight", "router.layer.weight")) else 0.1)
+                p.normal_(0.0, 0.5 if name.endswith(("gate.weight", "router.layer.weight", "mlp.router.weight"))
+                          else 0.1)
             elif name.endswith("norm.weight") or "norm_" in name or "layernorm" in name:
                 p.uniform_(0.5, 1.5)
+            elif name.endswith("sinks"):   # gpt-oss's sink logits, on the scale of the attention scores
+                p.normal_(0.0, 1.0)
             else:
                 p.normal_(0.0, 0.1)
         for name, b in model.named_buffers():
@@ -278,9 +299,13 @@ def _edit_tensors(folder, fn):
 def test_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="unsupported architecture 'gpt2'"):
         moe.from_hf({"model_type": "gpt2", "n_embd": 64})
-    with pytest.raises(ValueError, match="RoPE type 'llama3'"):
+    with pytest.raises(ValueError, match="RoPE type 'longrope' is not supported by moe.from_hf"):
         moe.from_hf({**tf.LlamaConfig(**COMMON).to_dict(),
-                     "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}})
+                     "rope_parameters": {"rope_type": "longrope", "rope_theta": 5e5, "factor": 8.0}})
+    with pytest.raises(ValueError, match="rope_scaling type 'llama3' needs low_freq_factor, high_freq_factor"):
+        moe.from_hf({**tf.LlamaConfig(**COMMON).to_dict(),
+                     "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0,
+                                         "original_max_position_embeddings": 16}})
     with pytest.raises(ValueError, match="no config.json"):
         moe.from_hf(tmp_path)
     hf = tiny_hf_model("mixtral")
@@ -339,3 +364,155 @@ def test_export_back_to_transformers(tmp_path, family):
         want, got = ours(idx).logits, back(idx).logits
     assert (want - got).abs().max().item() < 1e-4
     assert (want - hf(idx).logits).abs().max().item() > 1e-3      # the change is visible
+
+
+# ----- families: MoE placement patterns, gpt-oss, llama3 RoPE ---------------------------------------------
+def test_moe_placement_patterns_are_what_transformers_builds():
+    """mlp_only_layers=[0] is exactly one leading dense layer; decoder_sparse_step=2 is MoE every other layer."""
+    only = shape_from_config(tiny_hf_model("qwen3_moe-mlp-only-0").config.to_dict())
+    assert (only.first_dense_layers, only.moe_layer_pattern, only.n_moe_layers) == (1, "", 1)
+    hf = tiny_hf_model("qwen2_moe-sparse-step-2")
+    step = shape_from_config(hf.config.to_dict())
+    assert (step.first_dense_layers, step.moe_layer_pattern) == (0, "DMDM")
+    built = [type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in hf.model.layers]
+    assert built == [step.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+
+
+def test_gpt_oss_each_feature_changes_the_logits(tmp_path):
+    """The gpt-oss model's features all bind on the tiny model: without any one of them the logits move."""
+    hf = tiny_hf_model("gpt_oss")
+    hf.save_pretrained(tmp_path)
+    ours = moe.from_hf(tmp_path)
+    idx = torch.randint(0, 96, (2, 24), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = hf(idx).logits
+
+    def moved(change=None, **shape_changes):
+        model = moe.build_model(ours.shape.replace(**shape_changes)).eval() if shape_changes else None
+        if model is not None:
+            model.load_state_dict(ours.state_dict())
+        else:
+            model = moe.from_hf(hf.config)
+            model.load_state_dict(ours.state_dict())
+            change(model)
+        with torch.no_grad():
+            return (model(idx).logits - want).abs().max().item()
+
+    assert ours.shape.window_layer_pattern == "SFS" and ours.shape.sliding_window == 6
+    assert moved(lambda m: [setattr(b.attn, "window", 0) for b in m.blocks]) > 1e-2       # sliding window
+    assert moved(lambda m: [b.attn.sinks.data.fill_(-1e4) for b in m.blocks]) > 1e-2      # sinks
+    assert moved(swiglu_limit=100.0) > 1e-2                                               # the clamp
+    assert moved(swiglu_alpha=1.0) > 1e-2                                                 # sigmoid gain
+    assert moved(rope_truncate=True) > 1e-3                                              # YaRN without rounding
+    assert moved(lambda m: [b.ffn.experts.b_down.data.zero_() for b in m.blocks]) > 1e-2  # expert biases
+    assert moved(lambda m: [b.attn.wo.bias.data.zero_() for b in m.blocks]) > 1e-2        # o_proj bias
+
+
+def test_gpt_oss_router_chooses_and_weighs_what_transformers_does():
+    """Top-k of the logits then softmax over the k (gpt-oss) == our softmax, top-k, renormalised; with the bias."""
+    from accounting.hf_config import shape_from_hf_config
+    from moe.router import Router
+    torch.manual_seed(5)
+    cfg = tf.GptOssConfig(**{**COMMON, "num_local_experts": 16, "num_experts_per_tok": 4, "head_dim": 8,
+                             "num_key_value_heads": 2})
+    theirs = tf.models.gpt_oss.modeling_gpt_oss.GptOssTopKRouter(cfg)
+    with torch.no_grad():
+        theirs.weight.normal_(0.0, 0.5)
+        theirs.bias.normal_(0.0, 1.0)
+    ours = Router(shape_from_hf_config(cfg.to_dict()), moe.RouterConfig())
+    with torch.no_grad():
+        ours.gate.weight.copy_(theirs.weight)
+        ours.gate.bias.copy_(theirs.bias)
+    x = torch.randn(512, 32)
+    _, w_theirs, i_theirs = theirs(x)
+    r = ours(x)
+    order_t, order_o = i_theirs.argsort(-1), r.indices.argsort(-1)
+    assert torch.equal(i_theirs.gather(-1, order_t), r.indices.gather(-1, order_o))
+    torch.testing.assert_close(w_theirs.gather(-1, order_t), r.weights.gather(-1, order_o), rtol=0, atol=1e-6)
+
+
+def test_gpt_oss_kv_cache_decode_equals_full_forward(tmp_path):
+    """Sliding-window layers under the KV cache: token-by-token decoding past the window gives the logits of
+    one full forward."""
+    tiny_hf_model("gpt_oss").save_pretrained(tmp_path)
+    model = moe.from_hf(tmp_path)
+    idx = torch.randint(0, 96, (1, 14), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = model(idx).logits
+        cache = model.new_cache(1)
+        steps = [model(idx[:, :4], cache=cache).logits]
+        steps += [model(idx[:, t:t + 1], cache=cache).logits for t in range(4, 14)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_gpt_oss_experts_refuse_other_backends():
+    cfg = tf.GptOssConfig(**{**COMMON, "num_local_experts": 4, "num_experts_per_tok": 2, "head_dim": 8,
+                             "num_key_value_heads": 2}).to_dict()
+    with pytest.raises(ValueError, match="backend='grouped': experts with biases or the clamped SwiGLU"):
+        moe.from_hf(cfg, backend="grouped")
+
+
+def test_refused_family_names_what_is_missing():
+    with pytest.raises(ValueError, match=r"^llama4_text: moe.from_hf does not build it; missing: chunked") as err:
+        moe.from_hf({"model_type": "llama4_text", "hidden_size": 32})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "qwen2_moe-sparse-step-2"])
+def test_forward_flops_of_new_families_equal_accounting(family):
+    """FlopCounterMode (2 per multiply-add, the full T x T score matrix, sinks' explicit matmuls included)
+    equals accounting.forward_flops for a sinks/window/biased-expert model and an interleaved one."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from accounting.flops import forward_flops
+    model = moe.from_hf(tiny_hf_model(family).config)
+    idx = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(idx)
+    assigned = moe.routed_assignments(out.router_stats)
+    want = forward_flops(model.shape, 20, batch=2, flops_per_mac=2, routed_assignments=assigned)["total"]
+    assert counter.get_total_flops() == want
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(model.shape).total
+
+
+@pytest.mark.parametrize("kind", ["interleaved", "every-layer", "multimodal"])
+def test_llama4_placement_is_priced_as_transformers_builds_it(kind):
+    """Llama 4: MoE every other layer (interleave_moe_layer_step=2, as Maverick), or every layer (Scout);
+    accounting's total equals transformers' Llama4ForCausalLM numel on the meta device (the text model)."""
+    kw = dict(vocab_size=96, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+              head_dim=8, intermediate_size=16, intermediate_size_mlp=40, num_local_experts=4, num_experts_per_tok=1,
+              interleave_moe_layer_step=2 if kind == "interleaved" else 1)
+    text = tf.Llama4TextConfig(**kw)
+    with torch.device("meta"):
+        hf = tf.Llama4ForCausalLM(text)
+    cfg = (tf.Llama4Config(text_config=kw, vision_config={}).to_dict() if kind == "multimodal"
+           else text.to_dict())
+    from accounting.hf_config import shape_from_hf_config
+    shape = shape_from_hf_config(cfg)
+    moe_layers = [i for i, layer in enumerate(hf.model.layers) if layer.is_moe_layer]
+    assert [i for i in range(4) if shape.is_moe_layer(i)] == moe_layers
+    assert shape.moe_layer_pattern == ("DMDM" if kind == "interleaved" else "")
+    assert count_parameters(shape).total == sum(p.numel() for p in hf.parameters())
+
+
+def test_sliding_window_without_sinks_runs_sdpa_with_the_same_window():
+    """A window without sinks goes through SDPA with a boolean mask: it equals the explicit sink path with
+    sinks at -1e9 (no mass on the sink), and cached decoding past the window equals the full forward."""
+    from accounting.shapes import ModelShape
+    import dense
+    shape = ModelShape(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, attention="gqa", seq_len=32,
+                       ffn_kind="swiglu", norm_kind="rmsnorm", sliding_window=5, window_layer_pattern="SF")
+    torch.manual_seed(8)
+    plain = dense.Transformer(shape).eval()
+    sinks = dense.Transformer(shape.replace(attention_sinks=True)).eval()
+    sinks.load_state_dict({**plain.state_dict(), **{f"blocks.{i}.attn.sinks": torch.full((4,), -1e9) for i in range(2)}})
+    unwindowed = dense.Transformer(shape.replace(sliding_window=0, window_layer_pattern="")).eval()
+    unwindowed.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 64, (2, 20), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = plain(idx).logits
+        torch.testing.assert_close(sinks(idx).logits, want, rtol=0, atol=1e-5)
+        assert (unwindowed(idx).logits - want).abs().max() > 1e-3
+        cache = plain.new_cache(2)
+        steps = [plain(idx[:, :3], cache=cache).logits] + [plain(idx[:, t:t + 1], cache=cache).logits
+                                                           for t in range(3, 20)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), want, rtol=0, atol=1e-5)

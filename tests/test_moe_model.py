@@ -36,8 +36,11 @@ SHAPES = {
 }
 ROUTERS = {
     "softmax-aux": moe.RouterConfig(balancing="aux_loss", z_loss_coef=1e-3),
-    "sigmoid-lossfree": moe.RouterConfig(gating="sigmoid", balancing="loss_free", route_scale=2.5),
+    "sigmoid-lossfree": moe.RouterConfig(balancing="loss_free"),
 }
+ROUTING = {"softmax-aux": {}, "sigmoid-lossfree": dict(router_scoring="sigmoid", router_scale=2.5)}
+"""The routing function each router case is tested with: the shape's fields (the router config holds only
+training settings)."""
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -55,6 +58,7 @@ def test_parameter_count_matches_accounting(shape, backend):
 @pytest.mark.parametrize("router", list(ROUTERS))
 def test_active_parameters_from_the_routers_choice(shape, router):
     torch.manual_seed(0)
+    shape = shape.replace(**ROUTING[router])
     model = moe.build_model(shape, ROUTERS[router], "loop")
     touched, picked = touched_parameters(model, token=5)
     # the experts that received gradient are exactly the ones the router chose, k per MoE layer
@@ -113,7 +117,7 @@ def test_aux_losses_are_in_the_loss():
 
 def test_loop_and_grouped_models_agree():
     torch.manual_seed(0)
-    shape = ModelShape(**{**BASE, **SHAPES["deepseekish"]})
+    shape = ModelShape(**{**BASE, **SHAPES["deepseekish"], **ROUTING["sigmoid-lossfree"]})
     a = moe.build_model(shape, ROUTERS["sigmoid-lossfree"], "loop")
     b = moe.build_model(shape, ROUTERS["sigmoid-lossfree"], "grouped")
     b.load_state_dict(a.state_dict())
@@ -127,7 +131,7 @@ def test_loop_and_grouped_models_agree():
 
 def test_moe_cached_decode_matches_full_forward():
     torch.manual_seed(0)
-    shape = ModelShape(**{**BASE, **SHAPES["swiglu-shared-tied-rms"]})
+    shape = ModelShape(**{**BASE, **SHAPES["swiglu-shared-tied-rms"], **ROUTING["sigmoid-lossfree"]})
     model = moe.build_model(shape, ROUTERS["sigmoid-lossfree"], "grouped").eval()
     idx = torch.randint(0, shape.vocab_size, (1, 12))
     with torch.no_grad():
@@ -147,11 +151,11 @@ def test_build_model_dense_case():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(backend="cuda-magic"), "unknown expert backend"),
-    (dict(router=dict(gating="relu")), "gating"),
+    (dict(router=dict(gating="relu")), "gating is the shape's router_scoring"),
     (dict(router=dict(balancing="sinkhorn")), "balancing"),
     (dict(router=dict(capacity_factor=0)), "capacity_factor"),
     (dict(router=dict(aux_loss_coef=-1)), "aux_loss_coef"),
-    (dict(router=dict(route_scale=0)), "route_scale"),
+    (dict(router=dict(jitter_eps=-1)), "jitter_eps"),
     (dict(router=dict(temperature=2)), "unknown RouterConfig"),
     (dict(backend="megablocks", router=dict(capacity_factor=1.25)), "dropless"),
 ])
@@ -173,7 +177,7 @@ def test_bad_moe_shapes(bad, match):
 def test_mla_moe_decodes_from_the_compressed_cache():
     """DeepSeek-style MoE with MLA: cached decode (absorbed latent attention) equals the full forward."""
     torch.manual_seed(0)
-    shape = ModelShape(**{**BASE, **SHAPES["deepseek-mla"]})
+    shape = ModelShape(**{**BASE, **SHAPES["deepseek-mla"], **ROUTING["sigmoid-lossfree"]})
     model = moe.build_model(shape, router=ROUTERS["sigmoid-lossfree"]).eval()
     idx = torch.randint(0, shape.vocab_size, (2, 12))
     with torch.no_grad():

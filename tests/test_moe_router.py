@@ -25,7 +25,8 @@ def make_shape(E=4, k=2, d=8):
 @pytest.mark.parametrize("normalize", [True, False])
 def test_topk_and_weights(gating, normalize):
     torch.manual_seed(0)
-    router = Router(make_shape(E=6, k=3), RouterConfig(gating=gating, normalize_topk=normalize, route_scale=2.0))
+    shape = make_shape(E=6, k=3).replace(router_scoring=gating, router_norm_topk=normalize, router_scale=2.0)
+    router = Router(shape, RouterConfig())
     x = torch.randn(20, 8)
     r = router(x)
     logits = x @ router.gate.weight.t()
@@ -80,8 +81,8 @@ def skewed_ffn(balancing: str, E: int = 8, d: int = 16, seed: int = 0):
     """An MoE layer whose router sends nearly every token to expert 0 (sigmoid gating, top-1)."""
     torch.manual_seed(seed)
     shape = ModelShape(vocab_size=32, d_model=d, n_layers=1, n_heads=2, seq_len=8, n_experts=E, top_k=1,
-                       d_expert=8)
-    ffn = MoEFFN(shape, RouterConfig(gating="sigmoid", balancing=balancing, bias_update_rate=0.02))
+                       d_expert=8, router_scoring="sigmoid")
+    ffn = MoEFFN(shape, RouterConfig(balancing=balancing, bias_update_rate=0.02))
     u = torch.nn.functional.normalize(torch.ones(d), dim=0)
     with torch.no_grad():
         ffn.router.gate.weight.normal_(0, 0.5).add_(4 * u * (torch.arange(E) == 0)[:, None])
@@ -136,8 +137,9 @@ def test_collapse_detected_without_balancing():
     assert detect_collapse([healthy.last_stats]) == []
 
 
-@pytest.mark.parametrize("bad", [dict(gating="relu"), dict(balancing="sinkhorn"), dict(capacity_factor=-1.0),
-                                 dict(z_loss_coef=-0.1), dict(normalize_topk="yes"), dict(route_scale=0.0)])
+@pytest.mark.parametrize("bad", [dict(balancing="sinkhorn"), dict(capacity_factor=-1.0), dict(capacity_factor=True),
+                                 dict(z_loss_coef=-0.1), dict(jitter_eps=-0.5), dict(aux_loss_coef=float("nan")),
+                                 dict(bias_update_rate="fast")])
 def test_router_config_validation(bad):
     with pytest.raises(ValueError, match="RouterConfig"):
         RouterConfig(**bad)
@@ -154,16 +156,21 @@ def test_router_jitter_only_in_training():
     assert torch.equal(router(x).logits, router(x).logits)
 
 
-def test_routing_function_comes_from_the_shape_unless_overridden():
+def test_routing_function_comes_from_the_shape_only():
     torch.manual_seed(0)
     shape = make_shape(E=8, k=2).replace(router_scoring="sigmoid", router_norm_topk=False, router_scale=2.0)
     x = torch.randn(32, shape.d_model)
     r = Router(shape, RouterConfig())
     out = r(x)
     torch.testing.assert_close(out.weights, 2.0 * torch.sigmoid(out.logits).gather(-1, out.indices))
-    r2 = Router(shape, RouterConfig(gating="softmax", normalize_topk=True, route_scale=1.0))
+    r2 = Router(shape.replace(router_scoring="softmax", router_norm_topk=True, router_scale=1.0), RouterConfig())
     r2.load_state_dict(r.state_dict())
     torch.testing.assert_close(r2(x).weights.sum(-1), torch.ones(32))
+    # the former RouterConfig overrides of the routing function are refused, naming the shape's field
+    for old, new in (("gating", "router_scoring"), ("normalize_topk", "router_norm_topk"),
+                     ("route_scale", "router_scale")):
+        with pytest.raises(ValueError, match=f"unknown RouterConfig field.*{old} is the shape's {new}"):
+            RouterConfig.from_any({old: 1.0})
 
 
 def test_loss_free_update_runs_as_an_optimizer_pre_hook():

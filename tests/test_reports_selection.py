@@ -152,8 +152,8 @@ def test_cli_default_writes_an_untracked_demo_report(tmp_path, monkeypatch, caps
     assert (tmp_path / "runs" / "report" / "REPORT.md").is_file()
     assert not (tmp_path / "reports").exists()
     assert "from 1 run(s)" in capsys.readouterr().out
-    assert main(["--select", "nothing"]) == 0
-    assert "no run matches nothing" in capsys.readouterr().err
+    assert main(["--select", "nothing"]) == 2  # an explicit selection that matches nothing is an error
+    assert "--select nothing matches no run" in capsys.readouterr().err
 
 
 def test_bootstrap_and_verdict():
