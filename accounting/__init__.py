@@ -6,7 +6,7 @@ one flop, used where the note is reproduced, `accounting.press2025`).
 
 One function per ``python -m accounting`` command (`accounting.api`), each returning a frozen dataclass whose
 ``to_dict()`` is the command's JSON: `table3`, `deepseek`, `parameters` (the ``params`` command), `price` (the
-``cost`` command), `serve`, `serving_check`, `train_memory`. `load_shape` takes a shipped name, a file or a folder (`accounting.config_files`).
+``cost`` command), `serve`, `serving_check`, `train_memory`, `scaling_laws` (the ``scaling`` command). `load_shape` takes a shipped name, a file or a folder (`accounting.config_files`).
 """
 from .shapes import ModelShape, ShapeError
 from .params import ParameterCount, count_parameters, total_parameters, active_parameters
@@ -18,7 +18,8 @@ from .cost import GpuRate, NOTE_GPU, gpu_rate, gpu_hours, gpu_years, cost_usd, u
 from .hf_config import shape_from_hf_config, load_shipped, shipped_configs
 from .config_files import ConfigSpecError, load_shape, published_counts
 from .api import (Result, Table3Result, DeepSeekResult, ParamsResult, CostResult, ServeResult, ServingCheckResult,
-                  TrainMemoryReport, table3, deepseek, parameters, price, serve, serving_check, train_memory)
+                  TrainMemoryReport, ScalingResult, table3, deepseek, parameters, price, serve, serving_check,
+                  train_memory, scaling_laws)
 
 __all__ = ["ModelShape", "ShapeError", "ParameterCount", "count_parameters", "total_parameters",
            "active_parameters", "MAC", "FLOP", "forward_flops", "training_flops", "decode_flops_per_token",
@@ -29,4 +30,4 @@ __all__ = ["ModelShape", "ShapeError", "ParameterCount", "count_parameters", "to
            "load_shipped", "shipped_configs", "ConfigSpecError", "published_counts",
            "Result", "Table3Result", "DeepSeekResult", "ParamsResult", "CostResult", "ServeResult",
            "ServingCheckResult", "TrainMemoryReport", "table3", "deepseek", "parameters", "price", "serve",
-           "serving_check", "train_memory"]
+           "serving_check", "train_memory", "ScalingResult", "scaling_laws"]

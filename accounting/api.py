@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from . import cost as _cost, press2025, serving as _serving
+from . import cost as _cost, press2025, scaling_cli as _scaling_cli, serving as _serving
 from .chinchilla import FITS, chinchilla_tokens
 from .config_files import LoadedConfig, load_shape, published_counts, resolve_config
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
@@ -40,7 +40,7 @@ from .training_memory import Settings as TrainingSettings, TrainMemoryReport, tr
 
 __all__ = ["Result", "Table3Result", "DeepSeekResult", "ParamsResult", "CostResult", "ServeResult",
            "ServingCheckResult", "TrainMemoryReport", "TrainingSettings", "table3", "deepseek", "parameters", "price",
-           "serve", "serving_check", "train_memory", "load_shape",
+           "serve", "serving_check", "train_memory", "scaling_laws", "ScalingResult", "load_shape",
            "parse_count", "CONVENTION"]
 
 CONVENTION = {"flops_mac": "multiply-add = 1 flop (the note's convention)",
@@ -285,15 +285,19 @@ class DeepSeekResult(Result):
     convention: dict[str, str]
     section6: dict[str, Any]
     deepseek_v3: dict[str, Any]
+    scaling: dict[str, Any]
+    """The published scaling laws put to DeepSeek-V3 on its 14.8T tokens (`accounting.scaling_cli.deepseek_section`)."""
 
 
 def deepseek() -> DeepSeekResult:
-    """``python -m accounting deepseek``: section 6 of the note and DeepSeek-V3 priced six ways."""
+    """``python -m accounting deepseek``: section 6 of the note, DeepSeek-V3 priced six ways and the published
+    scaling laws put to it."""
     shape = press2025.deepseek_v3_shape(press2025.DEEPSEEK_REPORTED["pretrain_seq_len"])
     return DeepSeekResult(
         convention=dict(CONVENTION), section6=press2025.section6(),
         deepseek_v3={"config": "shipped:deepseek-v3", "params": _params(shape, "shipped:deepseek-v3").to_dict(),
-                     "estimates": press2025.deepseek_v3_estimates(shape)})
+                     "estimates": press2025.deepseek_v3_estimates(shape)},
+        scaling=_scaling_cli.deepseek_section(shape))
 
 
 # ----- serve ------------------------------------------------------------------------------------------------
@@ -383,3 +387,27 @@ def train_memory(config: str | Path | ModelShape, seq_len: int, micro_batch: int
     loaded = _config(config, seq_len)
     s = TrainingSettings(seq_len=seq_len, micro_batch=micro_batch, **settings)
     return _train_memory(loaded.shape, s, gpus, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp, gpu=gpu, source=loaded.source)
+
+
+# ----- scaling ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScalingResult(Result):
+    """Every published law of `accounting.scaling` put to one model on ``tokens`` tokens: ``laws`` (one dict per
+    law: loss in its own units, dense-equivalent FLOP, leverage, compute-optimal tokens and active parameters,
+    extrapolation) and how far the MoE laws disagree. FLOP count two per multiply-add."""
+
+    name: str
+    config: str
+    tokens: float
+    convention: str
+    note: str
+    params: dict[str, Any]
+    laws: list[dict[str, Any]]
+    disagreement_moe_laws: dict[str, Any]
+
+
+def scaling_laws(config: str | Path | ModelShape, tokens: float | str, seq_len: int | None = None) -> ScalingResult:
+    """``python -m accounting scaling``: the published scaling laws put to ``config`` trained on ``tokens``
+    tokens (``seq_len``: the window of DeepSeek LLM's attention term; default the config's context)."""
+    loaded = _config(config, seq_len)
+    return ScalingResult(**_scaling_cli.scaling_data(loaded.shape, loaded.source, parse_count(tokens, "tokens")))

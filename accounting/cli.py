@@ -271,7 +271,7 @@ def deepseek_text(d: dict[str, Any]) -> str:
 
 
 register(Command("deepseek", "the note's section 6 and DeepSeek-V3 priced by six methods", _no_arguments,
-                 lambda args: scaling_cli.with_deepseek_scaling(api.deepseek()),
+                 lambda args: api.deepseek(),
                  lambda d: deepseek_text(d) + "\n\n" + scaling_cli.deepseek_text(d["scaling"])))
 register(Command("scaling", "published dense and MoE scaling laws put to one model", scaling_cli.arguments,
                  scaling_cli.result, scaling_cli.scaling_text, csv=scaling_cli.csv))

@@ -1,9 +1,9 @@
 """``python -m accounting scaling --config NAME|FILE --tokens D [--seq-len n] [--format table|json|csv]`` and the
 scaling section of ``python -m accounting deepseek``: every published law of `accounting.scaling` put to one
-model shape and token count. Registered in accounting/cli.py by `add_parser` and `output`."""
+model shape and token count. Registered in accounting/cli.py (`arguments`, `result`, `scaling_text`, `csv`); the API is
+`accounting.api.scaling_laws`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from . import scaling as S
@@ -12,16 +12,6 @@ from .formatting import si
 
 DEEPSEEK_V3_TOKENS = 14.8e12
 """DeepSeek-V3's reported pretraining tokens (arXiv 2412.19437)."""
-
-
-@dataclass(frozen=True)
-class DataResult:
-    """A command result that is already plain data (``to_dict()`` is the JSON object)."""
-
-    data: dict
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
 
 
 def arguments(p) -> None:
@@ -33,24 +23,16 @@ def arguments(p) -> None:
                    help="training window (DeepSeek LLM's attention term; default: the config's context)")
 
 
-def result(args) -> DataResult:
-    """``python -m accounting scaling``: every law put to ``--config`` on ``--tokens``."""
-    from .cli import load_config, parse_count
-    tokens = parse_count(args.tokens, "--tokens")
-    shape, source = load_config(args.config, args.seq_len)
-    return DataResult(scaling_data(shape, source, tokens))
+def result(args):
+    """``python -m accounting scaling``: every law put to ``--config`` on ``--tokens`` (`accounting.api.scaling_laws`)."""
+    from .api import parse_count, scaling_laws
+    return scaling_laws(args.config, parse_count(args.tokens, "--tokens"), args.seq_len)
 
 
 def csv(data: dict[str, Any]) -> str:
     """One CSV row per law (the extrapolation as its summary)."""
     from .cli import _csv
     return _csv([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
-
-
-def with_deepseek_scaling(res) -> DataResult:
-    """``python -m accounting deepseek``'s result with the scaling section added under ``scaling``."""
-    from . import press2025
-    return DataResult({**res.to_dict(), "scaling": deepseek_section(press2025.deepseek_v3_shape(4096))})
 
 
 def scaling_data(shape, source: str, tokens: float) -> dict[str, Any]:
