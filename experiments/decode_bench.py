@@ -10,12 +10,19 @@ slow spell on a shared machine spreads over all points instead of sinking one.
     python -m experiments.decode_bench                        # CPU, ~4-6 min on one core; writes the files below
     python -m experiments.decode_bench --device cuda          # the same on a GPU (bf16, larger models)
     python -m experiments.decode_bench --quick --out /tmp/q.csv   # seconds; for tests
+    python -m experiments.decode_bench --compile --out runs/decode_cpu_compiled.csv   # torch.compile'd steps
 
 Writes ``--out`` (CSV, one row per (model, context, batch), appended as each block of points completes,
 so a crash keeps what was measured) and ``<out stem>_env.json`` (device, CPU model, cores, threads, torch,
 git commit, the measured peak and bandwidth). Columns are documented in docs/experiments.md.
 MoE models use the ``loop`` expert backend, which only touches experts that received tokens: the weights
 read per step grow with the distinct experts a batch routes to, as in a real serving kernel.
+
+``--compile``: every step runs through ONE ``torch.compile(dynamic=True)`` function per model (batch and cache
+position symbolic, so the batches and contexts share its graphs; ``dense.static_cache``), MoE models on the
+``grouped`` backend (the ``loop`` backend's per-expert selection has data-dependent shapes), which also only
+multiplies the experts that received tokens. The compile time (the first, warm-up step of each model) is in
+the env JSON (``compile_s``).
 """
 from __future__ import annotations
 
@@ -82,8 +89,19 @@ def measure_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> f
     return x.numel() * 4 / best
 
 
-def build(shape: ModelShape, device: torch.device, dtype: torch.dtype):
-    return moe.build_model(shape, backend="loop").to(device=device, dtype=dtype).eval()
+def build(shape: ModelShape, device: torch.device, dtype: torch.dtype, backend: str = "loop"):
+    return moe.build_model(shape, backend=backend).to(device=device, dtype=dtype).eval()
+
+
+def decode_step_fn(model, compile: bool = False):
+    """``(tokens [B, 1], cache) -> ModelOutput`` of one cached decode step, compiled once with symbolic
+    sizes when ``compile`` (one graph for every batch > 1 and position > 1)."""
+    def step(tokens, cache):
+        return model(tokens, cache=cache, last_only=True)
+    if not compile:
+        return step
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    return torch.compile(step, dynamic=True)
 
 
 def filled_cache(model, batch: int, context: int, device: torch.device):
@@ -106,7 +124,7 @@ def _quartiles(xs: list[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def bench_block(model, shape: ModelShape, batches: list[int], context: int, repeats: int,
-                device: torch.device, max_step_s: float = math.inf) -> dict[int, dict]:
+                device: torch.device, max_step_s: float = math.inf, step_fn=None) -> dict[int, dict]:
     """Interleaved timings of one decode step at each batch; distinct experts touched per MoE layer.
     Batches above the first whose warm-up step takes longer than ``max_step_s`` are dropped (time budget)."""
     cache = filled_cache(model, max(batches), context, device)
@@ -116,9 +134,11 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
     times: dict[int, list[float]] = {b: [] for b in batches}
     distinct: dict[int, list[float]] = {b: [] for b in batches}
 
+    run = step_fn or decode_step_fn(model)
+
     def step(b: int):
         views[b].reset(context)
-        return model(tokens[:b], cache=views[b], last_only=True)
+        return run(tokens[:b], views[b])
 
     kept = []
     for b in sorted(batches):  # warm-up, smallest first; stop growing the batch past the time budget
@@ -164,6 +184,8 @@ def parse_args(argv: Sequence[str] | None):
                    help="stop growing the batch in a block once one step takes longer (default 1 s on CPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1; 0 keeps torch's default)")
     p.add_argument("--quick", action="store_true", help="tiny models, 2 batches, 1 context: for tests")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each model's decode step (MoE on the grouped backend)")
     a = p.parse_args(argv)
     for name in ("batches", "contexts"):
         values = getattr(a, name)
@@ -228,8 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
         fh.flush()
+        env["compile"], env["compile_s"] = a.compile, {}
         for name, shape in shapes.items():
-            model = build(shape, device, dtype)
+            model = build(shape, device, dtype, "grouped" if a.compile and shape.is_moe else "loop")
+            step_fn = decode_step_fn(model, a.compile)
+            if a.compile:   # the first calls compile: batch 1 (specialised) and batch 2 (symbolic), context 2
+                t0 = time.perf_counter()
+                bench_block(model, shape, [1, 2], 2, 1, device, step_fn=step_fn)
+                env["compile_s"][name] = time.perf_counter() - t0
+                print(f"  {name}: compiled the decode step in {env['compile_s'][name]:.1f} s", flush=True)
             c = count_parameters(shape)
             for n in contexts:
                 ok = [b for b in batches
@@ -239,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"(KV cache over {cap / 1e9:g} GB)", flush=True)
                 if not ok:
                     continue
-                res = bench_block(model, shape, ok, n, repeats, device, max_step)
+                res = bench_block(model, shape, ok, n, repeats, device, max_step, step_fn)
                 if len(res) < len(ok):
                     print(f"  {name} context {n}: stopped at batch {max(res)} (a step took over {max_step:g} s)",
                           flush=True)

@@ -10,6 +10,9 @@ random tensor). Contenders:
 
 * ``ours_<backend>``: ``moe.moe_ffn.MoEFFN`` (router + routed experts), backends ``loop``, ``grouped`` and,
   on CUDA with MegaBlocks importable, ``megablocks``; softmax gating, top-k renormalised (Mixtral's routing).
+* ``ours_grouped_compiled``, ``dense_compiled`` (``--compile``): the same modules through ``torch.compile``
+  (the grouped experts as ``moe.compiled_ops`` custom ops, no graph break); the note gives the compile time
+  (the first forward + backward).
 * ``dense``: ``dense.ffn.FFN`` of width ``k x d_expert``: the same active parameters and matmul flops per
   token (the MoE layer adds the router's ``2 E d`` per token).
 * ``matmul``: the nine plain matmuls of the dense FFN's forward + backward on preallocated operands, no
@@ -194,6 +197,20 @@ def module_contender(name: str, module: torch.nn.Module, x: torch.Tensor, gy: to
     return Contender(name, step, forward, check=check, tol=tol, note=note)
 
 
+def compiled_contender(name: str, module: torch.nn.Module, x: torch.Tensor, gy: torch.Tensor, device, *,
+                       check: bool = True, note: str = "") -> Contender:
+    """``module_contender`` of ``torch.compile(module)``; compiles now (one forward + backward), the time
+    in the note."""
+    compiled = torch.compile(module)
+    c = module_contender(name, compiled, x, gy, check=check, note=note)
+    _sync(device)
+    t0 = time.perf_counter()
+    c.step()
+    _sync(device)
+    c.note = (note + f"; torch.compile, compiled in {time.perf_counter() - t0:.1f} s").lstrip("; ")
+    return c
+
+
 def matmul_contender(T: int, d: int, width: int, device, dtype) -> Contender:
     """The dense SwiGLU FFN's nine matmuls (3 forward, 6 backward), preallocated, no autograd."""
     g = torch.Generator(device="cpu").manual_seed(1)
@@ -330,8 +347,15 @@ def build_contenders(E: int, k: int, d: int, f: int, T: int, device, dtype, args
             skipped.append({"contender": f"ours_{b}", "status": "unavailable", "note": f"{type(e).__name__}: {e}"[:200]})
     from dense.ffn import FFN
     torch.manual_seed(1)
-    cs.append(module_contender("dense", FFN(shape, k * f).to(device=device, dtype=dtype), x, gy, check=False,
+    dense_ffn = FFN(shape, k * f).to(device=device, dtype=dtype)
+    cs.append(module_contender("dense", dense_ffn, x, gy, check=False,
                                note=f"dense SwiGLU FFN of width k*d_expert={k * f}"))
+    if getattr(args, "compile", False):
+        m = ours(shape, "grouped", device, dtype)
+        copy_ours(m, ref_mod)
+        cs.append(compiled_contender("ours_grouped_compiled", m, x, gy, device))
+        cs.append(compiled_contender("dense_compiled", dense_ffn, x, gy, device, check=False,
+                                     note=f"dense SwiGLU FFN of width k*d_expert={k * f}"))
     cs.append(matmul_contender(T, d, k * f, device, dtype))
     with torch.no_grad():
         routed = ref_mod.router(x.detach().float().reshape(-1, d)).indices.reshape(-1)
@@ -522,6 +546,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default="runs/bench/moe_layer.csv")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="add torch.compile'd contenders: ours_grouped_compiled and dense_compiled")
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: d=64, T=256, 1 repeat")
     p.add_argument("--grouped-from", nargs="+", default=[], metavar="COMMIT",
                    help="also time the grouped backend as of these git commits (same weights, same run)")

@@ -3,6 +3,7 @@
   python -m experiments.paired_bench                                  # demo models, 1 thread, CPU
   python -m experiments.paired_bench --models dense moe deepseek --repeats 300 --out reports/data/paired_cpu
   python -m experiments.paired_bench --device cuda --size small --threads 0 --out reports/data/paired_h100
+  python -m experiments.paired_bench --compile --repeats 200 --out runs/paired_compiled   # + torch.compile
 
 The demo's training runs report MFU one run at a time; on a shared machine their throughput swings with
 whatever else runs (two identical MoE models measured 9.7% and 38.3% MFU in one demo). Here every model is
@@ -20,6 +21,10 @@ a percentile interval of that median from a moving-block bootstrap (blocks of ``
 so that a slow drift of the machine's load widens the interval instead of hiding in it). The interval
 covers the noise within one run; the load average at start and end is recorded, because another run at
 another load can land outside it.
+
+``--compile`` adds a ``torch.compile``'d copy of every model (``<model>_compiled``, same weights, compiled
+during the warm-up; the compile time per model is in ``summary.json``, ``compile_s``), interleaved with the
+eager ones; a compiled MoE model's ratio is taken against the compiled dense model.
 
 Inputs are random token ids (routing of untrained routers on them is near uniform; dropless routing does the
 same FLOP either way). Writes ``<out>/paired.csv`` (one row per repeat and model), ``<out>/summary.json``
@@ -112,17 +117,20 @@ def _sync(device: torch.device) -> None:
 
 def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats: int = 200, warmup: int = 10,
         threads: int = 1, device: str = "cpu", batch_size: int | None = None, seed: int = 0,
-        overrides: list[str] | None = None, progress: bool = True) -> tuple[list[dict], dict, dict]:
+        overrides: list[str] | None = None, progress: bool = True,
+        compile: bool = False) -> tuple[list[dict], dict, dict]:
     """Time interleaved training steps; returns (csv rows, summary, environment). ``threads`` applies
     during the call only (torch's thread count is restored after)."""
     before = torch.get_num_threads()
     try:
-        return _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress)
+        return _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress,
+                    compile)
     finally:
         torch.set_num_threads(before)
 
 
-def _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress):
+def _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress,
+         compile=False):
     from .train import build_model, make_optimizer  # the trainer's own model and optimiser
 
     if len(models) < 2 or "dense" not in models:
@@ -143,14 +151,23 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
         idx = torch.randint(0, shape.vocab_size, (b, shape.seq_len + 1), generator=gen).to(dev)
         fpt = train_flops_per_token(shape)
         state[name] = {"model": model, "opt": opt, "x": idx[:, :-1], "y": idx[:, 1:], "tokens": b * shape.seq_len,
-                       "fpt": fpt, "shape": shape, "spec": spec}
+                       "fpt": fpt, "shape": shape, "spec": spec, "fn": model, "dense": "dense"}
+    if compile:   # a compiled copy of every model with the same starting weights
+        for name in list(state):
+            s = state[name]
+            twin = build_model(s["spec"]).to(dev).train()
+            twin.load_state_dict(s["model"].state_dict())
+            opt = make_optimizer(twin, s["spec"].cfg["optim"], dev)
+            moe.register_bias_update(twin, opt)
+            state[f"{name}_compiled"] = {**s, "model": twin, "opt": opt, "fn": torch.compile(twin),
+                                         "dense": "dense_compiled"}
     use_bf16 = dev.type == "cuda"
 
     def step(s) -> float:
         _sync(dev)
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=torch.bfloat16) if use_bf16 else _null():
-            out = s["model"](s["x"], s["y"])
+            out = s["fn"](s["x"], s["y"])
         out.loss.backward()
         s["opt"].step()
         s["opt"].zero_grad(set_to_none=True)
@@ -159,7 +176,11 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
 
     env = environment(dev, "bf16" if use_bf16 else "fp32")  # before timing: the commit as it was run
     load_start = _loadavg()
-    names = list(specs)
+    names = list(state)
+    compile_s = {}
+    for n in names:   # the first step compiles
+        if n.endswith("_compiled"):
+            compile_s[n] = step(state[n])
     for _ in range(warmup):
         for n in names:
             step(state[n])
@@ -167,9 +188,9 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
         times = {n: step(state[n]) for n in order}
-        dense_cost = times["dense"] / (state["dense"]["fpt"] * state["dense"]["tokens"])
         for pos, n in enumerate(order):
             s = state[n]
+            dense_cost = times[s["dense"]] / (state[s["dense"]]["fpt"] * state[s["dense"]]["tokens"])
             flops = s["fpt"] * s["tokens"]
             rows.append({"repeat": r, "position": pos, "model": n, "step_s": times[n], "tokens": s["tokens"],
                          "train_flops_fma2_per_token": s["fpt"], "flops_fma2": flops, "flops_fma2_per_s": flops / times[n],
@@ -184,14 +205,14 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
                "flop_convention": "2 per multiply-add",
                "interval": f"95% percentile moving-block bootstrap of the median (blocks of {BLOCK} repeats, 2000 resamples)",
                "loadavg_1min_start": load_start, "loadavg_1min_end": _loadavg(),
-               "wall_s": time.perf_counter() - t_start,
+               "wall_s": time.perf_counter() - t_start, "compile_s": compile_s,
                "conclusive_width": CONCLUSIVE_WIDTH, "models": {}}
     for n in names:
         t = [row["step_s"] for row in rows if row["model"] == n]
         entry = {"train_flops_fma2_per_token": state[n]["fpt"], "tokens_per_step": state[n]["tokens"],
                  "median_step_s": statistics.median(t), "backend": state[n]["spec"].cfg["model"]["backend"],
                  "median_flops_fma2_per_s": statistics.median(row["flops_fma2_per_s"] for row in rows if row["model"] == n)}
-        if n != "dense":
+        if n not in ("dense", "dense_compiled"):
             med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n],
                                            block=BLOCK)
             entry.update(cost_ratio_median=med, cost_ratio_low=lo, cost_ratio_high=hi,
@@ -244,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the config's)")
     p.add_argument("--out", default="runs/paired", help="output folder (default runs/paired)")
+    p.add_argument("--compile", action="store_true", help="also time a torch.compile'd copy of every model")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every model")
     a = p.parse_args(argv)
     if a.repeats < 2 or a.warmup < 0 or a.threads < 0:
@@ -254,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rows, summary, env = run(a.models, a.experiment, a.size, a.repeats, a.warmup, a.threads, a.device,
-                                 a.batch_size, overrides=a.overrides)
+                                 a.batch_size, overrides=a.overrides, compile=a.compile)
     except (ConfigError, ValueError) as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     out = write(a.out, rows, summary, env)
     for n, m in summary["models"].items():
-        if n == "dense":
-            print(f"dense: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s")
+        if n in summary["compile_s"]:
+            print(f"{n}: compiled in {summary['compile_s'][n]:.1f} s (first step)")
+        if n in ("dense", "dense_compiled"):
+            print(f"{n}: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s")
         else:
             print(f"{n}: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s; "
                   f"MoE/dense cost per FLOP {m['cost_ratio_median']:.3f} "

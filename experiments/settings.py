@@ -111,7 +111,7 @@ class TrainSettings:
                           choices=("auto", "cpu", "cuda"))
     dtype: str = setting("auto", "auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
                          choices=("auto", "fp32", "bf16"))
-    compile: bool = setting(False, "torch.compile on CUDA")
+    compile: bool = setting(False, "torch.compile the model (CPU and CUDA; the first steps compile)")
     threads: int | None = setting(None, "torch CPU threads for this run (restored after); null: torch's "
                                         "default", positive=True)
     progress: str = setting("auto", "auto (tqdm on a TTY, plain lines otherwise) | bar | lines | none",

@@ -574,7 +574,7 @@ def _setup(r: _Run) -> None:
     r.raw.recompute = t["recompute"]
     # FSDP shards the parameters in place, so the optimizer is built on the wrapped model's parameters.
     r.model = distributed.wrap(r.raw, info, t["parallel"], t.get("expert_parallel", 1))
-    if info.device.type == "cuda" and t["compile"]:
+    if t["compile"]:   # CPU and CUDA (moe.compiled_ops: the grouped experts trace in fp32 too)
         r.model = torch.compile(r.model)
     r.optimizer = make_optimizer(r.raw, o, info.device)
     moe.register_bias_update(r.raw, r.optimizer)

@@ -51,8 +51,11 @@ class RouterStats:
 
 
 def expert_counts(indices: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """Assignments per expert from top-k indices [N, k] -> float [E]."""
-    return torch.bincount(indices.reshape(-1), minlength=n_experts).float()
+    """Assignments per expert from top-k indices [N, k] -> float [E] (a scatter-add into [E], not
+    ``bincount``, whose output shape depends on the data and breaks a ``torch.compile`` graph)."""
+    flat = indices.reshape(-1)
+    return torch.zeros(n_experts, dtype=torch.long, device=flat.device).scatter_add_(
+        0, flat, torch.ones_like(flat)).float()
 
 
 def switch_aux_loss(counts: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,8 @@ from torch.autograd.function import once_differentiable
 from accounting.shapes import ModelShape
 from dense.model import INIT_STD, residual_init_std
 
+from moe import compiled_ops  # absolute: moe_layer_bench --grouped-from execs this file standalone
+
 BACKENDS = ("loop", "grouped", "megablocks")
 MEGABLOCKS_INSTALL = ("pip install --no-build-isolation --no-deps megablocks stanford-stk grouped_gemm "
                       "(on a CUDA machine; they compile against the installed torch)")
@@ -304,6 +306,8 @@ class GroupedExperts(ExpertWeights):
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
                 keep: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self.traceable_forward(x, indices, weights, keep)
         N, k = indices.shape
         expert = indices.reshape(-1)                                      # token-major [N k]
         if keep is not None:
@@ -328,6 +332,40 @@ class GroupedExperts(ExpertWeights):
         w_gate = self.w_gate.to(wd) if self.w_gate is not None else None
         return _SortedExperts.apply(x, ws.to(wd), w_gate, self.w_up.to(wd), self.w_down.to(wd), tok, inv,
                                     starts, offs, fold, self.per_group_on_cpu and x.device.type == "cpu")
+
+
+    def traceable_forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                          keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The same function in ops ``torch.compile`` traces without graph breaks (used while compiling):
+        every shape is static (A = N k assignments; a dropped assignment keeps its row with routing weight
+        0, so it adds nothing to the output or to any gradient, at the cost of its flops), the offsets are
+        computed without ``bincount`` (``searchsorted`` on the sorted experts, [E] whatever the routing),
+        the grouped products are the custom ops of ``moe.compiled_ops`` (with fake implementations, so fp32
+        traces too) and autograd derives the backward."""
+        N, k = indices.shape
+        if keep is not None:
+            weights = weights * keep.to(weights.dtype)
+        expert = indices.reshape(-1)                                      # token-major [N k]
+        order = torch.argsort(expert, stable=True)                        # sorted row -> assignment
+        grid = torch.arange(self.n_experts, device=expert.device, dtype=expert.dtype)
+        offs = torch.searchsorted(expert.index_select(0, order), grid, right=True, out_int32=True)  # [E] ends
+        inv = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+        inv = inv.view(N, k)                                              # token-major -> sorted row
+        tok = order.div(k, rounding_mode="floor")
+        wd = x.dtype
+        ws = weights.reshape(-1).index_select(0, order).to(wd)[:, None]   # [A, 1]
+        fold = self.fold if self.fold != "auto" else ("h" if self.d_expert <= self.d_model else "out")
+        xs = compiled_ops.gather_rows(x, tok, inv)                        # [A, d]
+        if self.w_gate is not None:
+            h = F.silu(compiled_ops.grouped_mm(xs, self.w_gate.to(wd), offs)) * \
+                compiled_ops.grouped_mm(xs, self.w_up.to(wd), offs)
+        else:
+            h = F.gelu(compiled_ops.grouped_mm(xs, self.w_up.to(wd), offs))
+        if fold == "h":
+            out = compiled_ops.grouped_mm(h * ws, self.w_down.to(wd), offs)
+        else:
+            out = compiled_ops.grouped_mm(h, self.w_down.to(wd), offs) * ws
+        return compiled_ops.combine_rows(out, inv, tok)
 
 
 class MegaBlocksExperts(nn.Module):
