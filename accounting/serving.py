@@ -78,6 +78,22 @@ def expected_distinct_experts_per_gpu(n_experts: int, top_k: int, tokens_per_gpu
     return expected_distinct_experts(slots, top_k, tokens_per_gpu * gpus) / gpus
 
 
+def expected_bins_reached(slots: int, bins: int, top_k: int) -> float:
+    """Expected bins (GPUs or nodes) that ONE token's k routed experts reach, its experts k DISTINCT slots
+    drawn uniformly from ``slots`` spread evenly over ``bins`` (``slots / bins`` each): a bin is missed with
+    probability ``C(S - S/b, k) / C(S, k)``, so ``b (1 - C(S - S/b, k) / C(S, k))`` (bins, a real number).
+
+    Drawing the k experts with replacement, ``b (1 - (1 - 1/b)^k)``, undercounts: 0.750 instead of 0.786 of
+    the other GPU for S = 8, k = 2, b = 2 (the 2-rank EP measurement in docs/experiments.md counts 0.79).
+    Where ``b`` does not divide ``slots`` (nodes of unequal size) that with-replacement form is returned.
+    """
+    if slots < 1 or bins < 1 or not 1 <= top_k <= slots:
+        raise ValueError(f"need slots >= 1, bins >= 1 and 1 <= top_k <= slots, got S={slots}, b={bins}, k={top_k}")
+    if slots % bins:
+        return bins * (1.0 - (1.0 - 1.0 / bins) ** top_k)
+    return bins * (1.0 - math.comb(slots - slots // bins, top_k) / math.comb(slots, top_k))
+
+
 # ----- layout ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Layout:
@@ -246,11 +262,11 @@ def expert_parallel_bytes_per_token(shape: ModelShape, hw: Hardware, layout: Lay
     token's d activations in ``dispatch_dtype``) plus combine (d in ``combine_dtype`` back).
 
     Sent once per destination node over the network (to the GPU of the same index there), then forwarded
-    over NVLink to each destination GPU that is not that one (DeepSeek's scheme). With the k experts
-    spread uniformly over the G GPUs (``nodes = ceil(G / gpus_per_node)``, g GPUs per node) a token
-    reaches ``(nodes - 1)(1 - (1 - 1/nodes)^k)`` other nodes and ``G (1 - (1 - 1/G)^k)`` distinct GPUs,
-    of which ``(g - 1) / g`` need an NVLink hop (:func:`expected_distinct_experts` with nodes or GPUs as
-    the bins). Forwarding is symmetric, so each GPU's NVLink traffic equals what it originates.
+    over NVLink to each destination GPU that is not that one (DeepSeek's scheme). With the k distinct
+    experts drawn uniformly from the S = E + redundant copies spread over the G GPUs
+    (``nodes = ceil(G / gpus_per_node)``, g GPUs per node) a token reaches ``(nodes - 1) / nodes`` of the
+    nodes and ``(g - 1) / g`` of the GPUs that :func:`expected_bins_reached` counts (nodes or GPUs as the
+    bins). Forwarding is symmetric, so each GPU's NVLink traffic equals what it originates.
     Returns ``network`` and ``nvlink`` bytes; zero for a dense model or G = 1.
     """
     lay = layout.resolved(shape)
@@ -260,8 +276,9 @@ def expert_parallel_bytes_per_token(shape: ModelShape, hw: Hardware, layout: Lay
     nodes = math.ceil(lay.gpus / g_node)
     per_dest = shape.d_model * (_bytes(lay.dispatch_dtype) + _bytes(lay.combine_dtype)) * shape.n_moe_layers
     k = shape.top_k
-    remote_nodes = expected_distinct_experts(nodes, 1, k) * (nodes - 1) / nodes if nodes > 1 else 0.0
-    nvlink_hops = expected_distinct_experts(lay.gpus, 1, k) * (g_node - 1) / g_node
+    slots = shape.n_experts + lay.redundant_experts
+    remote_nodes = expected_bins_reached(slots, nodes, k) * (nodes - 1) / nodes if nodes > 1 else 0.0
+    nvlink_hops = expected_bins_reached(slots, lay.gpus, k) * (g_node - 1) / g_node
     return {"network": remote_nodes * per_dest, "nvlink": nvlink_hops * per_dest}
 
 

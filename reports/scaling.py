@@ -121,7 +121,7 @@ def measured_part(data: Path, out: Path, figures: list | None) -> list[str]:
                  f"one seed; at most {passes:.2f} passes over the {train_tokens:,} training tokens. Loss: final "
                  f"validation loss on held-out works (32 x 8 windows). Environment: {env.get('device_name', '?')}, "
                  f"torch {env.get('torch', '?')}, 1 thread per job, commit {str(env.get('git_commit', '?'))[:10]}. "
-                 f"Records: `{data}/isoflop_*/<model>/<size>-seed0/`; fit: `{fit_path}` "
+                 f"Records: `{data}/` (isoflop_<budget>/<model>/<size>-seed0/); fit: `{fit_path}` "
                  f"({fit['bootstrap']} residual-bootstrap resamples, 95% intervals).\n"]
     rows = []
     for fam in fit["families"]:

@@ -144,9 +144,11 @@ def test_expert_parallel_bytes_hand_worked():
     lay = S.Layout(gpus=4, dispatch_dtype="fp8", combine_dtype="bf16")
     b = S.expert_parallel_bytes_per_token(shape, TOY_HW, lay)
     per_dest = 8 * 3 * 2
-    remote_nodes = 1 * (1 - 0.5 ** 2)                     # the other node is hit unless both picks stay home
-    distinct_gpus = 4 * (1 - 0.75 ** 2)
-    assert b["network"] == pytest.approx(remote_nodes * per_dest)      # 36 bytes
+    # E = 8 experts, 4 per node and 2 per GPU; a token's k = 2 experts are distinct: it misses a node with
+    # probability C(4, 2) / C(8, 2) = 6/28 and a GPU with C(6, 2) / C(8, 2) = 15/28
+    remote_nodes = 2 * (1 - 6 / 28) * (1 / 2)             # the other node of the two
+    distinct_gpus = 4 * (1 - 15 / 28)
+    assert b["network"] == pytest.approx(remote_nodes * per_dest)      # 37.7 bytes (36 drawing with replacement)
     assert b["nvlink"] == pytest.approx(distinct_gpus * 0.5 * per_dest)
     step = S.decode_step(shape, TOY_HW, lay, 10, 0)
     assert step["network_bytes"] == pytest.approx(10 * remote_nodes * per_dest)
@@ -154,6 +156,21 @@ def test_expert_parallel_bytes_hand_worked():
                                                         10 * distinct_gpus * 0.5 * per_dest / 1e9))
     # none for one GPU or a dense model
     assert S.expert_parallel_bytes_per_token(shape, TOY_HW, S.Layout(gpus=1)) == {"network": 0.0, "nvlink": 0.0}
+
+
+def test_bins_reached_counts_distinct_experts():
+    # hypergeometric: b (1 - C(S - S/b, k) / C(S, k)); k = 1 reaches exactly one bin; k = S reaches all
+    assert S.expected_bins_reached(8, 2, 2) == pytest.approx(2 * (1 - 6 / 28))
+    assert S.expected_bins_reached(256, 32, 1) == pytest.approx(1.0)
+    assert S.expected_bins_reached(16, 4, 16) == pytest.approx(4.0)
+    # a Monte Carlo of distinct top-k picks agrees (E = 16 over 4 bins, k = 3)
+    rng = random.Random(0)
+    hits = sum(len({e // 4 for e in rng.sample(range(16), 3)}) for _ in range(20_000)) / 20_000
+    assert hits == pytest.approx(S.expected_bins_reached(16, 4, 3), rel=0.01)
+    # bins that do not divide the slots: the with-replacement form
+    assert S.expected_bins_reached(10, 3, 2) == pytest.approx(3 * (1 - (2 / 3) ** 2))
+    with pytest.raises(ValueError):
+        S.expected_bins_reached(8, 2, 9)
 
 
 def test_bound_switches_and_efficiency_scales():
