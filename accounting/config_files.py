@@ -63,30 +63,44 @@ def _is_hydra_model_file(path: Path) -> bool:
 
 
 # ----- Hydra model files (conf/model/*.yaml) -----------------------------------------------------------
-# The interpolation resolvers that conf/*.yaml uses. They are registered by experiments.config for training;
-# accounting never imports experiments (nor torch), so it states them here, registers the missing ones only
-# for the duration of one compose, and removes them again. tests/test_accounting_config_files.py checks that a
+# The interpolation resolvers that conf/*.yaml uses, defined here once (accounting never imports experiments nor
+# torch; experiments.config registers these for training). A compose here registers the missing ones only for
+# its duration and removes them again. tests/test_accounting_config_files.py checks that a
 # conf/model file priced here has exactly the shape experiments.config composes.
+class NotANumber(ValueError):
+    """A resolver got a non-number (``value``); experiments.config reports the key that holds it."""
+
+    def __init__(self, value: Any):
+        super().__init__(f"{value!r} is not a number")
+        self.value = value
+
+
 def _conf_number(x: Any) -> int | float:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ValueError(f"{x!r} is not a number")
+        raise NotANumber(x)
     return x
 
 
-def _conf_mul(*xs: Any) -> int | float:
+def conf_mul(*xs: Any) -> int | float:
+    """``${mul:a,b,...}``: the product (an int when whole)."""
     out: int | float = 1
     for x in map(_conf_number, xs):
         out *= x
     return int(out) if float(out).is_integer() else out
 
 
-CONF_RESOLVERS = {
-    "mul": _conf_mul,
-    "div": lambda a, b: max(1, int(_conf_number(a)) // int(_conf_number(b))),
-    "vocab": lambda tokenizer, vocab_size: 256 if tokenizer == "bytes" else vocab_size,
-}
-"""``${mul:a,b,...}`` (product), ``${div:a,b}`` (integer division, at least 1), ``${vocab:tokenizer,size}``
-(256 for the byte tokenizer): the same definitions as experiments.config's."""
+def conf_div(a: int, b: int) -> int:
+    """``${div:a,b}``: integer division ``a // b`` (at least 1), for sizes derived from others (a head's width)."""
+    return max(1, int(_conf_number(a)) // int(_conf_number(b)))
+
+
+def conf_vocab(tokenizer: str, vocab_size: int) -> int:
+    """``${vocab:tokenizer,size}``: the model vocabulary, 256 for the byte tokenizer, else the configured size."""
+    return 256 if tokenizer == "bytes" else vocab_size
+
+
+CONF_RESOLVERS = {"mul": conf_mul, "div": conf_div, "vocab": conf_vocab}
+"""The resolvers of conf/*.yaml, defined once: experiments.config registers them for training."""
 
 
 def compose_model_file(path: Path, seq_len: int | None = None) -> tuple[dict[str, Any], str, str | None]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from accounting.config_files import CONF_RESOLVERS, NotANumber as _NotANumber
 from accounting.shapes import ModelShape, ShapeError
 
 if TYPE_CHECKING:  # settings imports moe (torch); this module imports it only when validating
@@ -39,41 +40,10 @@ class ConfigError(ValueError):
     """An invalid configuration; ``str(err)`` is one line naming the offending key."""
 
 
-# ----- resolvers used by conf/*.yaml ----------------------------------------------------------------
-class _NotANumber(ValueError):
-    """A resolver got a non-number; `to_plain` reports the key that holds it, not the derived key."""
-
-    def __init__(self, value: Any):
-        super().__init__(f"{value!r} is not a number")
-        self.value = value
-
-
-def _number(x: Any) -> int | float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise _NotANumber(x)
-    return x
-
-
-def _mul(*xs: Any) -> int | float:
-    out: int | float = 1
-    for x in map(_number, xs):
-        out *= x
-    return int(out) if float(out).is_integer() else out
-
-
-def _div(a: int, b: int) -> int:
-    """Integer division ``a // b`` (at least 1), for sizes derived from others, e.g. a head's width."""
-    return max(1, int(_number(a)) // int(_number(b)))
-
-
-def _vocab(tokenizer: str, vocab_size: int) -> int:
-    """Model vocabulary: 256 for the byte tokenizer, else the configured size."""
-    return 256 if tokenizer == "bytes" else vocab_size
-
-
+# ----- resolvers used by conf/*.yaml (defined in accounting.config_files) --------------------------------
 def register_resolvers() -> None:
     """Register ``${mul:a,b}``, ``${div:a,b}`` and ``${vocab:tokenizer,size}`` (idempotent)."""
-    for name, fn in (("mul", _mul), ("div", _div), ("vocab", _vocab)):
+    for name, fn in CONF_RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
