@@ -24,7 +24,7 @@ reproduced (`table3`, `deepseek`, `accounting.press2025`) and is named there.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -221,13 +221,41 @@ class CostResult(Result):
     gpus: int | None = None
     wall_clock_hours: float | None = None
     wall_clock_days: float | None = None
+    gpus_auto: dict[str, Any] | None = None
+    """``gpus='auto'`` only: the training-memory layout chosen (`cost_gpus_auto`); ``gpus`` is its count."""
 
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("gpus", "wall_clock_hours", "wall_clock_days")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("gpus", "wall_clock_hours", "wall_clock_days", "gpus_auto")
+
+
+def _is_auto(gpus: Any) -> bool:
+    return isinstance(gpus, str) and gpus.strip().lower() == "auto"
+
+
+def cost_gpus_auto(shape: ModelShape, seq_len: int, gpu: str) -> dict[str, Any]:
+    """``cost --gpus auto``: the smallest GPU count (with its layout) whose training memory per GPU fits
+    ``gpu`` (`accounting.training_memory.auto_layout` with the default settings: bf16 activations and weights,
+    AdamW with fp32 master weights and moments, no recompute) for micro-batches of ONE sequence of
+    ``seq_len`` tokens. Bytes per GPU (1 GB = 1e9). ValueError (one line) when ``gpu`` has no memory recorded
+    or no layout fits."""
+    from .hardware import resolve_gpu
+    from .training_memory import auto_layout
+    hardware = resolve_gpu(gpu)
+    if hardware.memory_bytes is None:
+        raise ValueError(f"--gpus auto needs a --gpu with its memory recorded (h100-sxm, h800, h200, ...); "
+                         f"{gpu} has none")
+    try:
+        plan, reason = auto_layout(shape, TrainingSettings(seq_len=seq_len, micro_batch=1), hardware)
+    except ValueError as e:
+        raise ValueError(f"{e} (cost prices train-memory's defaults: no recompute, bf16 activations; "
+                         f"`train-memory --gpus auto --recompute full` tries more)") from None
+    d = plan.to_dict()
+    return {"gpu": hardware.name, "seq_len": seq_len, "micro_batch": 1, "layout": d["layout"],
+            "per_gpu_bytes": d["per_gpu_bytes"], "capacity_bytes": d["capacity_bytes"], "reason": reason}
 
 
 def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | None = None, *,
           gpu: str = "press2025", usd_per_hour: float | None = None, mfu: float | None = None,
-          causal: bool = True, year: float = _cost.NOTE_BASE_YEAR, gpus: int | None = None) -> CostResult:
+          causal: bool = True, year: float = _cost.NOTE_BASE_YEAR, gpus: int | str | None = None) -> CostResult:
     """``python -m accounting cost``: price training on ``tokens`` tokens (a number or text like ``'14.8T'``)
     at window ``seq_len`` (default: the config's own context length, ``shape.seq_len``).
 
@@ -235,7 +263,9 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
     at $10K per GPU-year); ``usd_per_hour`` and ``mfu`` (in (0, 1], default 1.0) override it. Attention is
     causal unless ``causal=False`` (full n x n scores). ``year``: the dollar figure also at that year, cost
     halving every `cost.COST_HALVING_YEARS` years from 2025. ``gpus``: also the wall-clock time on that many
-    GPUs (GPU-hours at this MFU / gpus). Inputs so large that a figure overflows give
+    GPUs (GPU-hours at this MFU / gpus); ``gpus='auto'``: at the smallest count whose training memory fits
+    ``gpu`` (`cost_gpus_auto`, the field ``gpus_auto``; ``gpu`` must have its memory recorded, e.g. ``h100-sxm``).
+    Inputs so large that a figure overflows give
     ``inf`` fields (the CLI refuses them).
     """
     tokens = parse_count(tokens, "tokens")
@@ -248,6 +278,10 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
         raise ValueError(f"usd_per_hour must be a finite number >= 0, got {usd_per_hour!r}")
     rate = _cost.gpu_rate(gpu, usd_per_hour=None if usd_per_hour is None else float(usd_per_hour),
                           mfu=None if mfu is None else float(mfu))
+    auto = None
+    if _is_auto(gpus):
+        auto = cost_gpus_auto(_config(config, seq_len).shape, seq_len, gpu)
+        gpus = auto["layout"]["gpus"]
     c = count_parameters(shape)
     fpt2 = training_flops_per_token(shape, seq_len, flops_per_mac=FLOP, causal=causal)
     flops2 = fpt2 * tokens
@@ -272,7 +306,7 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
         decode_flops_fma2_per_token=decode2,
         inference_usd_per_million_tokens=_cost.inference_usd_per_million_tokens(decode2, FLOP, rate),
         compute_optimal={fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2))) for fit in FITS},
-        **({} if gpus is None else wall_clock(summary["gpu_hours"], gpus)))
+        **({} if gpus is None else wall_clock(summary["gpu_hours"], gpus)), gpus_auto=auto)
 
 
 # ----- deepseek ---------------------------------------------------------------------------------------------
@@ -310,10 +344,39 @@ class ServeResult(Result):
     config: str
     convention: str
     rows: list[dict[str, Any]]
+    gpus_auto: dict[str, Any] | None = None
+    """``gpus='auto'`` only: the GPU count chosen and why (`serve_gpus_auto`)."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("gpus_auto",)
+
+
+def serve_gpus_auto(shape: ModelShape, hw: Any, layout: _serving.Layout, batch: float, context: int) -> dict[str, Any]:
+    """``serve --gpus auto``: the smallest power-of-two GPU count G (dividing the routed-expert copies of an
+    MoE) at which the weights, the KV cache of ``batch`` sequences per GPU at ``context`` and the workspace
+    fit one GPU (`accounting.serving.smallest_fitting_gpus`); bytes per GPU at G and, for the reason, at G/2."""
+    g = _serving.smallest_fitting_gpus(shape, hw, layout, context, batch)
+    fit = _serving.memory_fit(shape, hw, replace(layout, gpus=g), batch, context)
+    lay = replace(layout, gpus=g).resolved(shape)
+    parts = (f"weights {fit['weights_bytes'] / 1e9:.1f} GB + KV cache {fit['kv_cache_bytes'] / 1e9:.1f} GB + "
+             f"workspace {fit['workspace_bytes'] / 1e9:.1f} GB = {fit['bytes_needed'] / 1e9:.1f} GB of "
+             f"{fit['bytes_available'] / 1e9:g} GB per GPU")
+    why = (f"{g} GPU{'s' if g > 1 else ''} (tp {lay.tp}, ep {g if shape.is_moe else 1}) is the smallest power of two"
+           + (" dividing the routed-expert copies" if shape.is_moe else "")
+           + f" that holds {batch:g} sequence(s) per GPU at context {context}: {parts}")
+    if g > 1:
+        try:
+            half = _serving.memory_fit(shape, hw, replace(layout, gpus=g // 2), batch, context)
+            why += f"; {g // 2} GPUs would need {half['bytes_needed'] / 1e9:.1f} GB per GPU"
+        except ValueError as e:  # G/2 is not a layout this model takes
+            why += f"; {g // 2} GPUs is no layout ({e})"
+    return {"gpus": g, "tp": lay.tp, "batch": batch, "context": context, "weights_bytes_per_gpu": fit["weights_bytes"],
+            "kv_cache_bytes_per_gpu": fit["kv_cache_bytes"], "workspace_bytes_per_gpu": fit["workspace_bytes"],
+            "bytes_needed_per_gpu": fit["bytes_needed"], "bytes_available_per_gpu": fit["bytes_available"],
+            "reason": why}
 
 
 def serve(config: str | Path | ModelShape, gpu: str, batch: float | Sequence[float], context: int, *,
-          gpus: int = 1, prompt_len: int | None = None, weights: str = "bf16", kv_dtype: str = "bf16",
+          gpus: int | str = 1, prompt_len: int | None = None, weights: str = "bf16", kv_dtype: str = "bf16",
           usd_per_hour: float | None = None, efficiency: float = 1.0, tp: int | None = None,
           redundant_experts: int = 0, mtp_acceptance: float = 0.0, cache_hit_share: float = 0.0,
           dense_equivalent: str | None = None) -> ServeResult:
@@ -321,7 +384,9 @@ def serve(config: str | Path | ModelShape, gpu: str, batch: float | Sequence[flo
     HBM figures: ``h100-sxm``, ``h800``, ``h200``, ``h100-pcie``, ``a100``) at ``batch`` sequences per GPU (one
     value or several: one row each) with ``context`` tokens cached. Options as the CLI's (``--tp``,
     ``--redundant-experts``, ...); ``dense_equivalent='active'|'total'`` prices instead a dense model with the
-    config's attention and widths whose parameters equal the MoE's active or total count.
+    config's attention and widths whose parameters equal the MoE's active or total count. ``gpus='auto'``:
+    the smallest count that holds the weights and the KV cache of the largest ``batch`` (`serve_gpus_auto`,
+    the field ``gpus_auto``).
     """
     loaded = _config(config)
     shape = loaded.shape
@@ -340,6 +405,12 @@ def serve(config: str | Path | ModelShape, gpu: str, batch: float | Sequence[flo
     if cache_hit_share >= 1:
         raise ValueError("--cache-hit-share must be below 1")
     hw = get_hardware(gpu)
+    auto = None
+    if _is_auto(gpus):
+        auto = serve_gpus_auto(shape, hw, _serving.Layout(gpus=1, tp=tp, redundant_experts=redundant_experts,
+                                                          weights_dtype=weights, kv_dtype=kv_dtype),
+                               float(max(batches)), context)
+        gpus = auto["gpus"]
     layout = _serving.Layout(gpus=gpus, tp=tp, redundant_experts=redundant_experts, weights_dtype=weights,
                              kv_dtype=kv_dtype)
     layout.resolved(shape)  # one-line error for a bad layout before any work
@@ -353,7 +424,7 @@ def serve(config: str | Path | ModelShape, gpu: str, batch: float | Sequence[flo
                        convention="flops: 2 per multiply-add; bytes (1 GB = 1e9); seconds; US dollars; "
                                   "batch = concurrent sequences per GPU; bound = the slowest of compute, memory, "
                                   "communication (full overlap)",
-                       rows=rows)
+                       rows=rows, gpus_auto=auto)
 
 
 # ----- serving-check ----------------------------------------------------------------------------------------

@@ -119,6 +119,9 @@ _nonneg = _argument("nonneg", float, lambda v: math.isfinite(v) and v >= 0, "a n
                     "a finite number >= 0")
 _positive_number = _argument("positive_number", float, lambda v: math.isfinite(v) and v > 0, "a number > 0",
                              "a finite number > 0")
+_gpus_or_auto = _argument("gpus_or_auto", lambda t: "auto" if t.strip().lower() == "auto" else int(t),
+                          lambda v: v == "auto" or v >= 1, "a positive integer or 'auto'",
+                          "a positive integer or 'auto'")
 _year = _argument("year", float, lambda v: math.isfinite(v) and YEAR_RANGE[0] <= v <= YEAR_RANGE[1],
                   "a year like 2027", f"a year in [{YEAR_RANGE[0]:g}, {YEAR_RANGE[1]:g}]")
 
@@ -323,7 +326,9 @@ def cost_arguments(pc: argparse.ArgumentParser) -> None:
                          f"{cost.NOTE_USD_PER_GPU_YEAR_TEXT}/year)")
     pc.add_argument("--usd-per-hour", type=_nonneg, default=None, help="override the preset's $/GPU-hour")
     pc.add_argument("--mfu", type=_fraction, default=None, help="model flops utilisation in (0, 1] (default 1.0)")
-    pc.add_argument("--gpus", type=_positive_int, default=None, help="GPUs: adds the wall-clock days at this MFU")
+    pc.add_argument("--gpus", type=_gpus_or_auto, default=None,
+                    help="GPUs: adds the wall-clock days at this MFU; 'auto': the smallest count whose training "
+                         "memory fits --gpu (micro-batch 1 at --seq-len, train-memory's defaults)")
     pc.add_argument("--full-attention", action="store_true", help="count the full n x n scores (default: causal)")
     pc.add_argument("--year", type=_year, default=cost.NOTE_BASE_YEAR,
                     help=f"price year (cost halves every {cost.COST_HALVING_YEARS:g} years from {cost.NOTE_BASE_YEAR})")
@@ -354,7 +359,18 @@ def cost_text(d: dict[str, Any]) -> str:
         f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
         "compute-optimal at this budget (C = 6ND): " + "; ".join(
             f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
-    ]) + training_memory.wall_clock_line(d)
+    ]) + training_memory.wall_clock_line(d) + _cost_gpus_auto_line(d)
+
+
+def _cost_gpus_auto_line(d: dict[str, Any]) -> str:
+    """The line ``cost --gpus auto`` adds: the layout chosen and why."""
+    a = d.get("gpus_auto")
+    if not a:
+        return ""
+    lay, b = a["layout"], a["per_gpu_bytes"]
+    return (f"\n--gpus auto: {lay['gpus']} x {a['gpu']} (tp {lay['tp']}, pp {lay['pp']}, ep {lay['ep']}, dp {lay['dp']}, "
+            f"ZeRO {lay['zero']}): training memory {b['total'] / 1e9:,.1f} of {a['capacity_bytes'] / 1e9:g} GB per GPU "
+            f"(micro-batch {a['micro_batch']} x {a['seq_len']} tokens); {a['reason']}")
 
 
 
@@ -385,7 +401,9 @@ def serve_arguments(ps: argparse.ArgumentParser) -> None:
     _config_argument(ps)
     ps.add_argument("--gpu", required=True, choices=sorted(k for k, h in HARDWARE.items() if h.memory_bytes),
                     help="hardware preset (peaks, HBM, NVLink, network)")
-    ps.add_argument("--gpus", type=_positive_int, default=1, help="GPUs of one replica, G (expert-parallel degree)")
+    ps.add_argument("--gpus", type=_gpus_or_auto, default=1,
+                    help="GPUs of one replica, G (expert-parallel degree); 'auto': the smallest power of two that "
+                         "holds the weights and the KV cache of the largest --batch")
     ps.add_argument("--batch", type=_positive_number, nargs="+", required=True,
                     help="concurrent sequences per GPU; several values give a sweep table")
     ps.add_argument("--context", type=_nonneg_int, required=True, help="tokens already in each sequence's cache")
@@ -438,6 +456,8 @@ def serve_text(d: dict[str, Any]) -> str:
                + (f" with {r0['cache_hit_share']:.0%} prompt-cache hits" if r0["cache_hit_share"] else ""))
     out.append("note's $/Mtok: decode FLOP at the datasheet peak only (the note's method, kept for comparison); "
                "experts read/GPU: expected distinct routed experts per MoE layer on one GPU; times per decode step")
+    if d.get("gpus_auto"):
+        out.append(f"--gpus auto: {d['gpus_auto']['reason']}")
     return "\n".join(out)
 
 
