@@ -18,6 +18,7 @@ segment logged after its checkpoint: ``purge_step``). A run that starts afresh i
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import os
 import sys
@@ -162,10 +163,8 @@ def make_logger(cfg: dict, run_dir: str | Path, enabled: bool = True) -> Logger 
     name = ((cfg.get("logger") or {}).get("name") or "none") if enabled else "none"
     if name == "none":
         return None
-    package = {"tensorboard": "tensorboard", "wandb": "wandb"}[name]
-    try:
-        __import__(package)
-    except ImportError:
+    package = name  # the logger's package has its name
+    if importlib.util.find_spec(package) is None:
         hint = "pip install -e '.[tensorboard]'" if name == "tensorboard" else "pip install wandb"
         print(f"warning: logger={name} but the {package} package is not installed ({hint}); logging to "
               f"metrics.jsonl only", file=sys.stderr, flush=True)

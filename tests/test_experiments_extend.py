@@ -8,23 +8,20 @@ import json
 import pytest
 
 import experiments.train as T
-from experiments.config import compose, validate
 from experiments.metrics import read_metrics
 
-FAST = ["model=moe", "data.tokenizer=bytes", "train.batch_size=2", "model.shape.seq_len=16", "train.eval_batches=1",
-        "train.progress=none", "train.threads=1", "hardware.peak_flops_per_s=1e12", "optim.warmup_steps=2",
-        "train.log_every=1", "train.eval_every=2", "optim.lr=0.01", "optim.min_lr_ratio=0.1"]
+from _run_helpers import fast_folder, train_fast
+
+EXTRA = ["optim.warmup_steps=2", "optim.lr=0.01", "optim.min_lr_ratio=0.1"]
 
 pytestmark = pytest.mark.usefixtures("clear_hydra")  # tests/conftest.py
 
 
 def _train(root, cache, *overrides):
-    spec = validate(compose(FAST + [f"paths.runs={root}", f"paths.cache={cache}", *overrides]))
-    return T.train(spec, spec.cfg["run_dir"])
+    return train_fast(root, cache, *EXTRA, *overrides)
 
 
-def _folder(root):
-    return root / "default" / "moe" / "tiny-seed0"
+_folder = fast_folder
 
 
 def test_raising_max_steps_extends_a_finished_run(tmp_path, cache):

@@ -9,25 +9,21 @@ import sys
 import numpy as np
 import pytest
 
-import experiments.train as T
-from experiments.config import compose, validate
 from experiments.loggers import make_logger, scalars
 from experiments.metrics import read_metrics
 
-FAST = ["model=moe", "data.tokenizer=bytes", "train.batch_size=2", "model.shape.seq_len=16", "train.eval_batches=1",
-        "train.progress=none", "train.threads=1", "hardware.peak_flops_per_s=1e12", "optim.warmup_steps=1",
-        "train.log_every=1", "train.eval_every=2"]
+from _run_helpers import fast_folder, train_fast
+
+EXTRA = ["optim.warmup_steps=1"]
 
 pytestmark = pytest.mark.usefixtures("clear_hydra")  # tests/conftest.py
 
 
 def _train(root, cache, *overrides):
-    spec = validate(compose(FAST + [f"paths.runs={root}", f"paths.cache={cache}", *overrides]))
-    return T.train(spec, spec.cfg["run_dir"])
+    return train_fast(root, cache, *EXTRA, *overrides)
 
 
-def _folder(root):
-    return root / "default" / "moe" / "tiny-seed0"
+_folder = fast_folder
 
 
 def _events(folder) -> dict[str, list[tuple[int, float]]]:

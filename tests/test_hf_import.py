@@ -86,6 +86,17 @@ FAMILIES = {
 }
 
 
+def _assert_same_routing(theirs, ours, x):
+    """Transformers' router ``theirs`` and our `Router` ``ours`` pick the same experts for every row of ``x``
+    (in any order) with the same weights to 1e-6; returns our routing."""
+    _, w_theirs, i_theirs = theirs(x)
+    r = ours(x)
+    order_t, order_o = i_theirs.argsort(-1), r.indices.argsort(-1)
+    assert torch.equal(i_theirs.gather(-1, order_t), r.indices.gather(-1, order_o))
+    torch.testing.assert_close(w_theirs.gather(-1, order_t), r.weights.gather(-1, order_o), rtol=0, atol=1e-6)
+    return r
+
+
 def tiny_hf_model(family: str):
     """A tiny random transformers model of ``family`` (fp32, eval mode, routers made decisive)."""
     cls_name, kw = FAMILIES[family]
@@ -189,12 +200,7 @@ def test_group_limited_router_chooses_what_deepseek_chooses(version):
         ours.gate.weight.copy_(theirs.weight)
         if ours.bias is not None:
             ours.bias.copy_(theirs.e_score_correction_bias)
-    x = torch.randn(512, 32)
-    _, w_theirs, i_theirs = theirs(x)
-    r = ours(x)
-    order_t, order_o = i_theirs.argsort(-1), r.indices.argsort(-1)
-    assert torch.equal(i_theirs.gather(-1, order_t), r.indices.gather(-1, order_o))
-    torch.testing.assert_close(w_theirs.gather(-1, order_t), r.weights.gather(-1, order_o), rtol=0, atol=1e-6)
+    r = _assert_same_routing(theirs, ours, torch.randn(512, 32))
     # the group limit binds: some token's best 4 experts (by selection score) are NOT what was chosen
     select = r.probs if version == "v2" else torch.sigmoid(r.logits) + ours.bias
     ungrouped = select.topk(4, dim=-1).indices.sort(-1).values
@@ -423,12 +429,7 @@ def test_gpt_oss_router_chooses_and_weighs_what_transformers_does():
     with torch.no_grad():
         ours.gate.weight.copy_(theirs.weight)
         ours.gate.bias.copy_(theirs.bias)
-    x = torch.randn(512, 32)
-    _, w_theirs, i_theirs = theirs(x)
-    r = ours(x)
-    order_t, order_o = i_theirs.argsort(-1), r.indices.argsort(-1)
-    assert torch.equal(i_theirs.gather(-1, order_t), r.indices.gather(-1, order_o))
-    torch.testing.assert_close(w_theirs.gather(-1, order_t), r.weights.gather(-1, order_o), rtol=0, atol=1e-6)
+    _assert_same_routing(theirs, ours, torch.randn(512, 32))
 
 
 def test_gpt_oss_kv_cache_decode_equals_full_forward(tmp_path):
