@@ -13,22 +13,29 @@ they would reject a bad value at compose time with Hydra's multi-line message; t
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
+import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+from hydra import compose as _compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from accounting.config_files import CONF_RESOLVERS, NotANumber as _NotANumber
 from accounting.shapes import ModelShape, ShapeError
+from moe.router import MOVED_TO_SHAPE
 
-if TYPE_CHECKING:  # settings imports moe (torch); this module imports it only when validating
-    from .settings import RunSettings
+from .settings import RunSettings, field_types, split_optional
 
 CONF_DIR = next((d / "conf" for d in Path(__file__).resolve().parents[:2] if (d / "conf" / "config.yaml").is_file()),
                 Path(__file__).resolve().parents[1] / "conf")
@@ -72,8 +79,6 @@ SHAPE = "ModelShape"
 def schema_of(cls: type) -> dict[str, Any]:
     """The validation schema of a settings dataclass: ``{key: F | nested dict | SHAPE}``, in field order,
     the types from the annotations and ``min``/``positive``/``choices`` from the field metadata."""
-    from .settings import field_types, split_optional
-
     hints, out = field_types(cls), {}
     for f in dataclasses.fields(cls):
         tp, nullable = split_optional(hints[f.name])
@@ -94,9 +99,7 @@ def schema_of(cls: type) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def schema() -> dict[str, Any]:
-    """The schema of the whole run config, from `experiments.settings.RunSettings` (imports torch, via
-    `moe.RouterConfig`, on first call)."""
-    from .settings import RunSettings
+    """The schema of the whole run config, from `experiments.settings.RunSettings`."""
     return schema_of(RunSettings)
 
 
@@ -143,18 +146,11 @@ def _walk(prefix: str, node: dict, schema: dict) -> None:
             _check_leaf(full, node[key], spec)
 
 
-MOVED_TO_SHAPE = {"gating": "router_scoring", "normalize_topk": "router_norm_topk", "route_scale": "router_scale"}
-"""``model.router`` keys of earlier versions that restated the routing function, and the ``model.shape``
-field that holds it now (as `moe.router.MOVED_TO_SHAPE`; repeated so that this module imports no torch)."""
-
-
 def upgrade_saved_config(saved: dict) -> dict:
     """A run config saved by an earlier version, in today's keys (for comparing settings on resume): the
     routing keys of ``model.router`` (`MOVED_TO_SHAPE`) move onto ``model.shape`` where they changed the
     shape's routing function and are dropped where they restated it; ``model.router.jitter_eps``, absent
     before it was configurable, gets the 0.0 those runs had. Returns a new dict; ``saved`` is unchanged."""
-    import copy
-
     model = saved.get("model") if isinstance(saved, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("router"), dict):
         return saved
@@ -193,8 +189,6 @@ class RunSpec:
 def build_settings(plain: dict, shape: ModelShape) -> RunSettings:
     """`RunSettings` from a config dict that passed the schema walk; a value the dataclass itself refuses
     (e.g. `RouterConfig`'s checks) -> `ConfigError` naming its group."""
-    from .settings import RunSettings, field_types, split_optional
-
     def build(cls: type, node: dict, prefix: str):
         hints, kw = field_types(cls), {}
         for f in dataclasses.fields(cls):
@@ -248,7 +242,7 @@ def to_plain(cfg: DictConfig | dict) -> dict:
 SEED_MAX = 2**63 - 1
 """Largest seed every RNG in the run accepts (torch.manual_seed takes a signed 64-bit integer)."""
 
-_SAFE_PART = __import__("re").compile(r"^[A-Za-z0-9_.+=,@-]+$")
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_.+=,@-]+$")
 
 
 def check_run_dir(plain: dict) -> None:
@@ -261,7 +255,6 @@ def check_run_dir(plain: dict) -> None:
             raise ConfigError(f"{key}={value!r} must be a plain folder name (letters, digits, . _ - + = , @; "
                               f"no '..', no leading '/'): the run folder must stay inside "
                               f"paths.runs={plain['paths']['runs']}")
-    import os
     root = os.path.normpath(os.path.abspath(os.path.expanduser(plain["paths"]["runs"])))
     run = os.path.normpath(os.path.abspath(os.path.expanduser(plain["run_dir"])))
     if os.path.commonpath([root, run]) != root or run == root:
@@ -309,13 +302,11 @@ def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunS
         raise ConfigError(f"train.stop_at_step={t['stop_at_step']} exceeds train.max_steps={t['max_steps']}")
     if plain["model"]["backend"] == "megablocks":
         if cuda_available is None:
-            import torch
             cuda_available = torch.cuda.is_available()
         if not cuda_available or t["device"] == "cpu":
             raise ConfigError("model.backend=megablocks needs a CUDA device (use loop or grouped on a CPU)")
     if t["device"] == "cuda":
         if cuda_available is None:
-            import torch
             cuda_available = torch.cuda.is_available()
         if not cuda_available:
             raise ConfigError("train.device=cuda but no CUDA device is available")
@@ -331,9 +322,6 @@ def compose(overrides: list[str] | None = None, config_name: str = "config",
             return_hydra: bool = False) -> DictConfig:
     """Compose conf/ with the Hydra compose API (for tests and notebooks); clears Hydra's global state
     first and leaves it cleared. ``return_hydra`` keeps the ``hydra`` node (e.g. sweeper params)."""
-    from hydra import compose as _compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -341,3 +329,18 @@ def compose(overrides: list[str] | None = None, config_name: str = "config",
                             return_hydra_config=return_hydra)
     finally:
         GlobalHydra.instance().clear()
+
+
+def config_error(e: HydraException | OmegaConfBaseException) -> ConfigError:
+    """Hydra's or OmegaConf's error as a one-line `ConfigError`: an unknown key (``Could not override``) and
+    an unknown config-group option (``Could not find 'group/option'``, with the options conf/ has) in our
+    words, anything else as the first line of Hydra's message."""
+    msg = (str(e).splitlines() or [type(e).__name__])[0]
+    m = re.match(r"Could not override '([^']+)'", msg)
+    if m:
+        return ConfigError(f"unknown config key '{m.group(1)}' (prefix it with + to add a new key)")
+    m = re.search(r"Could not find '([\w-]+)/([^']+)'", msg)
+    if m and (CONF_DIR / m.group(1)).is_dir():
+        options = ", ".join(sorted(f.stem for f in (CONF_DIR / m.group(1)).glob("*.yaml")))
+        return ConfigError(f"{m.group(1)}={m.group(2)}: no such option; choose one of {options}")
+    return ConfigError(msg)

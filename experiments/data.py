@@ -15,6 +15,8 @@ replays exactly the batches an uninterrupted run would have seen, with no sample
 from __future__ import annotations
 
 import importlib.resources
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -89,7 +91,6 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text: {bad:,} of {len(raw):,} bytes ({100 * share:.1f}%) are "
                         f"invalid UTF-8 (at most {100 * MAX_INVALID_UTF8:g}% is tolerated); for token ids use "
                         f"data=bin")
-    import sys
     print(f"warning: {path}: {bad:,} of {len(raw):,} bytes ({100 * share:.2f}%) are invalid UTF-8; "
           f"replaced with U+FFFD", file=sys.stderr, flush=True)
     return text
@@ -199,10 +200,10 @@ def prepare(data_cfg: dict, cache_dir: str | Path) -> TokenData:
         else:
             arrays[name] = _encode(tok, docs)
             f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f"{f.stem}.{__import__('os').getpid()}.tmp.npy")  # pid: see train._clean_temporaries
+            tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy")  # pid: see run_folder.clean_temporaries
             try:
                 np.save(tmp, arrays[name])
-                __import__("os").replace(tmp, f)
+                os.replace(tmp, f)
             except OSError as e:  # a full or read-only cache: name the file, leave no temporary
                 tmp.unlink(missing_ok=True)
                 if e.filename is None:

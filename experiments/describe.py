@@ -22,6 +22,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import compose, config_error, one_line
 from .settings import RunSettings, field_help, field_types, split_optional
 
 
@@ -85,9 +90,6 @@ def walk(cls: type = RunSettings, node: Any = None, prefix: str = "") -> Iterato
 
 def composed(overrides: list[str]) -> dict:
     """conf/ composed with ``overrides``, interpolations unresolved, without the ``hydra`` node."""
-    from omegaconf import OmegaConf
-
-    from .config import compose
     cfg = OmegaConf.to_container(compose(overrides), resolve=False)
     cfg.pop("hydra", None)
     return cfg
@@ -121,20 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for experiments.train (model=deepseek)")
     args = p.parse_args(argv)
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .config import ConfigError, one_line
     try:
         items = list(walk(RunSettings, composed(args.overrides)))
-    except (HydraException, OmegaConfBaseException) as e:
-        line = one_line(e)
-        try:  # the trainer's own one-line wording of Hydra's errors (unknown key, no such option)
-            from .train import precheck
-            precheck(list(args.overrides))
-        except ConfigError as translated:
-            line = one_line(translated)
-        print(line, file=sys.stderr)
+    except (HydraException, OmegaConfBaseException) as e:  # the trainer's one-line wording (unknown key, ...)
+        print(one_line(config_error(e)), file=sys.stderr)
         return 2
     if args.format == "json":
         print(json.dumps([dataclasses.asdict(r) for r in items if isinstance(r, Row)], indent=1, default=str))

@@ -1,4 +1,7 @@
-"""Overall progress of a Hydra sweep: ``[sweep] job i/n ... elapsed, ~time left``.
+"""Progress lines: of one run's steps (`Progress`) and of a Hydra sweep (``[sweep] job i/n ... elapsed, ~time
+left``, `SweepProgress`).
+
+`Progress` draws a tqdm bar on a TTY and prints plain lines otherwise (CI), on rank 0 only.
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``; Hydra calls it around every job of
 ``python -m experiments.train -m ...`` (the basic launcher runs the jobs one after another in this
@@ -14,20 +17,46 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+from tqdm import tqdm
+
+from .sweep import sweep_jobs
+
+
+def fmt_loss(x: float | None) -> str:
+    """A loss with 4 decimals, ``-`` when there is none."""
+    return "-" if x is None else f"{x:.4f}"
+
+
+class Progress:
+    """tqdm bar on a TTY, plain lines otherwise (CI), nothing on ranks > 0."""
+
+    def __init__(self, mode: str, total: int, initial: int, enabled: bool, label: str):
+        self.bar, self.label, self.enabled = None, label, enabled
+        self.lines = enabled and (mode == "lines" or (mode == "auto" and not sys.stderr.isatty()))
+        if enabled and (mode == "bar" or (mode == "auto" and sys.stderr.isatty())):
+            self.bar = tqdm(total=total, initial=initial, desc=label, dynamic_ncols=True)
+
+    def update(self, step: int, rec: dict | None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if rec:
+                self.bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val=fmt_loss(rec.get("val_loss")),
+                                     tok_s=f"{rec['tokens_per_s']:.0f}")
+        elif self.lines and rec:
+            mfu = rec.get("mfu")
+            print(f"[{self.label}] step {step}/{rec['max_steps']} | loss {rec['train_loss']:.4f} | "
+                  f"val {fmt_loss(rec.get('val_loss'))} | lr {rec['lr']:.2e} | {rec['tokens_per_s']:.0f} tok/s | "
+                  f"mfu {'-' if mfu is None else f'{100 * mfu:.2f}%'}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def count_jobs(config: DictConfig) -> int | None:
     """Jobs of the sweep described by ``config.hydra`` (task overrides + sweeper params); None if unknown."""
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parser = OverridesParser.create()
-        overrides = parser.parse_overrides(list(config.hydra.overrides.task))
-        params = config.hydra.sweeper.get("params") or {}
-        given = {o.get_key_element() for o in overrides}
-        extra = parser.parse_overrides([f"{k}={v}" for k, v in params.items() if k not in given])
-        return len(BasicSweeper.split_arguments(extra + overrides, None)[0])
+        return len(sweep_jobs(list(config.hydra.overrides.task), config.hydra.sweeper.get("params")))
     except Exception:  # noqa: BLE001  (progress is a courtesy; never break a sweep over it)
         return None
 

@@ -14,7 +14,7 @@ Keys already in the path (`PATH_KEYS`: ``name``, ``model``/``model.name``, ``siz
 ``-m model=dense,moe experiment=demo`` keeps ``runs/demo/<model>/tiny-seed0``. A value's characters other
 than letters, digits and ``_ . + @ -`` become ``_`` (``optim.betas=[0.9,0.95]`` -> ``_0.9_0.95_``), so a
 tag never adds a path level. Two jobs that would share a folder are refused up front by
-``experiments.train.precheck``.
+``experiments.train.precheck``. The jobs themselves are Hydra's basic sweeper's own expansion (`sweep_jobs`).
 
 The tag is computed twice from the same functions: by ``precheck`` from the command line before any job
 starts, and by the OmegaConf resolver ``${sweep_tag:}`` in ``conf/config.yaml``'s ``hydra.sweep.subdir``
@@ -28,6 +28,10 @@ import sys
 from collections import OrderedDict
 from typing import Any, Iterable, Mapping
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
 PATH_KEYS = frozenset({"name", "model", "model.name", "size", "model.size", "seed", "paths", "paths.runs",
                        "run_dir"})
 """Keys whose value is already part of the run folder's path: sweeping them adds no tag."""
@@ -40,7 +44,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+@-]")
 
 
 def _parse(overrides: Iterable[str]) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     return OverridesParser.create().parse_overrides(list(overrides))
 
 
@@ -67,6 +70,16 @@ def swept_keys(overrides: Iterable[str], sweeper_params: Mapping | None = None) 
         final[_bare(o.get_key_element())] = o.is_sweep_override()
     return sorted(k for k, swept in final.items()
                   if swept and k not in PATH_KEYS and not k.startswith("hydra."))
+
+
+def sweep_jobs(overrides: Iterable[str], sweeper_params: Mapping | None = None) -> list[list[str]]:
+    """The jobs of a ``-m`` sweep in the order Hydra runs them, each a list of ``key=value``: Hydra's basic
+    sweeper's own expansion (``BasicSweeper.split_arguments``, one batch) of the ``sweeper_params`` entries
+    the command line does not set followed by the command-line ``overrides``. Raises Hydra's errors (a
+    malformed override, a sweep type the basic sweeper does not support)."""
+    cli = _parse(overrides)
+    extra = _parse(params_overrides(sweeper_params, [o.get_key_element() for o in cli]))
+    return BasicSweeper.split_arguments(extra + cli, None)[0]
 
 
 def safe_value(value: str) -> str:
@@ -102,7 +115,6 @@ def _resolve(*, _root_: Any) -> str:
 
 def register_resolver() -> None:
     """Register ``${sweep_tag:}`` (idempotent; not cached: every job resolves its own)."""
-    from omegaconf import OmegaConf
     if not OmegaConf.has_resolver("sweep_tag"):
         OmegaConf.register_new_resolver("sweep_tag", _resolve, use_cache=False)
 

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from experiments import distributed
 from experiments.config import compose, validate
-from experiments.train import build_model, make_optimizer
+from experiments.trainer import build_model, make_optimizer
 
 
 def local_bytes(tensors) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import experiments.train as T
+import experiments.trainer as T
 from experiments.config import compose, validate
 
 FAST_MOE = ["model=moe", "data.tokenizer=bytes", "train.batch_size=2", "model.shape.seq_len=16",

@@ -29,7 +29,7 @@ def spec_of(model: str, backend: str):
 
 
 def build(model: str, backend: str):
-    from experiments.train import build_model
+    from experiments.trainer import build_model
     spec = spec_of(model, backend)
     torch.manual_seed(0)
     return spec, build_model(spec)
@@ -124,7 +124,7 @@ def test_weights_gradients_optimizer_after_one_adamw_step(model, backend):
     """Single process, fp32 parameters: weights 4, gradients 4, AdamW's two moments 8 bytes per parameter
     (fp32 weights need no master copy), equal to torch's tensors; AdamW's per-tensor ``step`` counters
     (4 bytes each) are the only other state and are named apart."""
-    from experiments.train import make_optimizer
+    from experiments.trainer import make_optimizer
     spec, m = build(model, backend)
     opt = make_optimizer(m, spec.cfg["optim"], torch.device("cpu"))
     idx, tgt = batch(spec.shape)

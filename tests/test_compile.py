@@ -57,7 +57,7 @@ def test_grouped_moe_layer_has_no_graph_breaks():
 
 def _tiny(name: str, *overrides: str):
     from experiments.paired_bench import build
-    from experiments.train import build_model
+    from experiments.trainer import build_model
     spec = build([name], "demo", "tiny", ["model.shape.n_layers=2", "model.shape.seq_len=32", *overrides])[name]
     torch.manual_seed(0)
     return spec, build_model(spec)
@@ -66,7 +66,7 @@ def _tiny(name: str, *overrides: str):
 def _train_losses(spec, model, steps: int, compiled: bool) -> list[float]:
     import copy
 
-    from experiments.train import make_optimizer
+    from experiments.trainer import make_optimizer
     model = copy.deepcopy(model).train()
     opt = make_optimizer(model, spec.cfg["optim"], torch.device("cpu"))
     moe.register_bias_update(model, opt)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import experiments.train as T
+from experiments import exits
 from experiments.metrics import read_metrics
 
 from _run_helpers import fast_folder, train_fast
@@ -52,7 +52,7 @@ def test_raising_max_steps_extends_a_finished_run(tmp_path, cache):
     assert [r["val_loss"] for r in two if r["step"] != 5] == [r["val_loss"] for r in new if r["step"] != 5]
 
     # a lower max_steps is still refused, and the same max_steps is a no-op
-    with pytest.raises(T.RunError, match=r"train.max_steps 7 -> 6"):
+    with pytest.raises(exits.RunError, match=r"train.max_steps 7 -> 6"):
         _train(a, cache, "train.max_steps=6", "resume=true")
     assert _train(a, cache, "train.max_steps=7", "resume=true")["step"] == 7
     assert read_metrics(_folder(a)) == new

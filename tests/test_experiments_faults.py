@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import experiments.train as T
+import experiments.train as launch
+import experiments.trainer as T
 from experiments import checkpoint as ckpt
+from experiments import exits, preflight
 from experiments.config import ConfigError, compose, validate
 from experiments.data import DataError
 from experiments.metrics import read_metrics
@@ -61,7 +63,7 @@ def run_cli(tmp_path, cache, *overrides, code=None):
     err = io.StringIO()
     with redirect_stderr(err):
         try:
-            T.run(cfg_for(tmp_path, cache, *overrides))
+            launch.run(cfg_for(tmp_path, cache, *overrides))
             status = 0
         except SystemExit as e:
             status = e.code
@@ -116,7 +118,7 @@ def test_nonfinite_gradient_is_not_applied_or_saved(tmp_path, cache, monkeypatch
         p.register_hook(hook)
         return model
     monkeypatch.setattr(T, "build_model", poisoned)
-    with pytest.raises(T.TrainingDiverged, match="non-finite gradient norm at step 3.*not applied.*kept at"):
+    with pytest.raises(exits.TrainingDiverged, match="non-finite gradient norm at step 3.*not applied.*kept at"):
         train(tmp_path, cache, "train.max_steps=6", "train.ckpt_every=2")
     state = torch.load(run_dir(tmp_path) / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
@@ -139,7 +141,7 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path, cache, monkeypatch):
         self._step_count_for_test += 1
         return bad_step(self, *a, **k)
     monkeypatch.setattr(torch.optim.AdamW, "step", counting)
-    with pytest.raises(T.TrainingDiverged, match="non-finite weights after step 2; not saved"):
+    with pytest.raises(exits.TrainingDiverged, match="non-finite weights after step 2; not saved"):
         train(tmp_path, cache, "train.max_steps=4", "train.ckpt_every=2", "train.eval_every=100")
     assert not (run_dir(tmp_path) / "checkpoint.pt").exists()
 
@@ -147,7 +149,7 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path, cache, monkeypatch):
 def test_nonfinite_final_validation_exits_3(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: float("nan"))
     status, err = run_cli(tmp_path, cache, "train.max_steps=2")
-    assert status == T.EXIT_DIVERGED and "non-finite validation loss nan at step 2" in one_line(err)
+    assert status == exits.EXIT_DIVERGED and "non-finite validation loss nan at step 2" in one_line(err)
     assert json.loads((run_dir(tmp_path) / "summary.json").read_text())["status"] == "diverged"
     assert not (run_dir(tmp_path) / "checkpoint.pt").exists()  # the NaN-evaluated weights were not saved
 
@@ -289,11 +291,11 @@ def test_bad_metrics_line_is_reported_with_its_number(tmp_path, cache, bad):
 # ----- 6. resume with changed settings is refused, naming them ---------------------------------------
 def test_resume_with_changed_optimiser_or_schedule_is_refused(tmp_path, cache):
     train(tmp_path, cache, "train.max_steps=4", "train.stop_at_step=2")
-    with pytest.raises(T.RunError, match=r"settings that differ from the checkpoint's run \(optim.lr 0.003 -> 0.1\)"):
+    with pytest.raises(exits.RunError, match=r"settings that differ from the checkpoint's run \(optim.lr 0.003 -> 0.1\)"):
         train(tmp_path, cache, "train.max_steps=8", "optim.lr=0.1", "resume=true")  # max_steps may rise
-    with pytest.raises(T.RunError, match=r"train.max_steps 4 -> 3"):  # but not fall
+    with pytest.raises(exits.RunError, match=r"train.max_steps 4 -> 3"):  # but not fall
         train(tmp_path, cache, "train.max_steps=3", "resume=true")
-    with pytest.raises(T.RunError, match=r"optim.warmup_steps 2 -> 5"):
+    with pytest.raises(exits.RunError, match=r"optim.warmup_steps 2 -> 5"):
         train(tmp_path, cache, "train.max_steps=4", "optim.warmup_steps=5", "resume=true")
     # how it runs (logging, checkpoint cadence) may change; config.yaml records what this segment used
     s = train(tmp_path, cache, "train.max_steps=4", "train.log_every=2", "resume=true")
@@ -307,7 +309,7 @@ def test_resume_of_a_checkpoint_without_recorded_settings_compares_config_yaml(t
     state = torch.load(f, weights_only=False)
     del state["meta"]["config"]  # as written before settings were recorded
     torch.save(state, f)
-    with pytest.raises(T.RunError, match=r"optim.lr 0.003 -> 0.1"):
+    with pytest.raises(exits.RunError, match=r"optim.lr 0.003 -> 0.1"):
         train(tmp_path, cache, "train.max_steps=4", "optim.lr=0.1", "resume=true")
     assert train(tmp_path, cache, "train.max_steps=4", "resume=true")["status"] == "completed"
 
@@ -351,7 +353,7 @@ def test_memory_the_run_needs_is_checked_before_any_work(tmp_path, cache):
     assert p.returncode == 2 and "needs at least" in line and "GiB" in line and "d_model=1000000000" in line
     assert not (tmp_path / "runs").exists()  # refused before Hydra made the run folder
     spec = spec_for(tmp_path, cache)
-    assert T.training_memory_bytes(spec) < 50e6  # the tiny run passes
+    assert preflight.training_memory_bytes(spec) < 50e6  # the tiny run passes
 
 
 # ----- 9. path errors are one line naming the path and the cause ---------------------------------------
@@ -360,8 +362,8 @@ def test_runs_root_that_is_a_file_is_one_line(tmp_path, cache):
     p = sub(tmp_path, cache)
     assert p.returncode == 2 and "is a file, not a folder" in one_line(p.stderr)
     (tmp_path / "cachefile").write_text("x")
-    with pytest.raises(T.RunError, match=r"paths.cache=.*cachefile is a file, not a folder"):
-        T.check_paths(validate(compose(FAST + [f"paths.cache={tmp_path / 'cachefile' / 'sub'}"])).cfg)
+    with pytest.raises(exits.RunError, match=r"paths.cache=.*cachefile is a file, not a folder"):
+        preflight.check_paths(validate(compose(FAST + [f"paths.cache={tmp_path / 'cachefile' / 'sub'}"])).cfg)
 
 
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_checkpoint(tmp_path, cache, monkeypatch):
@@ -374,7 +376,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_old_checkpoint(
     monkeypatch.setattr(ckpt.torch, "save", full)
     status, err = run_cli(tmp_path, cache, "train.max_steps=4", "resume=true")
     line = one_line(err)
-    assert status == T.EXIT_IO and "disk full" in line and "checkpoint.pt" in line, line
+    assert status == exits.EXIT_IO and "disk full" in line and "checkpoint.pt" in line, line
     assert (run_dir(tmp_path) / "checkpoint.pt").read_bytes() == good and not list(run_dir(tmp_path).glob("*.tmp"))
 
 
@@ -387,7 +389,7 @@ def test_disk_full_in_the_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(data.np, "save", full)
     status, err = run_cli(tmp_path, str(tmp_path / "fresh-cache"))
     line = one_line(err)
-    assert status == T.EXIT_IO and line.startswith(f"I/O error: {tmp_path / 'fresh-cache' / 'tokens'}")
+    assert status == exits.EXIT_IO and line.startswith(f"I/O error: {tmp_path / 'fresh-cache' / 'tokens'}")
     assert line.endswith(": disk full") and not list((tmp_path / "fresh-cache" / "tokens").iterdir())
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
 
@@ -396,8 +398,8 @@ def test_unwritable_runs_root_is_refused_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "runs").mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "runs" else real(p, mode))
-    with pytest.raises(T.RunError, match=r"paths.runs=.*runs is not writable \(read-only or no permission\)"):
-        T.check_paths(validate(compose(FAST + [f"paths.runs={tmp_path / 'runs'}"])).cfg)
+    with pytest.raises(exits.RunError, match=r"paths.runs=.*runs is not writable \(read-only or no permission\)"):
+        preflight.check_paths(validate(compose(FAST + [f"paths.runs={tmp_path / 'runs'}"])).cfg)
 
 
 def test_read_only_folder_is_one_line(tmp_path, cache, monkeypatch):
@@ -405,7 +407,7 @@ def test_read_only_folder_is_one_line(tmp_path, cache, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "runs"))
     monkeypatch.setattr(Path, "mkdir", ro)
     status, err = run_cli(tmp_path, cache)
-    assert status == T.EXIT_IO and one_line(err) == f"I/O error: {tmp_path / 'runs'}: read-only file system"
+    assert status == exits.EXIT_IO and one_line(err) == f"I/O error: {tmp_path / 'runs'}: read-only file system"
 
 
 # ----- 10. nothing of an old run is touched until the new one can proceed ------------------------------
@@ -416,7 +418,7 @@ def test_a_new_run_that_cannot_proceed_leaves_the_old_one_whole(tmp_path, cache)
     bad_text = tmp_path / "missing.txt"
     with pytest.raises(DataError):  # overwrite asked, but its data fails: the old run is kept whole
         train(tmp_path, cache, "overwrite=true", "data=text", f"data.path={bad_text}")
-    with pytest.raises(T.RunError):  # a bigger model cannot resume this checkpoint... nor replace it silently
+    with pytest.raises(exits.RunError):  # a bigger model cannot resume this checkpoint... nor replace it silently
         train(tmp_path, cache, "model.shape.d_model=32")
     assert {f.name: f.read_bytes() for f in d.iterdir() if f.is_file() and f.name != ".lock"} == before
 
@@ -509,7 +511,7 @@ def test_odd_length_bin_is_refused(tmp_path):
 # ----- 17. small things --------------------------------------------------------------------------------------
 def test_no_checkpoint_is_not_called_last_good(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: float("inf"))
-    with pytest.raises(T.TrainingDiverged) as e:
+    with pytest.raises(exits.TrainingDiverged) as e:
         train(tmp_path, cache, "train.max_steps=2", "train.ckpt_every=0")
     assert "no checkpoint was written" in str(e.value) and "last good" not in str(e.value)
 

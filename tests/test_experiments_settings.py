@@ -13,7 +13,8 @@ from accounting.shapes import ModelShape
 from experiments import describe, settings
 from experiments.config import (CONF_DIR, MOVED_TO_SHAPE, ConfigError, F, compose, one_line, schema, to_plain,
                                 upgrade_saved_config, validate)
-from experiments.train import changed_settings, precheck
+from experiments.run_folder import changed_settings
+from experiments.train import precheck
 from moe.router import RouterConfig
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import experiments.train as T
+from experiments import exits
 from experiments.config import ConfigError
 from experiments.sweep import safe_value, sweep_tag, swept_keys
 
@@ -62,7 +63,7 @@ def test_precheck_names_each_job_and_refuses_a_collision(tmp_path):
     used.mkdir(parents=True)
     (used / "metrics.jsonl").write_text("")
     assert T.precheck(["-m", runs, "name=u", "model.shape.top_k=1,2"]) == 2
-    with pytest.raises(T.RunError, match=r"already holds a run .*\[job: .*top_k=2\]"):
+    with pytest.raises(exits.RunError, match=r"already holds a run .*\[job: .*top_k=2\]"):
         T.precheck(["-m", runs, "name=u", "model.shape.top_k=1,2"], check_used=True)
     assert T.precheck(["-m", runs, "name=u", "model.shape.top_k=1,2", "overwrite=true"], check_used=True) == 2
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import experiments.train as T
+import experiments.trainer as T
+from experiments import exits, run_folder, schedule
 from experiments.config import compose, validate
 from experiments.metrics import read_metrics
 
@@ -78,7 +79,7 @@ def test_mtp_module_trains_and_its_weight_reaches_the_model(tmp_path, cache):
         assert r["mtp_loss"] is None and "mtp" not in r["aux_losses"]
         assert r["train_total_loss"] == pytest.approx(r["train_loss"] + sum(r["aux_losses"].values()), rel=1e-6)
     # changing lambda is a change of what the run computes: resume refuses it
-    with pytest.raises(T.RunError, match=r"model.mtp_loss_weight 0.5 -> 0.1"):
+    with pytest.raises(exits.RunError, match=r"model.mtp_loss_weight 0.5 -> 0.1"):
         T.train(spec_for(cache, *common, "train.max_steps=3", "model.mtp_loss_weight=0.1", "resume=true"),
                 tmp_path / "w05")
 
@@ -87,9 +88,9 @@ def test_runs_saved_before_the_mtp_keys_resume():
     saved = {"model": {"name": "moe", "shape": {"d_model": 64}}, "train": {"max_steps": 2}}
     now = {"model": {"name": "moe", "shape": {"d_model": 64, "mtp_modules": 0}, "mtp_loss_weight": 0.3},
            "train": {"max_steps": 2}}
-    assert T.changed_settings(saved, now) == []
+    assert run_folder.changed_settings(saved, now) == []
     now["model"]["shape"]["mtp_modules"] = 1
-    assert T.changed_settings(saved, now) == ["model.shape.mtp_modules 0 -> 1"]
+    assert run_folder.changed_settings(saved, now) == ["model.shape.mtp_modules 0 -> 1"]
 
 
 @pytest.mark.parametrize("model", ["moe", "deepseek"])
@@ -128,7 +129,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache, monkeypa
         model.register_forward_hook(hook)
         return model
     monkeypatch.setattr(T, "build_model", poisoned)
-    with pytest.raises(T.TrainingDiverged, match="non-finite loss at step 3"):
+    with pytest.raises(exits.TrainingDiverged, match="non-finite loss at step 3"):
         T.train(spec_for(cache, "model=dense", "train.max_steps=6", "train.ckpt_every=2",
                          "train.eval_every=100"), tmp_path)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
@@ -189,7 +190,7 @@ def test_fsdp_matches_ddp_and_its_checkpoint_resumes_anywhere(tmp_path, cache, d
     spec = spec_for(cache, "model=deepseek")
     model = T.build_model(spec)
     optimizer = T.make_optimizer(model, spec.cfg["optim"], torch.device("cpu"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, T.lr_lambda(2, 3, 0.1))  # as train() builds them
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_lambda(2, 3, 0.1))  # as train() builds them
     state = ckpt.load(run / ckpt.CHECKPOINT, model=model, optimizer=optimizer, scheduler=scheduler)
     assert state["step"] == 3 and state["extra"]["parallel"] == "fsdp"
     assert sum(p.numel() for p in model.parameters()) == summary["parameters_total"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import experiments.train as T
+import experiments.trainer as T
+from experiments import exits
 from experiments.config import compose, validate
 from reports.__main__ import main as reports_main
 
@@ -38,7 +39,7 @@ def test_checkpoint_refused_with_efbig_is_one_line(tmp_path, cache, clear_hydra)
                         f"paths.cache={cache}"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
                        preexec_fn=limited)
     folder = tmp_path / "runs" / "default" / "dense" / "tiny-seed0"
-    assert p.returncode == T.EXIT_IO, p.stderr[-3000:]
+    assert p.returncode == exits.EXIT_IO, p.stderr[-3000:]
     assert p.stderr == f"I/O error: {folder / 'checkpoint.pt'}: file too large for the file-size limit (ulimit -f)\n"
     assert not (folder / "checkpoint.pt").exists() and not list(folder.glob("*.tmp"))
     assert (folder / "metrics.jsonl").read_text().count("\n") == 1  # the step was logged, only the save failed
