@@ -32,12 +32,21 @@ from __future__ import annotations
 
 import pickle
 import random
+import shutil
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_model_state_dict,
+                                                     set_state_dict)
+from torch.distributed.tensor import DTensor, Replicate, Shard
+
+from moe.expert_parallel import expert_parallel_layers
 
 from .atomic import write_atomic
 
@@ -94,14 +103,12 @@ def _torch_save(obj: Any, f) -> None:
 
 
 def _is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def full_state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
     """Full (unsharded) model and optimizer state dicts keyed by parameter name. For a sharded model this
     is a collective and only rank 0 gets the tensors (gathered to CPU); the other ranks get empty dicts."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
     sharded = _is_sharded(model)
     return get_state_dict(model, optimizer,
                           options=StateDictOptions(full_state_dict=True, cpu_offload=sharded))
@@ -118,10 +125,6 @@ def all_finite(tensors) -> bool:
 
 
 def _ep_layers(model: torch.nn.Module) -> list:
-    try:
-        from moe.expert_parallel import expert_parallel_layers
-    except ImportError:  # pragma: no cover - moe is part of this repository
-        return []
     return expert_parallel_layers(getattr(model, "module", model))
 
 
@@ -134,7 +137,6 @@ def _ep_names(model: torch.nn.Module) -> dict[str, Any]:
 def _as_dtensor(local: torch.Tensor, layer) -> torch.Tensor:
     """This rank's slice [E/E_p, ...] of an expert tensor as a DTensor of the global [E, ...] on the
     (edp, ep) mesh: replicated over edp, sharded on dim 0 over ep."""
-    from torch.distributed.tensor import DTensor, Replicate, Shard
     mesh = layer_mesh(layer)
     shape = torch.Size([local.size(0) * layer.ep_size, *local.shape[1:]])
     return DTensor.from_local(local, mesh, [Replicate(), Shard(0)], run_check=False, shape=shape,
@@ -153,7 +155,6 @@ def layer_mesh(layer):
 def _ep_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
     """Model and optimizer state dicts keyed by parameter name, not gathered (FSDP: DTensor shards; DDP:
     the replicated tensors), the split experts' entries as DTensors of their global shapes."""
-    from torch.distributed.checkpoint.state_dict import get_state_dict
     msd, osd = get_state_dict(model, optimizer)
     names = _ep_names(model)
     for n, layer in names.items():
@@ -166,7 +167,6 @@ def _ep_state(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
 
 def _local(sd: dict) -> dict:
     """The split experts' DTensors back to this rank's slices (nested dicts walked)."""
-    from torch.distributed.tensor import DTensor
     out = {}
     for k, v in sd.items():
         if isinstance(v, dict):
@@ -202,10 +202,6 @@ def global_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 def _save_expert_parallel(path: Path, *, model, optimizer, scheduler, step, tokens, extra, meta,
                           write: bool) -> Path:
     """DCP shards (every rank) then ``checkpoint.pt`` (rank 0, atomic): see the module docstring."""
-    import shutil
-
-    import torch.distributed as dist
-    import torch.distributed.checkpoint as dcp
     folder = path.parent / f"{path.stem}.dcp.{step}"
     if write and folder.exists():
         shutil.rmtree(folder)
@@ -231,8 +227,6 @@ def _save_expert_parallel(path: Path, *, model, optimizer, scheduler, step, toke
 
 def _load_expert_parallel(path: Path, state: dict, model, optimizer) -> None:
     """Fill the split model (and optimizer) from the DCP folder ``state['dcp']`` next to ``path``."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_state_dict
     layers = _ep_layers(model)
     saved_ep = state.get("expert_parallel")
     now = layers[0].ep_size if layers else 1
@@ -256,13 +250,11 @@ def full_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The whole model's state dict (every expert) from a checkpoint of either format, in this process
     (an expert-parallel one is read from its DCP shards without a process group); for inspection, tests
     and single-process evaluation."""
-    import torch.distributed.checkpoint as dcp
     state = read(path)
     if state.get("dcp") is None:
         return state["model"]
     folder = Path(path).parent / state["dcp"]
     model = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in state["model"].items()}
-    import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
         dcp.load({"model": model}, checkpoint_id=str(folder), no_dist=True)
@@ -352,8 +344,6 @@ def load(path: str | Path, *, model: torch.nn.Module, optimizer=None, scheduler=
     """Restore a checkpoint written by `save` into ``model`` (and optimizer, scheduler, RNGs); returns it.
     ``model`` may be plain, or already sharded with FSDP2 (every rank then loads the full file and keeps its
     shard); build the optimizer on the model as it will be trained before calling this."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_state_dict)
     if state is None:
         state = read(path, map_location)
         check_compatible(state, path, model)

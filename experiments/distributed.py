@@ -20,11 +20,21 @@ rank 0 writes to it.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from moe.expert_parallel import expert_parallel_layers, shard_experts
+from moe.moe_ffn import MoEFFN
 
 from .config import ConfigError
 
@@ -100,7 +110,6 @@ def setup(requested_device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        from datetime import timedelta
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s()))
     return DistInfo(rank, world, local, device)
 
@@ -141,14 +150,12 @@ def expert_parallel_mesh(info: DistInfo, expert_parallel: int) -> ExpertParallel
     if expert_parallel < 1 or info.world_size % expert_parallel:
         raise ConfigError(f"train.expert_parallel={expert_parallel} must divide the number of ranks "
                          f"({info.world_size})")
-    from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh(info.device.type, (info.world_size // expert_parallel, expert_parallel),
                             mesh_dim_names=("edp", "ep"))
     return ExpertParallel(expert_parallel, mesh, mesh.get_group("ep"), mesh.get_group("edp"), info.world_size)
 
 
 def _expert_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    from moe.expert_parallel import expert_parallel_layers
     return [p for layer in expert_parallel_layers(model) for p in layer.expert_parameters()]
 
 
@@ -170,7 +177,6 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel:
             raise ConfigError(f"train.expert_parallel={expert_parallel} needs torchrun with a multiple of "
                              f"{expert_parallel} ranks (this is a single process)")
         return model
-    from moe.moe_ffn import MoEFFN
     ffns = [m for m in model.modules() if isinstance(m, MoEFFN)]
     for ffn in ffns:
         ffn.global_counts = True
@@ -179,7 +185,6 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel:
         if not ffns:
             raise ConfigError(f"train.expert_parallel={expert_parallel} needs an MoE model (this one has no "
                              "routed experts)")
-        from moe.expert_parallel import expert_parallel_layers, shard_experts
         layout = expert_parallel_mesh(info, expert_parallel)
         try:
             shard_experts(model, layout.ep_group)
@@ -190,16 +195,13 @@ def wrap(model: torch.nn.Module, info: DistInfo, parallel: str, expert_parallel:
         model.expert_parallel = layout
         ignored = set(_expert_params(model))
     if parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
         for block in model.blocks:
             fully_shard(block, ignored_params=ignored or None)
         fully_shard(model, ignored_params=ignored or None)
         return model
     if parallel != "ddp":
         raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
-    import warnings
 
-    from torch.nn.parallel import DistributedDataParallel as DDP
     with warnings.catch_warnings():
         # torch >= 2.13 deprecates broadcast_buffers for forward_sync_buffers, whose False still syncs buffers
         # at init; we keep broadcast_buffers=False (rank-identical buffers by construction) and silence it.
@@ -220,7 +222,6 @@ def finish_gradients(model: torch.nn.Module, max_norm: float, info: DistInfo) ->
     layout = getattr(_unwrap(model), "expert_parallel", None)
     if layout is None:
         return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    from moe.expert_parallel import expert_parallel_layers
     for layer in expert_parallel_layers(_unwrap(model)):
         layer.step_bytes = layer.take_bytes()
     experts = _expert_params(_unwrap(model))
@@ -249,7 +250,6 @@ def expert_parallel_bytes(model: torch.nn.Module, info: DistInfo) -> dict:
     other ranks in the forwards of the last optimizer step (all its micro-batches; closed by
     `finish_gradients`), summed over MoE layers; empty without expert parallelism. The backward sends as
     much again. A collective (all ranks call it)."""
-    from moe.expert_parallel import expert_parallel_layers
     layers = expert_parallel_layers(_unwrap(model))
     if not layers:
         return {}
@@ -267,7 +267,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def gradient_sync(model: torch.nn.Module, enabled: bool):
     """Context for one micro-batch's backward: with ``enabled=False`` gradients accumulate locally
     (DDP's ``no_sync``; FSDP2's ``set_requires_gradient_sync(False)``); a null context otherwise."""
-    import contextlib
     if enabled:
         if hasattr(model, "set_requires_gradient_sync"):
             model.set_requires_gradient_sync(True)
@@ -316,7 +315,6 @@ def cleanup(info: DistInfo, barrier: bool = True) -> None:
     rank with "terminate called without an active exception" after a successful run. ``barrier=False`` after
     a failure on this rank alone (the others may be inside another collective: never wait for them)."""
     if info.enabled and dist.is_initialized():
-        import gc
         gc.collect()
         if barrier:
             try:

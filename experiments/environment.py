@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource  # POSIX only: runs are trained on Linux
 import socket
 import subprocess
 import sys
@@ -119,9 +120,5 @@ def memory_bytes(device: torch.device) -> dict:
     """Peak memory: CUDA allocator peak on a GPU, the process's max resident set on a CPU (bytes)."""
     if device.type == "cuda":
         return {"memory_bytes": int(torch.cuda.max_memory_allocated(device)), "memory_kind": "cuda_max_allocated"}
-    try:
-        import resource
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {"memory_bytes": int(rss * (1 if sys.platform == "darwin" else 1024)), "memory_kind": "max_rss"}
-    except ImportError:  # pragma: no cover  (Windows)
-        return {"memory_bytes": None, "memory_kind": "unknown"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"memory_bytes": int(rss * (1 if sys.platform == "darwin" else 1024)), "memory_kind": "max_rss"}

@@ -23,6 +23,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+import moe
+
+from .data import load_split
+
 VAL_WORKS = ("hamlet", "macbeth", "tempest", "sonnets")
 
 
@@ -61,7 +65,6 @@ def validation_text(text_file: str | None) -> tuple[str, str]:
         if not p.is_file():
             raise ValueError(f"--text {p}: no such file")
         return p.read_text(encoding="utf-8", errors="replace"), str(p)
-    from .data import load_split
     split = load_split("shakespeare", None, list(VAL_WORKS), 0.1)
     return "\n\n".join(text for _, text in split.val), "shakespeare validation works " + ", ".join(VAL_WORKS)
 
@@ -81,7 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        import moe
         from tokenizers import Tokenizer
         folder = Path(a.folder)
         if not (folder / "tokenizer.json").is_file():

@@ -25,6 +25,8 @@ from accounting.flops import FLOP, forward_flops
 from accounting.shapes import ModelShape
 from moe.balance import load_stats, routed_assignments as kept_assignments
 
+from .atomic import write_text_atomic
+
 METRICS = "metrics.jsonl"
 
 
@@ -94,7 +96,6 @@ class MetricsWriter:
         keep = [r for r in parse_metrics(self.path) if r["step"] <= step]
         if self.logger is not None:
             self.logger.first_step = step + 1
-        from .atomic import write_text_atomic
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         return keep
 

@@ -78,7 +78,7 @@ class SweepProgress(Callback):
     def _print(self, msg: str) -> None:
         print(f"[sweep] {msg}", file=sys.stderr, flush=True)
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: DictConfig, **_kwargs: Any) -> None:
         self.n, self.t0, self.done = count_jobs(config), time.perf_counter(), 0
         if self.n:
             self._print(f"{self.n} job(s), run one after another")
@@ -89,7 +89,7 @@ class SweepProgress(Callback):
         except Exception:  # noqa: BLE001
             return False
 
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_job_start(self, config: DictConfig, **_kwargs: Any) -> None:
         if not self._multirun(config):
             return
         self.job_t0 = time.perf_counter()
@@ -101,7 +101,7 @@ class SweepProgress(Callback):
             left = f"; {_dur(el)} elapsed, ~{_dur(el / self.done * (self.n - self.done))} left"
         self._print(f"job {i}{of} starting: {' '.join(config.hydra.overrides.task)}{left}")
 
-    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **_kwargs: Any) -> None:
         if not self._multirun(config):
             return
         self.done += 1
