@@ -27,7 +27,7 @@ sent back. The count exchange (E x 8 bytes) is not counted. A token sent to two 
 torchtitan's all-to-all does); with ``profile`` set, ``dedup_dispatch_bytes`` adds what a dispatch that
 sends each token once per remote rank (DeepEP, and ``accounting.serving``'s model) would send. ``profile``
 (a dict, or None) also accumulates the wall time of dispatch (counts exchange, gather, all-to-all),
-expert compute and combine (all-to-all back, weighting, sum), for ``experiments.ep_bench``. The backward sends the same amounts the other
+expert compute and combine (all-to-all back, weighting, sum), for ``experiments.bench.expert_parallel``. The backward sends the same amounts the other
 way (the gradient of combine travels as dispatch did, and vice versa), so a training step moves twice
 these bytes per rank.
 
