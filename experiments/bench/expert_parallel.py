@@ -50,7 +50,7 @@ from moe.router import RouterConfig
 from ..config import build_shape
 from ..environment import REPO
 from ..metrics import read_metrics
-from .timing import sync
+from .timing import timed
 
 MODULE = "experiments.bench.expert_parallel"
 PHASES = ("dispatch_s", "compute_s", "combine_s", "dedup_dispatch_bytes")
@@ -132,10 +132,7 @@ def _plain_all_to_all_s(layer: MoEFFN, x: torch.Tensor, world: int, device: torc
     buf = torch.empty(int(send.sum()), x.size(-1), device=device)
     out = torch.empty(int(recv.sum()), x.size(-1), device=device)
     dist.barrier()
-    t0 = time.perf_counter()
-    dist.all_to_all_single(out, buf, recv.tolist(), send.tolist())
-    sync(device)
-    return time.perf_counter() - t0
+    return timed(lambda: dist.all_to_all_single(out, buf, recv.tolist(), send.tolist()), device)[0]
 
 
 def _time_phases(layer: MoEFFN, x: torch.Tensor, a: argparse.Namespace, world: int,

@@ -53,7 +53,7 @@ from ..config import CONF_DIR, ConfigError, compose, validate
 from ..environment import environment
 from ..metrics import train_flops_per_token
 from ..train import build_model, make_optimizer  # the trainer's own model and optimiser
-from .timing import sync
+from .timing import timed
 
 CSV_COLUMNS = ["repeat", "position", "model", "step_s", "tokens", "train_flops_fma2_per_token", "flops_fma2",
                "flops_fma2_per_s", "cost_ratio_vs_dense"]
@@ -162,15 +162,13 @@ def _states(specs: dict, batch_size: int | None, seed: int, dev: torch.device, c
 
 def _train_step(s: dict, dev: torch.device) -> float:
     """Seconds of one training step (forward, backward, optimiser step) of state ``s``; bf16 autocast on CUDA."""
-    sync(dev)
-    t0 = time.perf_counter()
-    with torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
-        out = s["fn"](s["x"], s["y"])
-    out.loss.backward()
-    s["opt"].step()
-    s["opt"].zero_grad(set_to_none=True)
-    sync(dev)
-    return time.perf_counter() - t0
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
+            out = s["fn"](s["x"], s["y"])
+        out.loss.backward()
+        s["opt"].step()
+        s["opt"].zero_grad(set_to_none=True)
+    return timed(step, dev)[0]
 
 
 def _time_rotating(state: dict[str, dict], dev: torch.device, repeats: int, progress: bool) -> list[dict]:
