@@ -90,7 +90,7 @@ class ExpertParallelExperts(nn.Module):
         experts.n_experts = self.n_local
         self.last_dispatch_bytes = self.last_combine_bytes = self.last_received_rows = 0
         self.dispatch_bytes = self.combine_bytes = 0
-        self.profile: dict | None = None   # a dict: forward adds dispatch_s, compute_s, combine_s (ep_bench)
+        self.profile: dict | None = None   # a dict: forward adds dispatch_s, compute_s, combine_s (experiments.bench.expert_parallel)
         self.step_bytes = (0, 0)   # (dispatch, combine) of the last closed training step (set by the trainer)
 
     def _tick(self) -> float:

@@ -32,7 +32,7 @@ from torch.autograd.function import once_differentiable
 from accounting.shapes import ModelShape
 from dense.model import INIT_STD, residual_init_std
 
-from moe import compiled_ops  # absolute: moe_layer_bench --grouped-from execs this file standalone
+from moe import compiled_ops  # absolute: scripts/moe_layer_against_commit.py execs this file standalone
 
 BACKENDS = ("loop", "grouped", "megablocks")
 MEGABLOCKS_INSTALL = ("pip install --no-build-isolation --no-deps megablocks stanford-stk grouped_gemm "
