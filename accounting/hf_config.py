@@ -418,7 +418,7 @@ def _deepseek_v3(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
 
 
 FAMILIES: dict[str, Callable[[Mapping[str, Any], int | None], dict[str, Any]]] = {
-    # transformers model_type -> the ModelShape fields of its config (moe.hf.FAMILIES has the same keys)
+    # transformers model_type -> the ModelShape fields of its config (moe.hf_layout.FAMILIES has the same keys)
     "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "mixtral": _mixtral,
     "qwen2_moe": _qwen2_moe, "qwen3_moe": _qwen3_moe, "olmoe": _olmoe, "dbrx": _dbrx,
     "deepseek_v2": _deepseek_v2, "deepseek_v3": _deepseek_v3, "gpt_oss": _gpt_oss,
