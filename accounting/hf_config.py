@@ -4,6 +4,7 @@ Supported (keyed on ``model_type``, else on ``architectures``): Llama, Mistral, 
 Mixtral, Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B), Qwen3-MoE, OLMoE, DBRX (nested ``ffn_config`` /
 ``attn_config``), DeepSeek-V2 / V2-Lite / V3, gpt-oss, Llama 4 (``llama4_text``, or ``llama4``'s
 ``text_config``; priced, not built by ``moe.from_hf``). An unknown architecture raises ``ValueError`` naming it.
+Each family is one function in ``FAMILIES`` (``model_type`` -> shape fields), the keys of ``moe.hf_layout``'s.
 
 Where the MoE layers are follows transformers: Qwen's ``mlp_only_layers`` and ``decoder_sparse_step``,
 Llama 4's ``moe_layers`` / ``interleave_moe_layer_step``, DeepSeek's ``first_k_dense_replace``. A placement that

@@ -1,4 +1,5 @@
-"""``MoETransformer``: ``dense.Transformer`` with the FFN of every block where ``shape.is_moe_layer(i)`` (every
+"""``build_model(shape, router, backend)``: a ``dense.Transformer`` for a dense shape, else an ``MoETransformer``:
+``dense.Transformer`` with the FFN of every block where ``shape.is_moe_layer(i)`` (every
 ``i >= first_dense_layers``, or the ``M`` layers of ``shape.moe_layer_pattern``) replaced by an ``MoEFFN``
 (router, routed experts on the chosen backend, shared experts).
 
