@@ -31,6 +31,7 @@ from accounting.shapes import ModelShape
 Getter = Callable[[str], torch.Tensor]
 _QKVO = (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj"))
 _MLP = (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj"))
+_NORMS = (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm"))
 
 
 class _Map:
@@ -71,8 +72,7 @@ def _llama_attention(m: _Map, ours: str, theirs: str) -> None:
     """``input_layernorm``, ``post_attention_layernorm`` and ``self_attn``'s q/k/v/o, with the biases, sinks
     and q/k norms the shape has."""
     s, a, at = m.s, ours + "attn.", theirs + "self_attn."
-    m.copy(f"{ours}norm1.weight", theirs + "input_layernorm.weight")
-    m.copy(f"{ours}norm2.weight", theirs + "post_attention_layernorm.weight")
+    m.copy_all(ours, theirs, _NORMS)
     m.copy_all(a, at, _QKVO)
     m.copy_all(a, at, tuple(p for p in _QKVO if s.attention_bias or (s.qkv_bias and p[0] != "wo")), ".bias")
     if s.attention_sinks:
@@ -85,8 +85,7 @@ def _mla_attention(m: _Map, ours: str, theirs: str, interleaved: bool) -> None:
     """DeepSeek's norms and latent attention; ``interleaved``: the checkpoint pairs adjacent rotary dimensions,
     so the rotary rows of the query projection and of ``kv_a_proj_with_mqa`` are permuted into halves."""
     s, a, at = m.s, ours + "attn.", theirs + "self_attn."
-    m.copy(f"{ours}norm1.weight", theirs + "input_layernorm.weight")
-    m.copy(f"{ours}norm2.weight", theirs + "post_attention_layernorm.weight")
+    m.copy_all(ours, theirs, _NORMS)
     n, p, H, r = s.qk_nope_head_dim, s.qk_rope_head_dim, s.n_heads, s.kv_lora_rank
     q_rows = _rope_rows(H * (n + p), n, p, H, n + p) if interleaved else None
     kv_rows = _rope_rows(r + p, r, p, 1, r + p) if interleaved else None
