@@ -36,11 +36,15 @@ rank's tokens), exactly as without expert parallelism.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
 
 from .experts import ExpertWeights, flatten_assignments
+from .moe_ffn import MoEFFN
 
 EXPERT_WEIGHTS = ("w_up", "w_gate", "w_down")
 
@@ -48,7 +52,6 @@ EXPERT_WEIGHTS = ("w_up", "w_gate", "w_down")
 def all_to_all(x: torch.Tensor, output_splits: list[int], input_splits: list[int], group) -> torch.Tensor:
     """Differentiable ``all_to_all_single`` of the rows of x [A, d]: ``input_splits[q]`` rows go to rank q
     of ``group``, ``output_splits[q]`` rows come from it (the backward sends the gradients back)."""
-    from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
     group = group if group is not None else dist.group.WORLD
     out = all_to_all_single_autograd(x.contiguous(), output_splits, input_splits, group)
     return wait_tensor(out)
@@ -97,7 +100,6 @@ class ExpertParallelExperts(nn.Module):
         """Wall clock for ``profile`` (after the device finishes queued work); 0 when not profiling."""
         if self.profile is None:
             return 0.0
-        import time
         if torch.cuda.is_available() and self.local.w_up.is_cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
@@ -170,7 +172,6 @@ def shard_experts(model: nn.Module, group=None) -> int:
     """Replace the routed experts of every MoE layer of ``model`` by their expert-parallel split over
     ``group`` (in place; call on every rank of the group, before wrapping for data parallelism and before
     building the optimizer). Returns the number of layers split."""
-    from .moe_ffn import MoEFFN
     n = 0
     for ffn in [m for m in model.modules() if isinstance(m, MoEFFN)]:
         ffn.experts = ExpertParallelExperts(ffn.experts, group)
