@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
-from .shapes import FLOAT_FIELDS, ModelShape
+from .shapes import ModelShape, field_rules
 
 
 class ConfigSpecError(ValueError):
@@ -215,7 +215,8 @@ def load_shape(spec: str | Path | ModelShape, seq_len: int | None = None) -> Mod
 
 
 # ----- published counts, matched on content ----------------------------------------------------------------
-COUNT_NEUTRAL_FIELDS = ("name", "seq_len", "rope_scaling", "rope_original_max_len") + FLOAT_FIELDS
+COUNT_NEUTRAL_FIELDS = ("name", "seq_len", "rope_scaling", "rope_original_max_len") + tuple(
+    r.name for r in field_rules(ModelShape) if r.kind is float)
 """Fields left out when deciding whether two shapes are the same model: the label, the priced window, and
 what changes numbers but no size (RoPE base and scaling, norm eps, clip_qkv, routed scaling factor)."""
 

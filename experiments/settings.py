@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from accounting.shapes import ModelShape
+from accounting.shapes import ModelShape, split_optional
 from moe.router import RouterConfig
 
 
@@ -167,14 +167,6 @@ class RunSettings:
 def field_types(cls: type) -> dict[str, Any]:
     """``{field: resolved annotation}`` of a dataclass (its string annotations evaluated)."""
     return typing.get_type_hints(cls)
-
-
-def split_optional(tp: Any) -> tuple[Any, bool]:
-    """``(T, True)`` for ``T | None``, else ``(tp, False)``."""
-    args = typing.get_args(tp)
-    if type(None) in args and len(args) == 2:
-        return next(a for a in args if a is not type(None)), True
-    return tp, False
 
 
 def docstring_help(cls: type) -> dict[str, str]:
