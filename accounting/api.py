@@ -36,7 +36,9 @@ from .hardware import get_hardware
 from .memory import kv_cache_elements_per_token
 from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
 from .shapes import ModelShape
-from .training_memory import Settings as TrainingSettings, TrainMemoryReport, train_memory as _train_memory, wall_clock
+from .gpu_count import wall_clock
+from .train_memory_cli import TrainMemoryReport, train_memory as _train_memory
+from .training_settings import Settings as TrainingSettings
 
 __all__ = ["Result", "Table3Result", "DeepSeekResult", "ParamsResult", "CostResult", "ServeResult",
            "ServingCheckResult", "TrainMemoryReport", "TrainingSettings", "table3", "deepseek", "parameters", "price",
@@ -238,7 +240,7 @@ def cost_gpus_auto(shape: ModelShape, seq_len: int, gpu: str) -> dict[str, Any]:
     ``seq_len`` tokens. Bytes per GPU (1 GB = 1e9). ValueError (one line) when ``gpu`` has no memory recorded
     or no layout fits."""
     from .hardware import resolve_gpu
-    from .training_memory import auto_layout
+    from .gpu_count import auto_layout
     hardware = resolve_gpu(gpu)
     if hardware.memory_bytes is None:
         raise ValueError(f"--gpus auto needs a --gpu with its memory recorded (h100-sxm, h800, h200, ...); "

@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import api, cost, press2025, scaling_cli, training_memory
+from . import api, cost, gpu_count, press2025, scaling_cli, train_memory_cli
 from .api import CONVENTION, parse_count as _parse_count
 from .chinchilla import TOKENS_PER_PARAMETER
 from .config_files import resolve_config
@@ -359,7 +359,7 @@ def cost_text(d: dict[str, Any]) -> str:
         f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
         "compute-optimal at this budget (C = 6ND): " + "; ".join(
             f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
-    ]) + training_memory.wall_clock_line(d) + _cost_gpus_auto_line(d)
+    ]) + gpu_count.wall_clock_line(d) + _cost_gpus_auto_line(d)
 
 
 def _cost_gpus_auto_line(d: dict[str, Any]) -> str:
@@ -380,20 +380,20 @@ register(Command("cost", "training and inference cost of a config", cost_argumen
 # ----- train-memory (accounting.training_memory) -------------------------------------------------------
 def train_memory_arguments(p: argparse.ArgumentParser) -> None:
     _config_argument(p)
-    training_memory.train_memory_arguments(p)
+    train_memory_cli.train_memory_arguments(p)
 
 
-def train_memory_result(args: argparse.Namespace) -> training_memory.TrainMemoryReport:
+def train_memory_result(args: argparse.Namespace) -> train_memory_cli.TrainMemoryReport:
     if args.seq_len < 1:
         raise CliError(f"--seq-len must be a positive integer, got {args.seq_len}")
-    settings = {k: v for k, v in vars(training_memory.settings_from_args(args)).items()
+    settings = {k: v for k, v in vars(train_memory_cli.settings_from_args(args)).items()
                 if k not in ("seq_len", "micro_batch")}
     return api.train_memory(args.config, args.seq_len, args.micro_batch, args.gpus, tp=args.tp, pp=args.pp,
                             ep=args.ep, zero=args.zero, sp=args.sp, gpu=args.gpu, **settings)
 
 
 register(Command("train-memory", "training memory per GPU and the GPU count that fits", train_memory_arguments,
-                 train_memory_result, training_memory.text))
+                 train_memory_result, train_memory_cli.text))
 
 
 # ----- serve and serving-check (accounting.serving) ----------------------------------------------------
