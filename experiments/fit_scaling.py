@@ -302,7 +302,7 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
 def published_at_our_scale(runs: list[Run], analysis: dict) -> list[dict]:
     """Each published MoE law's leverage for our MoE at each budget: its best measured size, trained on that
     job's tokens (accounting.scaling; every law is far outside its fitted range here)."""
-    from accounting import scaling as S
+    from accounting import scaling_evaluation as S
     from accounting.cli import load_config
     out = []
     for row in analysis["approach2"].get("moe", {}).get("per_budget", []):

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from accounting.shapes import ModelShape, split_optional
+from accounting.shapes import ModelShape
 from moe.router import RouterConfig
 
 

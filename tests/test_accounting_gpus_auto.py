@@ -13,7 +13,7 @@ from accounting.hf_config import load_shipped
 from accounting.serving import Layout as ServeLayout, memory_fit
 from accounting.gpu_count import auto_layout
 from accounting.training_memory import plan
-from accounting.training_settings import Layout as TrainLayout, Settings
+from accounting.training_settings import Settings
 
 
 def _json(capsys, argv):
