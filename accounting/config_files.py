@@ -26,7 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
+from .hf_config import (CONFIG_DIR, PUBLISHED_COUNTS, load_shipped, read_json, shape_from_hf_config,
+                        shipped_configs)
 from .shapes import ModelShape, field_rules
 
 
@@ -229,7 +230,6 @@ def architecture_key(shape: ModelShape) -> tuple:
 
 @lru_cache(maxsize=1)
 def _shipped_keys() -> dict[tuple, str]:
-    from .hf_config import load_shipped
     return {architecture_key(load_shipped(name)): name for name in shipped_configs() if name in PUBLISHED_COUNTS}
 
 
