@@ -45,7 +45,6 @@ class Saved:
         return self.elements * self.bytes_per_element
 
 
-# ----- activations -------------------------------------------------------------------------------------------
 def _resolve_kernel(shape: ModelShape, s: Settings) -> str:
     if s.attention_kernel != "auto":
         return s.attention_kernel

@@ -61,7 +61,6 @@ def auto_layout(shape: ModelShape, settings: Settings, gpu: Hardware, limit: int
     raise LayoutError(f"no layout of up to {limit} {gpu.name} GPUs fits this model at this micro-batch")
 
 
-
 def wall_clock(gpu_hours: float, gpus: int) -> dict:
     """``cost --gpus G``: the run's wall-clock time on G GPUs, ``gpu_hours / G`` (at the MFU priced)."""
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:

@@ -26,6 +26,11 @@ Architectural conventions that the parameter and flop counts (``accounting``) an
 
 Fields that change numbers but not parameter counts (RoPE base and YaRN scaling, norm eps, clip_qkv, the
 routing function) are carried so that a model built from the shape computes what the original does.
+
+Validation reads the annotations (`field_rules`): ``int`` and ``float`` fields take numbers >= 0 (a float
+field stores a float), ``bool`` true or false, ``str`` a string, ``T | None`` also None, ``Annotated[str,
+CHOICES]`` one of CHOICES; a field without a default is a size >= 1. The rules that tie fields together
+follow, by topic: RoPE, the derived defaults, attention, the FFN, MoE (with group-limited routing).
 """
 from __future__ import annotations
 
@@ -186,7 +191,7 @@ class ModelShape:
     def __post_init__(self) -> None:
         """Check every field against its annotation, fill the derived defaults, then check the rules that tie
         fields together, topic by topic; the first broken rule raises `ShapeError` naming its field."""
-        check_annotations(self)
+        _check_annotations(self)
         _check_rope(self)
         _fill_defaults(self)
         _check_attention(self)
@@ -304,7 +309,7 @@ def _check_type(shape: ModelShape, rule: FieldRule) -> None:
             raise ShapeError(f"{rule.name} must be >= 0, got {value}")
 
 
-def check_annotations(shape: ModelShape) -> None:
+def _check_annotations(shape: ModelShape) -> None:
     """Every field's type (numbers >= 0), then the sizes without a default >= 1, then the choices."""
     rules = field_rules(type(shape))
     for rule in rules:

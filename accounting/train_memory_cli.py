@@ -41,6 +41,7 @@ def train_memory_arguments(p) -> None:
 
 
 def settings_from_args(args) -> Settings:
+    """The `Settings` of the parsed ``train-memory`` options."""
     return Settings(seq_len=args.seq_len, micro_batch=args.micro_batch, precision=args.activations,
                     weights=args.weights, fp32_grads=args.fp32_grads, optimizer=args.optimizer,
                     recompute=args.recompute, backend=args.backend, attention_kernel=args.attention,
