@@ -30,7 +30,8 @@ routing function) are carried so that a model built from the shape computes what
 Validation reads the annotations (`field_rules`): ``int`` and ``float`` fields take numbers >= 0 (a float
 field stores a float), ``bool`` true or false, ``str`` a string, ``T | None`` also None, ``Annotated[str,
 CHOICES]`` one of CHOICES; a field without a default is a size >= 1. The rules that tie fields together
-follow, by topic: RoPE, the derived defaults, attention, the FFN, MoE (with group-limited routing).
+follow, by topic: RoPE, the derived defaults, attention heads, the FFN, MoE (with group-limited routing),
+attention options (sliding windows, biases, sinks).
 """
 from __future__ import annotations
 
@@ -194,9 +195,10 @@ class ModelShape:
         _check_annotations(self)
         _check_rope(self)
         _fill_defaults(self)
-        _check_attention(self)
+        _check_heads(self)
         _check_ffn(self)
         _check_moe(self)
+        _check_attention_options(self)
 
     # ----- derived sizes -------------------------------------------------------------------------
     @property
@@ -365,8 +367,8 @@ def _check_pattern(shape: ModelShape, name: str, letters: str) -> None:
                          f"({shape.n_layers}), got {pattern!r}")
 
 
-def _check_attention(shape: ModelShape) -> None:
-    """Heads and KV heads (MHA/GQA), MLA's ranks, q/k norms, attention biases and sinks, sliding windows."""
+def _check_heads(shape: ModelShape) -> None:
+    """Attention's heads: q/k norms, KV heads (MHA/GQA), head_dim, MLA's ranks."""
     if shape.qk_norm != "none" and shape.attention == "mla":
         raise ShapeError("qk_norm applies to attention 'mha'/'gqa' (MLA has its own latent norms)")
     if shape.attention == "mha" and shape.n_kv_heads != shape.n_heads:
@@ -380,6 +382,10 @@ def _check_attention(shape: ModelShape) -> None:
         for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
             if getattr(shape, name) < 1:
                 raise ShapeError(f"attention='mla' needs {name} >= 1")
+
+
+def _check_attention_options(shape: ModelShape) -> None:
+    """Sliding windows (and which layers have one), attention biases and sinks: MHA/GQA only."""
     _check_pattern(shape, "window_layer_pattern", SLIDING_LAYER + FULL_LAYER)
     if shape.window_layer_pattern and not shape.sliding_window:
         raise ShapeError("window_layer_pattern needs sliding_window >= 1")
