@@ -95,50 +95,14 @@ def _act_bytes(s: Settings) -> int:
 
 
 def attention_saved(shape: ModelShape, s: Settings) -> list[Saved]:
-    """Attention of one block (without its pre-norm), MHA/GQA or MLA."""
+    """Attention of one block (without its pre-norm), MHA/GQA or MLA (`mla_saved`)."""
+    if shape.attention == "mla":
+        return mla_saved(shape, s)
     sh, b, n = shape, s.micro_batch, s.seq_len
     N, e, kernel = b * n, _act_bytes(s), _resolve_kernel(shape, s)
     rope = sh.position == "rope" and s.precision == "bf16"   # autocast: the fp32 tables cast per call
     c = "attention"
     out: list[Saved] = []
-    if sh.attention == "mla":
-        H, nope, p, v, r = sh.n_heads, sh.qk_nope_head_dim, sh.qk_rope_head_dim, sh.v_head_dim, sh.kv_lora_rank
-        if s.recompute == "selective":   # DeepSeek-V3: norms and up-projections recomputed from the latents
-            return [Saved(c, "q latent", N * sh.q_lora_rank, e, False),
-                    Saved(c, "kv latent and rope key", N * (r + p), e, False),
-                    Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output (o input)", N * H * v, e)]
-        if s.recompute != "selective":
-            out += _linear_inputs(c, "x (q and kv down-projections)", N * sh.d_model, 2, s, sharded=False)
-        if sh.q_lora_rank:
-            rq = sh.q_lora_rank
-            if s.precision == "fp32" or (s.precision == "bf16-pure" and sh.norm_kind != "rmsnorm"):
-                out += [Saved(c, "q latent", N * rq, _res(s), False)]
-            else:
-                out += [Saved(c, "q latent (fp32 copy for its norm)", N * rq, FP32, False)]
-            out += norm_saved(sh, c, N, rq, s, fresh_input=False)
-            if s.recompute != "selective":
-                out += _linear_inputs(c, "normed q latent", N * rq, 1, s)
-        if s.precision == "fp32" or (s.precision == "bf16-pure" and sh.norm_kind != "rmsnorm"):
-            out += [Saved(c, "kv latent and rope key", N * (r + p), _res(s), False)]
-        else:
-            out += [Saved(c, "kv latent (fp32 copy for its norm)", N * r, FP32, False)]
-        out += norm_saved(sh, c, N, r, s, fresh_input=False)
-        if s.recompute != "selective":
-            out += _linear_inputs(c, "normed kv latent", N * r, 1, s)
-        if rope:
-            out += [Saved(c, "rope cos/sin (bf16 copies)", 4 * n * p, 2, False)]
-        if kernel == "math" and s.recompute != "selective":
-            out += [Saved(c, "scaled q (math kernel, fp32)", N * H * (nope + p), FP32),
-                    Saved(c, "scaled k (math kernel, fp32)", N * H * (nope + p), FP32),
-                    Saved("attention_scores", "softmax (math kernel, fp32)", b * H * n * n, FP32),
-                    Saved(c, "v (math kernel, fp32)", N * H * v, FP32)]
-        else:
-            out += [Saved(c, "q", N * H * (nope + p), e), Saved(c, "k", N * H * (nope + p), e),
-                    Saved(c, "kv up-projection (v)", N * H * (nope + v), e),
-                    Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output", N * H * v, e)]
-        if kernel == "math" and s.recompute != "selective":   # the math kernel's output is fp32: cast again
-            out += _linear_inputs(c, "attention output (o input)", N * H * v, 1, s)
-        return out
     H, KV, hd = sh.n_heads, sh.n_kv_heads, sh.head_dim
     if s.recompute != "selective":
         out += _linear_inputs(c, "x (q, k, v input)", N * sh.d_model, 3, s, sharded=False)
@@ -153,6 +117,50 @@ def attention_saved(shape: ModelShape, s: Settings) -> list[Saved]:
     else:
         out += [Saved(c, "q", N * H * hd, e), Saved(c, "k", N * KV * hd, e), Saved(c, "v", N * KV * hd, e),
                 Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output (o input)", N * H * hd, e)]
+    return out
+
+
+def mla_saved(shape: ModelShape, s: Settings) -> list[Saved]:
+    """Multi-head latent attention of one block (without its pre-norm): the latents, their norms, the
+    up-projected q, k, v and the kernel's tensors."""
+    sh, b, n = shape, s.micro_batch, s.seq_len
+    N, e, kernel = b * n, _act_bytes(s), _resolve_kernel(shape, s)
+    rope = sh.position == "rope" and s.precision == "bf16"   # autocast: the fp32 tables cast per call
+    c = "attention"
+    out: list[Saved] = []
+    H, nope, p, v, r = sh.n_heads, sh.qk_nope_head_dim, sh.qk_rope_head_dim, sh.v_head_dim, sh.kv_lora_rank
+    if s.recompute == "selective":   # DeepSeek-V3: norms and up-projections recomputed from the latents
+        return [Saved(c, "q latent", N * sh.q_lora_rank, e, False),
+                Saved(c, "kv latent and rope key", N * (r + p), e, False),
+                Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output (o input)", N * H * v, e)]
+    out += _linear_inputs(c, "x (q and kv down-projections)", N * sh.d_model, 2, s, sharded=False)
+    if sh.q_lora_rank:
+        rq = sh.q_lora_rank
+        if s.precision == "fp32" or (s.precision == "bf16-pure" and sh.norm_kind != "rmsnorm"):
+            out += [Saved(c, "q latent", N * rq, _res(s), False)]
+        else:
+            out += [Saved(c, "q latent (fp32 copy for its norm)", N * rq, FP32, False)]
+        out += norm_saved(sh, c, N, rq, s, fresh_input=False)
+        out += _linear_inputs(c, "normed q latent", N * rq, 1, s)
+    if s.precision == "fp32" or (s.precision == "bf16-pure" and sh.norm_kind != "rmsnorm"):
+        out += [Saved(c, "kv latent and rope key", N * (r + p), _res(s), False)]
+    else:
+        out += [Saved(c, "kv latent (fp32 copy for its norm)", N * r, FP32, False)]
+    out += norm_saved(sh, c, N, r, s, fresh_input=False)
+    out += _linear_inputs(c, "normed kv latent", N * r, 1, s)
+    if rope:
+        out += [Saved(c, "rope cos/sin (bf16 copies)", 4 * n * p, 2, False)]
+    if kernel == "math":
+        out += [Saved(c, "scaled q (math kernel, fp32)", N * H * (nope + p), FP32),
+                Saved(c, "scaled k (math kernel, fp32)", N * H * (nope + p), FP32),
+                Saved("attention_scores", "softmax (math kernel, fp32)", b * H * n * n, FP32),
+                Saved(c, "v (math kernel, fp32)", N * H * v, FP32)]
+    else:
+        out += [Saved(c, "q", N * H * (nope + p), e), Saved(c, "k", N * H * (nope + p), e),
+                Saved(c, "kv up-projection (v)", N * H * (nope + v), e),
+                Saved(c, "log-sum-exp", b * H * n, FP32), Saved(c, "output", N * H * v, e)]
+    if kernel == "math":   # the math kernel's output is fp32: cast again
+        out += _linear_inputs(c, "attention output (o input)", N * H * v, 1, s)
     return out
 
 
