@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from accounting.config_files import CONF_RESOLVERS, NotANumber as _NotANumber
-from accounting.shapes import ModelShape, ShapeError
+from accounting.shapes import ModelShape, ShapeError, split_optional
 
 if TYPE_CHECKING:  # settings imports moe (torch); this module imports it only when validating
     from .settings import RunSettings
@@ -72,7 +72,7 @@ SHAPE = "ModelShape"
 def schema_of(cls: type) -> dict[str, Any]:
     """The validation schema of a settings dataclass: ``{key: F | nested dict | SHAPE}``, in field order,
     the types from the annotations and ``min``/``positive``/``choices`` from the field metadata."""
-    from .settings import field_types, split_optional
+    from .settings import field_types
 
     hints, out = field_types(cls), {}
     for f in dataclasses.fields(cls):
@@ -193,7 +193,7 @@ class RunSpec:
 def build_settings(plain: dict, shape: ModelShape) -> RunSettings:
     """`RunSettings` from a config dict that passed the schema walk; a value the dataclass itself refuses
     (e.g. `RouterConfig`'s checks) -> `ConfigError` naming its group."""
-    from .settings import RunSettings, field_types, split_optional
+    from .settings import RunSettings, field_types
 
     def build(cls: type, node: dict, prefix: str):
         hints, kw = field_types(cls), {}

@@ -22,7 +22,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .settings import RunSettings, field_help, field_types, split_optional
+from accounting.shapes import split_optional
+
+from .settings import RunSettings, field_help, field_types
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from accounting import scaling as S
+from accounting import scaling_evaluation as S
 from accounting.cli import load_config
 
 RECORD_FILES = ("metrics.jsonl", "config.yaml", "env.json", "summary.json")
