@@ -44,7 +44,7 @@ bench: $(STAMP)
 
 # Paired MoE/dense cost per FLOP (interleaved training steps, 2-3 min on 2 CPU cores) -> runs/paired/
 paired: $(STAMP)
-	$(PY) -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 --out runs/paired
+	$(PY) -m experiments.bench.paired --models dense moe deepseek deepseek_mla --repeats 1000 --out runs/paired
 
 # Copy the demo's run records (not checkpoints), a CPU bench and a paired benchmark under reports/data/,
 # then rebuild the committed report from them: the one target (with `report`) that changes tracked files.
@@ -52,7 +52,7 @@ publish-cpu: $(STAMP)
 	for d in runs/demo/*/*/; do t=reports/data/runs/demo/$$(basename $$(dirname $$d))/$$(basename $$d); \
 	    mkdir -p $$t && cp $$d/metrics.jsonl $$d/config.yaml $$d/env.json $$d/summary.json $$t/; done
 	$(PY) -m experiments.bench --out reports/data/bench_cpu.csv
-	$(PY) -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 \
+	$(PY) -m experiments.bench.paired --models dense moe deepseek deepseek_mla --repeats 1000 \
 	    --out reports/data/paired_cpu
 	$(MAKE) report
 

@@ -36,7 +36,9 @@ from .hardware import get_hardware
 from .memory import kv_cache_elements_per_token
 from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
 from .shapes import ModelShape
-from .training_memory import Settings as TrainingSettings, TrainMemoryReport, train_memory as _train_memory, wall_clock
+from .gpu_count import wall_clock
+from .train_memory_cli import TrainMemoryReport, train_memory as _train_memory
+from .training_settings import Settings as TrainingSettings
 
 __all__ = ["Result", "Table3Result", "DeepSeekResult", "ParamsResult", "CostResult", "ServeResult",
            "ServingCheckResult", "TrainMemoryReport", "TrainingSettings", "table3", "deepseek", "parameters", "price",
@@ -233,12 +235,12 @@ def _is_auto(gpus: Any) -> bool:
 
 def cost_gpus_auto(shape: ModelShape, seq_len: int, gpu: str) -> dict[str, Any]:
     """``cost --gpus auto``: the smallest GPU count (with its layout) whose training memory per GPU fits
-    ``gpu`` (`accounting.training_memory.auto_layout` with the default settings: bf16 activations and weights,
+    ``gpu`` (`accounting.gpu_count.auto_layout` with the default settings: bf16 activations and weights,
     AdamW with fp32 master weights and moments, no recompute) for micro-batches of ONE sequence of
     ``seq_len`` tokens. Bytes per GPU (1 GB = 1e9). ValueError (one line) when ``gpu`` has no memory recorded
     or no layout fits."""
     from .hardware import resolve_gpu
-    from .training_memory import auto_layout
+    from .gpu_count import auto_layout
     hardware = resolve_gpu(gpu)
     if hardware.memory_bytes is None:
         raise ValueError(f"--gpus auto needs a --gpu with its memory recorded (h100-sxm, h800, h200, ...); "
@@ -453,7 +455,7 @@ def train_memory(config: str | Path | ModelShape, seq_len: int, micro_batch: int
                  **settings: Any) -> TrainMemoryReport:
     """``python -m accounting train-memory``: training memory per GPU of ``config`` for micro-batches of
     ``micro_batch`` x ``seq_len`` tokens on ``gpus`` GPUs (or ``'auto'``: the smallest count and layout that
-    fit ``gpu``). ``settings``: the other fields of `accounting.training_memory.Settings` (precision,
+    fit ``gpu``). ``settings``: the other fields of `accounting.training_settings.Settings` (precision,
     weights, optimizer, recompute, backend, ...)."""
     loaded = _config(config, seq_len)
     s = TrainingSettings(seq_len=seq_len, micro_batch=micro_batch, **settings)

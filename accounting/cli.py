@@ -15,19 +15,17 @@ rows). A new subcommand is one ``register(Command(...))`` call; `build_parser` a
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import api, cost, press2025, scaling_cli, training_memory
+from . import api, cost, gpu_count, press2025, scaling_cli, train_memory_cli
 from .api import CONVENTION, parse_count as _parse_count
 from .chinchilla import TOKENS_PER_PARAMETER
 from .config_files import resolve_config
-from .formatting import si
+from .formatting import csv_rows as _csv, grid as _grid, si
 from .hardware import HARDWARE
 from .shapes import ModelShape
 
@@ -58,30 +56,8 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    fields: list[str] = []
-    for r in rows:
-        fields.extend(k for k in r if k not in fields)
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else repr(r[k]) if isinstance(r.get(k), float) else r.get(k))
-                    for k in fields})
-    return buf.getvalue()
-
-
 def _kv_csv(obj: dict[str, Any]) -> str:
     return _csv([{"field": k, "value": v} for k, v in flatten(obj)])
-
-
-def _grid(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
 
 
 # ----- input parsing ---------------------------------------------------------------------------------
@@ -276,8 +252,22 @@ def deepseek_text(d: dict[str, Any]) -> str:
 register(Command("deepseek", "the note's section 6 and DeepSeek-V3 priced by six methods", _no_arguments,
                  lambda args: api.deepseek(),
                  lambda d: deepseek_text(d) + "\n\n" + scaling_cli.deepseek_text(d["scaling"])))
-register(Command("scaling", "published dense and MoE scaling laws put to one model", scaling_cli.arguments,
-                 scaling_cli.result, scaling_cli.scaling_text, csv=scaling_cli.csv))
+
+
+# ----- scaling (accounting.scaling_cli) -----------------------------------------------------------------
+def scaling_arguments(p: argparse.ArgumentParser) -> None:
+    _config_argument(p)
+    p.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
+    p.add_argument("--seq-len", type=_positive_int, default=None,
+                   help="training window (DeepSeek LLM's attention term; default: the config's context)")
+
+
+def scaling_result(args: argparse.Namespace) -> api.ScalingResult:
+    return api.scaling_laws(args.config, _parse_count(args.tokens, "--tokens"), args.seq_len)
+
+
+register(Command("scaling", "published dense and MoE scaling laws put to one model", scaling_arguments,
+                 scaling_result, scaling_cli.scaling_text, csv=scaling_cli.csv))
 
 
 # ----- params ------------------------------------------------------------------------------------------
@@ -359,7 +349,7 @@ def cost_text(d: dict[str, Any]) -> str:
         f"-> ${d['inference_usd_per_million_tokens']:.3g} per million tokens",
         "compute-optimal at this budget (C = 6ND): " + "; ".join(
             f"{k}: N={si(v['params'])}, D={si(v['tokens'])}" for k, v in d["compute_optimal"].items()),
-    ]) + training_memory.wall_clock_line(d) + _cost_gpus_auto_line(d)
+    ]) + gpu_count.wall_clock_line(d) + _cost_gpus_auto_line(d)
 
 
 def _cost_gpus_auto_line(d: dict[str, Any]) -> str:
@@ -380,20 +370,20 @@ register(Command("cost", "training and inference cost of a config", cost_argumen
 # ----- train-memory (accounting.training_memory) -------------------------------------------------------
 def train_memory_arguments(p: argparse.ArgumentParser) -> None:
     _config_argument(p)
-    training_memory.train_memory_arguments(p)
+    train_memory_cli.train_memory_arguments(p)
 
 
-def train_memory_result(args: argparse.Namespace) -> training_memory.TrainMemoryReport:
+def train_memory_result(args: argparse.Namespace) -> train_memory_cli.TrainMemoryReport:
     if args.seq_len < 1:
         raise CliError(f"--seq-len must be a positive integer, got {args.seq_len}")
-    settings = {k: v for k, v in vars(training_memory.settings_from_args(args)).items()
+    settings = {k: v for k, v in vars(train_memory_cli.settings_from_args(args)).items()
                 if k not in ("seq_len", "micro_batch")}
     return api.train_memory(args.config, args.seq_len, args.micro_batch, args.gpus, tp=args.tp, pp=args.pp,
                             ep=args.ep, zero=args.zero, sp=args.sp, gpu=args.gpu, **settings)
 
 
 register(Command("train-memory", "training memory per GPU and the GPU count that fits", train_memory_arguments,
-                 train_memory_result, training_memory.text))
+                 train_memory_result, train_memory_cli.text))
 
 
 # ----- serve and serving-check (accounting.serving) ----------------------------------------------------

@@ -26,8 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from .hf_config import CONFIG_DIR, PUBLISHED_COUNTS, read_json, shape_from_hf_config, shipped_configs
-from .shapes import FLOAT_FIELDS, ModelShape
+from .hf_config import (CONFIG_DIR, PUBLISHED_COUNTS, load_shipped, read_json, shape_from_hf_config,
+                        shipped_configs)
+from .shapes import ModelShape, field_rules
 
 
 class ConfigSpecError(ValueError):
@@ -215,7 +216,8 @@ def load_shape(spec: str | Path | ModelShape, seq_len: int | None = None) -> Mod
 
 
 # ----- published counts, matched on content ----------------------------------------------------------------
-COUNT_NEUTRAL_FIELDS = ("name", "seq_len", "rope_scaling", "rope_original_max_len") + FLOAT_FIELDS
+COUNT_NEUTRAL_FIELDS = ("name", "seq_len", "rope_scaling", "rope_original_max_len") + tuple(
+    r.name for r in field_rules(ModelShape) if r.kind is float)
 """Fields left out when deciding whether two shapes are the same model: the label, the priced window, and
 what changes numbers but no size (RoPE base and scaling, norm eps, clip_qkv, routed scaling factor)."""
 
@@ -228,7 +230,6 @@ def architecture_key(shape: ModelShape) -> tuple:
 
 @lru_cache(maxsize=1)
 def _shipped_keys() -> dict[tuple, str]:
-    from .hf_config import load_shipped
     return {architecture_key(load_shipped(name)): name for name in shipped_configs() if name in PUBLISHED_COUNTS}
 
 

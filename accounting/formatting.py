@@ -1,9 +1,12 @@
-"""Number formatting shared by the accounting CLI and the report: one ``si``."""
+"""Formatting shared by the accounting CLI and the report: numbers (`si`), plain-text tables (`grid`) and CSV
+(`csv_rows`)."""
 from __future__ import annotations
 
+import csv
+import io
 import math
 import numbers
-from typing import Any
+from typing import Any, Sequence
 
 SUFFIXES = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))  # the note's K, M, B, T
 
@@ -28,3 +31,28 @@ def si(x: Any, digits: int = 3) -> str:
         if a >= scale:
             return f"{x / scale:.{digits}g}{suffix}"
     return f"{x:.{digits + 1}g}"
+
+
+def grid(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    """A plain-text table: columns left-aligned to their widest cell, two spaces apart, a dashed rule under
+    the header."""
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def csv_rows(rows: list[dict[str, Any]]) -> str:
+    """CSV of dict rows: every key any row has is a column (in first-seen order); None is empty, a float
+    its ``repr`` (full precision)."""
+    buf = io.StringIO()
+    fields: list[str] = []
+    for r in rows:
+        fields.extend(k for k in r if k not in fields)
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else repr(r[k]) if isinstance(r.get(k), float) else r.get(k))
+                    for k in fields})
+    return buf.getvalue()

@@ -4,6 +4,7 @@ Supported (keyed on ``model_type``, else on ``architectures``): Llama, Mistral, 
 Mixtral, Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B), Qwen3-MoE, OLMoE, DBRX (nested ``ffn_config`` /
 ``attn_config``), DeepSeek-V2 / V2-Lite / V3, gpt-oss, Llama 4 (``llama4_text``, or ``llama4``'s
 ``text_config``; priced, not built by ``moe.from_hf``). An unknown architecture raises ``ValueError`` naming it.
+Each family is one function in ``FAMILIES`` (``model_type`` -> shape fields), the keys of ``moe.hf_layout``'s.
 
 Where the MoE layers are follows transformers: Qwen's ``mlp_only_layers`` and ``decoder_sparse_step``,
 Llama 4's ``moe_layers`` / ``interleave_moe_layer_step``, DeepSeek's ``first_k_dense_replace``. A placement that
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .shapes import ModelShape
 
@@ -41,8 +42,6 @@ ARCHITECTURES = {
     "DeepseekV2ForCausalLM": "deepseek_v2", "DeepseekV3ForCausalLM": "deepseek_v3",
     "GptOssForCausalLM": "gpt_oss", "Llama4ForCausalLM": "llama4_text", "Llama4ForConditionalGeneration": "llama4",
 }
-MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "dbrx",
-               "deepseek_v2", "deepseek_v3", "gpt_oss", "llama4_text", "llama4")
 
 PUBLISHED_COUNTS: dict[str, dict[str, Any]] = {
     # name: published total / active parameters, with the source. Tolerances are in the tests/docs.
@@ -212,148 +211,229 @@ def _window_layers(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {"sliding_window": int(window), "window_layer_pattern": "".join(letters[k] for k in kinds)}
 
 
+# ----- one function per family: ``(cfg, seq_len) -> ModelShape fields`` ---------------------------------------
+def _llama(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Llama: its ``attention_bias`` puts biases on q, k, v and o (modelled); Llama-3.1's ``llama3`` RoPE."""
+    _no_extra_biases({k: v for k, v in cfg.items() if k != "attention_bias"}, "llama")
+    f = _dense_common(cfg, seq_len)
+    if cfg.get("attention_bias"):
+        f["attention_bias"] = True
+    return f
+
+
+def _mistral(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Mistral: the Llama fields, no biases (its sliding window is ``moe.from_hf``'s context limit)."""
+    _no_extra_biases(cfg, "mistral")
+    return _dense_common(cfg, seq_len)
+
+
+def _qwen2(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Qwen2 (dense): biases on q, k and v."""
+    return {**_dense_common(cfg, seq_len), "qkv_bias": True}
+
+
+def _qwen3(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Qwen3 (dense): a per-head RMSNorm on q and k, no biases."""
+    _no_extra_biases(cfg, "qwen3")
+    return {**_dense_common(cfg, seq_len), "qk_norm": "head"}
+
+
+def _routed(cfg: Mapping[str, Any], seq_len: int | None, expert_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The Llama fields plus routed experts as wide as ``intermediate_size`` in every layer (Mixtral, OLMoE,
+    gpt-oss); the expert count under the first of ``expert_keys`` present."""
+    f = _dense_common(cfg, seq_len)
+    f.update(n_experts=_experts(cfg, expert_keys), top_k=_get(cfg, "num_experts_per_tok"), d_expert=f["d_ff"])
+    return f
+
+
+def _mixtral(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Mixtral: every layer MoE, softmax top-k renormalised (the shape's default routing)."""
+    _no_extra_biases(cfg, "mixtral")
+    return _routed(cfg, seq_len, ("num_local_experts", "num_experts"))
+
+
+def _olmoe(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """OLMoE: a full-width RMSNorm on q and k, ``norm_topk_prob`` and ``clip_qkv``."""
+    _no_extra_biases(cfg, "olmoe")
+    f = _routed(cfg, seq_len, ("num_experts", "num_local_experts"))
+    f.update(qk_norm="full", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
+    if cfg.get("clip_qkv") is not None:
+        f["clip_qkv"] = float(cfg["clip_qkv"])
+    return f
+
+
+def _qwen_moe(cfg: Mapping[str, Any], seq_len: int | None, placement: list[bool]) -> dict[str, Any]:
+    """Fields shared by Qwen2-MoE and Qwen3-MoE: experts ``moe_intermediate_size`` wide at ``placement``."""
+    f = _dense_common(cfg, seq_len)
+    f.update(n_experts=_experts(cfg, ("num_experts", "num_local_experts")),
+             top_k=_get(cfg, "num_experts_per_tok"), d_expert=_get(cfg, "moe_intermediate_size"),
+             router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)), **moe_placement(placement))
+    return f
+
+
+def _qwen2_moe(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): q/k/v biases and one sigmoid-gated shared expert."""
+    f = _qwen_moe(cfg, seq_len, _qwen_moe_layers(cfg, "qwen2_moe"))
+    shared = _get(cfg, "shared_expert_intermediate_size", 0)
+    if shared:
+        f.update(n_shared_experts=1, d_shared_expert=shared, shared_expert_gate=True)
+    f["qkv_bias"] = bool(_get(cfg, "qkv_bias", True))
+    return f
+
+
+def _qwen3_moe(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Qwen3-MoE: a per-head RMSNorm on q and k, no biases, no shared expert."""
+    placement = _qwen_moe_layers(cfg, "qwen3_moe")
+    _no_extra_biases(cfg, "qwen3_moe")
+    return {**_qwen_moe(cfg, seq_len, placement), "qk_norm": "head"}
+
+
+def _gpt_oss(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """gpt-oss: sinks, q/k/v/o biases, sliding-window layers, the clamped SwiGLU, biased experts and router."""
+    f = _routed(cfg, seq_len, ("num_local_experts", "num_experts"))
+    f.update(ffn_kind="swiglu_clamped", swiglu_alpha=float(_get(cfg, "swiglu_alpha", 1.702)),
+             swiglu_limit=float(_get(cfg, "swiglu_limit", 7.0)),
+             attention_bias=bool(_get(cfg, "attention_bias", True)), attention_sinks=True, expert_bias=True,
+             # top-k of the logits, softmax over the k chosen == softmax over all, renormalised over the k
+             router_bias=True, router_scoring="softmax", router_norm_topk=True, **_window_layers(cfg, "gpt_oss"))
+    act = _get(cfg, "hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"gpt_oss: hidden_act={act!r} is not modelled (only silu, the clamped SwiGLU)")
+    return f
+
+
+def _llama4_text(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """Llama 4's language model: MoE at ``moe_layers`` (or every ``interleave_moe_layer_step``-th layer)."""
+    f = _dense_common(cfg, seq_len)
+    n = f["n_layers"]
+    step = _get(cfg, "interleave_moe_layer_step", 1)
+    moe_layers = cfg.get("moe_layers")
+    if moe_layers is None:
+        moe_layers = list(range(step - 1, n, step))
+    if not isinstance(moe_layers, list) or any(not isinstance(i, int) or not 0 <= i < n for i in moe_layers):
+        raise ValueError(f"llama4_text: moe_layers must list layer indices in 0..{n - 1}, got {moe_layers!r}")
+    width = _get(cfg, "intermediate_size")
+    # dense layers use intermediate_size_mlp; experts and the one shared expert intermediate_size. The
+    # L2 q/k norm has no weights; chunked attention, NoPE layers and temperature tuning change no count.
+    f.update(d_ff=_get(cfg, "intermediate_size_mlp"), n_experts=_get(cfg, "num_local_experts"),
+             top_k=_get(cfg, "num_experts_per_tok"), d_expert=width, n_shared_experts=1, d_shared_expert=width,
+             router_scoring="sigmoid", router_norm_topk=False, attention_bias=bool(cfg.get("attention_bias")),
+             **moe_placement([i in moe_layers for i in range(n)]))
+    return f
+
+
+def _llama4(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """The multimodal wrapper: its language model (``text_config``) is priced, the vision tower is not."""
+    text = cfg.get("text_config")
+    if not isinstance(text, Mapping):
+        raise ValueError("llama4: no text_config object (the language model's config)")
+    return _llama4_text({**text, "model_type": "llama4_text"}, seq_len)
+
+
+def _dbrx(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """DBRX: sizes in the nested ``ffn_config`` / ``attn_config``, bias-free LayerNorm, ``clip_qkv``."""
+    ffn, attn = _get(cfg, "ffn_config"), _get(cfg, "attn_config")
+    if not isinstance(ffn, Mapping) or not isinstance(attn, Mapping):
+        raise ValueError("dbrx: ffn_config and attn_config must be objects")
+    heads = _get(cfg, "n_heads")
+    kv = _get(attn, "kv_n_heads", heads)
+    act = ffn.get("ffn_act_fn", {"name": "silu"})
+    act = act.get("name", "silu") if isinstance(act, Mapping) else act
+    f = {"vocab_size": _get(cfg, "vocab_size"), "d_model": _get(cfg, "d_model"),
+         "n_layers": _get(cfg, "n_layers"), "n_heads": heads, "n_kv_heads": kv,
+         "seq_len": seq_len if seq_len is not None else _get(cfg, "max_seq_len"),
+         "d_ff": _get(ffn, "ffn_hidden_size"), "ffn_kind": "swiglu" if act == "silu" else "gelu",
+         "norm_kind": "layernorm_nobias", "norm_eps": 1e-5,  # nn.LayerNorm(d, bias=False)
+         "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
+         "attention": "mha" if kv == heads else "gqa",
+         "n_experts": _get(ffn, "moe_num_experts"), "top_k": _get(ffn, "moe_top_k"),
+         # transformers 5 reads the top-level rope_parameters; older configs keep it in attn_config
+         "rope_theta": float((cfg.get("rope_parameters") or {}).get("rope_theta")
+                             or _get(attn, "rope_theta", 10000.0))}
+    f["d_expert"] = f["d_ff"]
+    if attn.get("clip_qkv") is not None:
+        f["clip_qkv"] = float(attn["clip_qkv"])
+    p = ffn.get("moe_normalize_expert_weights", 1)
+    if p not in (None, 1, 1.0):
+        raise ValueError(f"dbrx: moe_normalize_expert_weights={p!r} is not modelled (only 1 or null)")
+    f["router_norm_topk"] = p is not None
+    return f
+
+
+def _deepseek(cfg: Mapping[str, Any], seq_len: int | None, mt: str) -> dict[str, Any]:
+    """Fields shared by DeepSeek-V2 and V3: multi-head latent attention, routed and shared experts from layer
+    ``first_k_dense_replace`` on, ``routed_scaling_factor``, the multi-token-prediction modules."""
+    freq = cfg.get("moe_layer_freq", 1)
+    if freq != 1:
+        raise ValueError(f"{mt}: moe_layer_freq={freq!r} is not representable (only 1)")
+    f = {"vocab_size": _get(cfg, "vocab_size"), "d_model": _get(cfg, "hidden_size"),
+         "n_layers": _get(cfg, "num_hidden_layers"), "n_heads": _get(cfg, "num_attention_heads"),
+         "seq_len": seq_len if seq_len is not None else _get(cfg, "max_position_embeddings"),
+         "d_ff": _get(cfg, "intermediate_size"), "ffn_kind": "swiglu", "norm_kind": "rmsnorm",
+         "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
+         "attention": "mla", "q_lora_rank": _get(cfg, "q_lora_rank", 0),
+         "kv_lora_rank": _get(cfg, "kv_lora_rank"), "qk_nope_head_dim": _get(cfg, "qk_nope_head_dim"),
+         "qk_rope_head_dim": _get(cfg, "qk_rope_head_dim"), "v_head_dim": _get(cfg, "v_head_dim"),
+         "norm_eps": float(_get(cfg, "rms_norm_eps", 1e-6))}
+    if cfg.get("attention_bias"):
+        raise ValueError(f"{mt}: attention_bias=true is not modelled")
+    f.update(rope_settings(cfg))
+    experts = _get(cfg, "n_routed_experts", 0)
+    if experts:
+        moe_width = _get(cfg, "moe_intermediate_size")
+        f.update(n_experts=experts, top_k=_get(cfg, "num_experts_per_tok"),
+                 n_shared_experts=_get(cfg, "n_shared_experts", 0), d_expert=moe_width,
+                 d_shared_expert=moe_width, first_dense_layers=_get(cfg, "first_k_dense_replace", 0),
+                 router_scale=float(_get(cfg, "routed_scaling_factor", 1.0)))
+    f["mtp_modules"] = _get(cfg, "num_nextn_predict_layers", 0)
+    return f
+
+
+def _deepseek_v2(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """DeepSeek-V2 / V2-Lite: softmax router, ``greedy`` or ``group_limited_greedy`` (a group scores its best
+    expert)."""
+    f = _deepseek(cfg, seq_len, "deepseek_v2")
+    if f.get("n_experts"):
+        method = _get(cfg, "topk_method", "greedy")
+        if method not in ("greedy", "group_limited_greedy"):
+            raise ValueError(f"deepseek_v2: topk_method={method!r} is not modelled")
+        f.update(router_scoring="softmax", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
+        if method == "group_limited_greedy":
+            f.update(router_groups=_get(cfg, "n_group"), router_topk_groups=_get(cfg, "topk_group"),
+                     router_group_score="max")
+    return f
+
+
+def _deepseek_v3(cfg: Mapping[str, Any], seq_len: int | None) -> dict[str, Any]:
+    """DeepSeek-V3: transformers' router, sigmoid scores, ``noaux_tc`` groups (a group scores its two best
+    biased scores) and the ``e_score_correction_bias``."""
+    f = _deepseek(cfg, seq_len, "deepseek_v3")
+    if f.get("n_experts"):
+        scoring = _get(cfg, "scoring_func", "sigmoid")
+        if scoring != "sigmoid":
+            raise ValueError(f"deepseek_v3: scoring_func={scoring!r} is not modelled (only sigmoid)")
+        f.update(router_scoring="sigmoid", router_norm_topk=bool(_get(cfg, "norm_topk_prob", True)),
+                 router_groups=_get(cfg, "n_group", 1), router_topk_groups=_get(cfg, "topk_group", 1),
+                 router_group_score="top2_sum", router_score_bias=True)
+    return f
+
+
+FAMILIES: dict[str, Callable[[Mapping[str, Any], int | None], dict[str, Any]]] = {
+    # transformers model_type -> the ModelShape fields of its config (moe.hf_layout.FAMILIES has the same keys)
+    "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "mixtral": _mixtral,
+    "qwen2_moe": _qwen2_moe, "qwen3_moe": _qwen3_moe, "olmoe": _olmoe, "dbrx": _dbrx,
+    "deepseek_v2": _deepseek_v2, "deepseek_v3": _deepseek_v3, "gpt_oss": _gpt_oss,
+    "llama4_text": _llama4_text, "llama4": _llama4,
+}
+MODEL_TYPES = tuple(FAMILIES)
+
+
 def shape_from_hf_config(cfg: Mapping[str, Any], seq_len: int | None = None, name: str = "") -> ModelShape:
     """A `ModelShape` from a parsed HF ``config.json`` mapping (see the module docstring)."""
     if not isinstance(cfg, Mapping):
         raise ValueError("an HF config must be a JSON object")
     mt = model_type_of(cfg)
-    name = name or str(cfg.get("_name_or_path") or mt)
-    if mt == "llama4":  # the multimodal wrapper: its language model is priced (the vision tower is not)
-        text = cfg.get("text_config")
-        if not isinstance(text, Mapping):
-            raise ValueError("llama4: no text_config object (the language model's config)")
-        return shape_from_hf_config({**text, "model_type": "llama4_text"}, seq_len=seq_len, name=name)
-    if mt in ("llama", "mistral", "qwen2", "qwen3"):
-        if mt == "llama":  # Llama's attention_bias puts biases on q, k, v and o: modelled
-            _no_extra_biases({k: v for k, v in cfg.items() if k != "attention_bias"}, mt)
-        elif mt != "qwen2":
-            _no_extra_biases(cfg, mt)
-        f = _dense_common(cfg, seq_len)
-        if mt == "llama" and cfg.get("attention_bias"):
-            f["attention_bias"] = True
-        if mt == "qwen2":
-            f["qkv_bias"] = True
-        if mt == "qwen3":
-            f["qk_norm"] = "head"
-    elif mt in ("mixtral", "olmoe"):
-        _no_extra_biases(cfg, mt)
-        f = _dense_common(cfg, seq_len)
-        e = _experts(cfg, ("num_local_experts", "num_experts") if mt == "mixtral" else
-                     ("num_experts", "num_local_experts"))
-        f.update(n_experts=e, top_k=_get(cfg, "num_experts_per_tok"), d_expert=f["d_ff"])
-        if mt == "olmoe":
-            f.update(qk_norm="full", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
-            if cfg.get("clip_qkv") is not None:
-                f["clip_qkv"] = float(cfg["clip_qkv"])
-    elif mt in ("qwen2_moe", "qwen3_moe"):
-        placement = _qwen_moe_layers(cfg, mt)
-        if mt == "qwen3_moe":
-            _no_extra_biases(cfg, mt)
-        f = _dense_common(cfg, seq_len)
-        f.update(n_experts=_experts(cfg, ("num_experts", "num_local_experts")),
-                 top_k=_get(cfg, "num_experts_per_tok"), d_expert=_get(cfg, "moe_intermediate_size"),
-                 router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)), **moe_placement(placement))
-        shared = _get(cfg, "shared_expert_intermediate_size", 0) if mt == "qwen2_moe" else 0
-        if shared:
-            f.update(n_shared_experts=1, d_shared_expert=shared, shared_expert_gate=True)
-        if mt == "qwen2_moe":
-            f["qkv_bias"] = bool(_get(cfg, "qkv_bias", True))
-        else:
-            f["qk_norm"] = "head"
-    elif mt == "gpt_oss":
-        f = _dense_common(cfg, seq_len)
-        f.update(n_experts=_experts(cfg, ("num_local_experts", "num_experts")), top_k=_get(cfg, "num_experts_per_tok"),
-                 d_expert=f["d_ff"], ffn_kind="swiglu_clamped", swiglu_alpha=float(_get(cfg, "swiglu_alpha", 1.702)),
-                 swiglu_limit=float(_get(cfg, "swiglu_limit", 7.0)),
-                 attention_bias=bool(_get(cfg, "attention_bias", True)), attention_sinks=True, expert_bias=True,
-                 # top-k of the logits, softmax over the k chosen == softmax over all, renormalised over the k
-                 router_bias=True, router_scoring="softmax", router_norm_topk=True, **_window_layers(cfg, mt))
-        act = _get(cfg, "hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"gpt_oss: hidden_act={act!r} is not modelled (only silu, the clamped SwiGLU)")
-    elif mt == "llama4_text":
-        f = _dense_common(cfg, seq_len)
-        n = f["n_layers"]
-        step = _get(cfg, "interleave_moe_layer_step", 1)
-        moe_layers = cfg.get("moe_layers")
-        if moe_layers is None:
-            moe_layers = list(range(step - 1, n, step))
-        if not isinstance(moe_layers, list) or any(not isinstance(i, int) or not 0 <= i < n for i in moe_layers):
-            raise ValueError(f"llama4_text: moe_layers must list layer indices in 0..{n - 1}, got {moe_layers!r}")
-        width = _get(cfg, "intermediate_size")
-        # dense layers use intermediate_size_mlp; experts and the one shared expert intermediate_size. The
-        # L2 q/k norm has no weights; chunked attention, NoPE layers and temperature tuning change no count.
-        f.update(d_ff=_get(cfg, "intermediate_size_mlp"), n_experts=_get(cfg, "num_local_experts"),
-                 top_k=_get(cfg, "num_experts_per_tok"), d_expert=width, n_shared_experts=1, d_shared_expert=width,
-                 router_scoring="sigmoid", router_norm_topk=False, attention_bias=bool(cfg.get("attention_bias")),
-                 **moe_placement([i in moe_layers for i in range(n)]))
-    elif mt == "dbrx":
-        ffn, attn = _get(cfg, "ffn_config"), _get(cfg, "attn_config")
-        if not isinstance(ffn, Mapping) or not isinstance(attn, Mapping):
-            raise ValueError("dbrx: ffn_config and attn_config must be objects")
-        heads = _get(cfg, "n_heads")
-        kv = _get(attn, "kv_n_heads", heads)
-        act = ffn.get("ffn_act_fn", {"name": "silu"})
-        act = act.get("name", "silu") if isinstance(act, Mapping) else act
-        f = {"vocab_size": _get(cfg, "vocab_size"), "d_model": _get(cfg, "d_model"),
-             "n_layers": _get(cfg, "n_layers"), "n_heads": heads, "n_kv_heads": kv,
-             "seq_len": seq_len if seq_len is not None else _get(cfg, "max_seq_len"),
-             "d_ff": _get(ffn, "ffn_hidden_size"), "ffn_kind": "swiglu" if act == "silu" else "gelu",
-             "norm_kind": "layernorm_nobias", "norm_eps": 1e-5,  # nn.LayerNorm(d, bias=False)
-             "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
-             "attention": "mha" if kv == heads else "gqa",
-             "n_experts": _get(ffn, "moe_num_experts"), "top_k": _get(ffn, "moe_top_k"),
-             # transformers 5 reads the top-level rope_parameters; older configs keep it in attn_config
-             "rope_theta": float((cfg.get("rope_parameters") or {}).get("rope_theta")
-                                 or _get(attn, "rope_theta", 10000.0))}
-        f["d_expert"] = f["d_ff"]
-        if attn.get("clip_qkv") is not None:
-            f["clip_qkv"] = float(attn["clip_qkv"])
-        p = ffn.get("moe_normalize_expert_weights", 1)
-        if p not in (None, 1, 1.0):
-            raise ValueError(f"dbrx: moe_normalize_expert_weights={p!r} is not modelled (only 1 or null)")
-        f["router_norm_topk"] = p is not None
-    else:  # deepseek_v2, deepseek_v3
-        freq = cfg.get("moe_layer_freq", 1)
-        if freq != 1:
-            raise ValueError(f"{mt}: moe_layer_freq={freq!r} is not representable (only 1)")
-        f = {"vocab_size": _get(cfg, "vocab_size"), "d_model": _get(cfg, "hidden_size"),
-             "n_layers": _get(cfg, "num_hidden_layers"), "n_heads": _get(cfg, "num_attention_heads"),
-             "seq_len": seq_len if seq_len is not None else _get(cfg, "max_position_embeddings"),
-             "d_ff": _get(cfg, "intermediate_size"), "ffn_kind": "swiglu", "norm_kind": "rmsnorm",
-             "position": "rope", "tied_embeddings": bool(_get(cfg, "tie_word_embeddings", False)),
-             "attention": "mla", "q_lora_rank": _get(cfg, "q_lora_rank", 0),
-             "kv_lora_rank": _get(cfg, "kv_lora_rank"), "qk_nope_head_dim": _get(cfg, "qk_nope_head_dim"),
-             "qk_rope_head_dim": _get(cfg, "qk_rope_head_dim"), "v_head_dim": _get(cfg, "v_head_dim"),
-             "norm_eps": float(_get(cfg, "rms_norm_eps", 1e-6))}
-        if cfg.get("attention_bias"):
-            raise ValueError(f"{mt}: attention_bias=true is not modelled")
-        f.update(rope_settings(cfg))
-        experts = _get(cfg, "n_routed_experts", 0)
-        if experts:
-            moe_width = _get(cfg, "moe_intermediate_size")
-            f.update(n_experts=experts, top_k=_get(cfg, "num_experts_per_tok"),
-                     n_shared_experts=_get(cfg, "n_shared_experts", 0), d_expert=moe_width,
-                     d_shared_expert=moe_width, first_dense_layers=_get(cfg, "first_k_dense_replace", 0),
-                     router_scale=float(_get(cfg, "routed_scaling_factor", 1.0)))
-            f["d_shared_expert"] = moe_width
-            if mt == "deepseek_v3":  # transformers' V3 router: sigmoid, noaux_tc groups, correction bias
-                scoring = _get(cfg, "scoring_func", "sigmoid")
-                if scoring != "sigmoid":
-                    raise ValueError(f"deepseek_v3: scoring_func={scoring!r} is not modelled (only sigmoid)")
-                f.update(router_scoring="sigmoid", router_norm_topk=bool(_get(cfg, "norm_topk_prob", True)),
-                         router_groups=_get(cfg, "n_group", 1), router_topk_groups=_get(cfg, "topk_group", 1),
-                         router_group_score="top2_sum", router_score_bias=True)
-            else:  # DeepSeek-V2: softmax; greedy or group_limited_greedy (group score = its best expert)
-                method = _get(cfg, "topk_method", "greedy")
-                if method not in ("greedy", "group_limited_greedy"):
-                    raise ValueError(f"deepseek_v2: topk_method={method!r} is not modelled")
-                f.update(router_scoring="softmax", router_norm_topk=bool(_get(cfg, "norm_topk_prob", False)))
-                if method == "group_limited_greedy":
-                    f.update(router_groups=_get(cfg, "n_group"), router_topk_groups=_get(cfg, "topk_group"),
-                             router_group_score="max")
-        f["mtp_modules"] = _get(cfg, "num_nextn_predict_layers", 0)
-    return ModelShape(name=name, **f)
+    return ModelShape(name=name or str(cfg.get("_name_or_path") or mt), **FAMILIES[mt](cfg, seq_len))
 
 
 def shipped_configs() -> list[str]:

@@ -1,48 +1,32 @@
 """``python -m accounting scaling --config NAME|FILE --tokens D [--seq-len n] [--format table|json|csv]`` and the
 scaling section of ``python -m accounting deepseek``: every published law of `accounting.scaling` put to one
-model shape and token count. Registered in accounting/cli.py (`arguments`, `result`, `scaling_text`, `csv`); the API is
-`accounting.api.scaling_laws`."""
+model shape and token count: the command's data (`scaling_data`), its table (`scaling_text`) and CSV (`csv`);
+accounting/cli.py adds its options and registers it, `accounting.api.scaling_laws` is the command from Python."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import scaling as S
 from .chinchilla import TOKENS_PER_PARAMETER
-from .formatting import si
+from .formatting import csv_rows, grid, si
+from .scaling_evaluation import LOSS_UNITS_NOTE, disagreement, evaluate_all, scaling_point
 
 DEEPSEEK_V3_TOKENS = 14.8e12
 """DeepSeek-V3's reported pretraining tokens (arXiv 2412.19437)."""
 
 
-def arguments(p) -> None:
-    """The ``scaling`` subcommand's options."""
-    from .cli import _config_argument, _positive_int
-    _config_argument(p)
-    p.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
-    p.add_argument("--seq-len", type=_positive_int, default=None,
-                   help="training window (DeepSeek LLM's attention term; default: the config's context)")
-
-
-def result(args):
-    """``python -m accounting scaling``: every law put to ``--config`` on ``--tokens`` (`accounting.api.scaling_laws`)."""
-    from .api import parse_count, scaling_laws
-    return scaling_laws(args.config, parse_count(args.tokens, "--tokens"), args.seq_len)
-
-
 def csv(data: dict[str, Any]) -> str:
     """One CSV row per law (the extrapolation as its summary)."""
-    from .cli import _csv
-    return _csv([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
+    return csv_rows([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
 
 
 def scaling_data(shape, source: str, tokens: float) -> dict[str, Any]:
     """Every law's result for ``shape`` on ``tokens`` tokens, as plain data."""
-    results = S.evaluate_all(shape, tokens)
-    p = S.scaling_point(shape, tokens)
-    d = S.disagreement(results)
+    results = evaluate_all(shape, tokens)
+    p = scaling_point(shape, tokens)
+    d = disagreement(results)
     return {"name": shape.name, "config": source, "tokens": tokens,
             "convention": "FLOP with 2 per multiply-add; each law's own compute convention in own_flops_convention",
-            "note": S.LOSS_UNITS_NOTE,
+            "note": LOSS_UNITS_NOTE,
             "params": {"total": p.total_params, "active": p.active_params, "total_nonembedding": p.total_nonembedding,
                        "active_nonembedding": p.active_nonembedding, "experts": p.n_experts,
                        "experts_per_token": p.experts_per_token, "granularity": p.granularity,
@@ -71,12 +55,12 @@ def laws_table(laws: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def scaling_text(d: dict[str, Any]) -> str:
-    from .cli import _grid
+    """The ``scaling`` command's table, from `accounting.api.ScalingResult.to_dict()`."""
     p, g = d["params"], d["disagreement_moe_laws"]
     out = [f"{d['name']} ({d['config']}) on {si(d['tokens'])} tokens: total {si(p['total'])}, active {si(p['active'])} "
            f"parameters ({si(p['active_nonembedding'])} active non-embedding); experts {p['experts']}, top-k "
            f"{p['experts_per_token']}, granularity {p['granularity']:.3g}, sparsity {p['sparsity']:.3g}",
-           _grid(*laws_table(d["laws"])),
+           grid(*laws_table(d["laws"])),
            f"Note: {d['note']}. Dense laws (hoffmann, besiroglu, kaplan) see only the active parameters: their leverage "
            "(<= 1) is the cost of the model's own N/D split. opt = compute-optimal at the model's own budget, with the "
            "architecture's ratios fixed."]
@@ -101,7 +85,7 @@ def deepseek_section(shape) -> dict[str, Any]:
 
 
 def deepseek_text(d: dict[str, Any]) -> str:
-    from .cli import _grid
+    """The scaling section that ``python -m accounting deepseek`` prints, from `deepseek_section`."""
     t, a, g = d["token_bases"], d["optimal_tokens_all_laws"], d["disagreement_moe_laws"]
     rows = [["note: 20 x total (Chinchilla)", si(t["note_20x_total"]), f"{t['note_20x_total'] / t['reported']:.3g}",
              "-", "-"],
@@ -113,7 +97,7 @@ def deepseek_text(d: dict[str, Any]) -> str:
     return "\n".join([
         f"Scaling laws put to DeepSeek-V3 ({si(d['params']['total'])} total, {si(d['params']['active'])} active, "
         f"{si(t['reported'])} tokens; accounting.scaling; {d['note']}):",
-        _grid(["basis / law", "optimal tokens", "/ reported 14.8T", "leverage", "outside the fitted range"], rows),
+        grid(["basis / law", "optimal tokens", "/ reported 14.8T", "leverage", "outside the fitted range"], rows),
         f"The laws disagree: optimal tokens {si(a['min'])} to {si(a['max'])} (x{a['spread']:.3g}); the MoE laws' "
         f"leverage (dense-equivalent compute / own compute) {g['leverage_min']:.3g}x to {g['leverage_max']:.3g}x "
         f"(x{g['leverage_spread']:.3g}). Every law is extrapolated, most by one to three orders of magnitude."])

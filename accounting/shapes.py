@@ -26,12 +26,20 @@ Architectural conventions that the parameter and flop counts (``accounting``) an
 
 Fields that change numbers but not parameter counts (RoPE base and YaRN scaling, norm eps, clip_qkv, the
 routing function) are carried so that a model built from the shape computes what the original does.
+
+Validation reads the annotations (`field_rules`): ``int`` and ``float`` fields take numbers >= 0 (a float
+field stores a float), ``bool`` true or false, ``str`` a string, ``T | None`` also None, ``Annotated[str,
+CHOICES]`` one of CHOICES; a field without a default is a size >= 1. The rules that tie fields together
+follow, by topic: RoPE, the derived defaults, attention heads, the FFN, MoE (with group-limited routing),
+attention options (sliding windows, biases, sinks).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 FFN_KINDS = ("gelu", "swiglu", "swiglu_clamped")
 NORM_KINDS = ("layernorm", "rmsnorm", "layernorm_nobias")
@@ -39,19 +47,10 @@ QK_NORMS = ("none", "head", "full")
 ROPE_SCALINGS = ("none", "yarn", "llama3")
 ROUTER_SCORINGS = ("softmax", "sigmoid")
 GROUP_SCORES = ("max", "top2_sum")
-STR_FIELDS = ("ffn_kind", "norm_kind", "position", "attention", "qk_norm", "rope_scaling", "router_scoring",
-              "router_group_score", "name")
-BOOL_FIELDS = ("tied_embeddings", "qkv_bias", "shared_expert_gate", "router_norm_topk", "router_score_bias")
-FLOAT_FIELDS = ("norm_eps", "clip_qkv", "rope_theta", "rope_factor", "rope_beta_fast", "rope_beta_slow",
-                "rope_mscale", "rope_mscale_all_dim", "router_scale")
-# Layer patterns and the gpt-oss family (fields added after the ones above; see ModelShape's docstring).
-STR_FIELDS += ("moe_layer_pattern", "window_layer_pattern")
-BOOL_FIELDS += ("attention_bias", "attention_sinks", "expert_bias", "router_bias", "rope_truncate")
-FLOAT_FIELDS += ("swiglu_alpha", "swiglu_limit", "rope_low_freq_factor", "rope_high_freq_factor")
-MOE_LAYER, DENSE_LAYER = "M", "D"
-SLIDING_LAYER, FULL_LAYER = "S", "F"
 ATTENTION_KINDS = ("mha", "gqa", "mla")
 POSITION_KINDS = ("rope", "none")
+MOE_LAYER, DENSE_LAYER = "M", "D"
+SLIDING_LAYER, FULL_LAYER = "S", "F"
 
 
 class ShapeError(ValueError):
@@ -139,11 +138,11 @@ class ModelShape:
     n_kv_heads: int | None = None
     head_dim: int | None = None
     d_ff: int | None = None
-    ffn_kind: str = "gelu"
-    norm_kind: str = "layernorm"
-    position: str = "rope"
+    ffn_kind: Annotated[str, FFN_KINDS] = "gelu"
+    norm_kind: Annotated[str, NORM_KINDS] = "layernorm"
+    position: Annotated[str, POSITION_KINDS] = "rope"
     tied_embeddings: bool = False
-    attention: str = "mha"
+    attention: Annotated[str, ATTENTION_KINDS] = "mha"
     q_lora_rank: int = 0
     kv_lora_rank: int = 0
     qk_nope_head_dim: int = 0
@@ -158,22 +157,22 @@ class ModelShape:
     mtp_modules: int = 0
     norm_eps: float | None = None
     qkv_bias: bool = False
-    qk_norm: str = "none"
+    qk_norm: Annotated[str, QK_NORMS] = "none"
     clip_qkv: float | None = None
     rope_theta: float = 10000.0
-    rope_scaling: str = "none"
+    rope_scaling: Annotated[str, ROPE_SCALINGS] = "none"
     rope_factor: float = 1.0
     rope_original_max_len: int = 0
     rope_beta_fast: float = 32.0
     rope_beta_slow: float = 1.0
     rope_mscale: float = 0.0
     rope_mscale_all_dim: float = 0.0
-    router_scoring: str = "softmax"
+    router_scoring: Annotated[str, ROUTER_SCORINGS] = "softmax"
     router_norm_topk: bool = True
     router_scale: float = 1.0
     router_groups: int = 0
     router_topk_groups: int = 0
-    router_group_score: str = "max"
+    router_group_score: Annotated[str, GROUP_SCORES] = "max"
     router_score_bias: bool = False
     shared_expert_gate: bool = False
     moe_layer_pattern: str = ""
@@ -191,134 +190,15 @@ class ModelShape:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in STR_FIELDS:
-                if not isinstance(value, str):
-                    raise ShapeError(f"{f.name} must be a string, got {value!r}")
-            elif f.name in BOOL_FIELDS:
-                if not isinstance(value, bool):
-                    raise ShapeError(f"{f.name} must be true or false, got {value!r}")
-            elif f.name in FLOAT_FIELDS:
-                if value is None and f.name in ("norm_eps", "clip_qkv"):
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                    raise ShapeError(f"{f.name} must be a number >= 0, got {value!r}")
-                object.__setattr__(self, f.name, float(value))
-            elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ShapeError(f"{f.name} must be an integer, got {value!r}")
-            elif value is not None and value < 0:
-                raise ShapeError(f"{f.name} must be >= 0, got {value}")
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ShapeError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.ffn_kind not in FFN_KINDS:
-            raise ShapeError(f"ffn_kind must be one of {FFN_KINDS}, got {self.ffn_kind!r}")
-        if self.norm_kind not in NORM_KINDS:
-            raise ShapeError(f"norm_kind must be one of {NORM_KINDS}, got {self.norm_kind!r}")
-        if self.position not in POSITION_KINDS:
-            raise ShapeError(f"position must be one of {POSITION_KINDS}, got {self.position!r}")
-        if self.attention not in ATTENTION_KINDS:
-            raise ShapeError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
-        for name, choices in (("qk_norm", QK_NORMS), ("rope_scaling", ROPE_SCALINGS),
-                              ("router_scoring", ROUTER_SCORINGS), ("router_group_score", GROUP_SCORES)):
-            if getattr(self, name) not in choices:
-                raise ShapeError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if self.qk_norm != "none" and self.attention == "mla":
-            raise ShapeError("qk_norm applies to attention 'mha'/'gqa' (MLA has its own latent norms)")
-        if self.rope_theta <= 0 or self.router_scale <= 0:
-            raise ShapeError(f"rope_theta and router_scale must be > 0, got {self.rope_theta} and "
-                             f"{self.router_scale}")
-        if self.rope_scaling == "yarn" and (self.rope_factor < 1 or self.rope_original_max_len < 1):
-            raise ShapeError("rope_scaling='yarn' needs rope_factor >= 1 and rope_original_max_len >= 1")
-
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass defaults)
-        if self.n_kv_heads is None:
-            set_("n_kv_heads", self.n_heads)
-        if self.head_dim is None:
-            if self.attention != "mla" and self.d_model % self.n_heads:
-                raise ShapeError(
-                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-                    "set head_dim explicitly or change one of them")
-            set_("head_dim", self.d_model // self.n_heads)
-        if self.d_ff is None:
-            set_("d_ff", 4 * self.d_model)
-        if self.d_expert is None:
-            set_("d_expert", self.d_ff)
-        if self.d_shared_expert is None:
-            set_("d_shared_expert", self.d_expert)
-
-        if self.attention == "mha" and self.n_kv_heads != self.n_heads:
-            raise ShapeError(f"attention='mha' needs n_kv_heads == n_heads; got {self.n_kv_heads} "
-                             f"and {self.n_heads} (use attention='gqa')")
-        if self.attention == "gqa" and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
-            raise ShapeError(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
-        if self.attention in ("mha", "gqa") and self.head_dim < 1:
-            raise ShapeError("head_dim must be >= 1")
-        if self.attention == "mla":
-            for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
-                if getattr(self, name) < 1:
-                    raise ShapeError(f"attention='mla' needs {name} >= 1")
-        if self.d_ff < 1:
-            raise ShapeError("d_ff must be >= 1")
-
-        moe_fields = {k: getattr(self, k) for k in ("top_k", "n_shared_experts", "first_dense_layers")}
-        if self.n_experts == 0:
-            set_fields = [k for k, v in moe_fields.items() if v]
-            if set_fields:
-                raise ShapeError(f"n_experts=0 (dense model) but MoE fields are set: {', '.join(set_fields)}")
-        else:
-            if self.top_k < 1:
-                raise ShapeError(f"an MoE shape needs top_k >= 1 (n_experts={self.n_experts})")
-            if self.top_k > self.n_experts:
-                raise ShapeError(f"top_k={self.top_k} exceeds n_experts={self.n_experts}")
-            if self.d_expert < 1:
-                raise ShapeError("d_expert must be >= 1")
-            if self.first_dense_layers > self.n_layers:
-                raise ShapeError(f"first_dense_layers={self.first_dense_layers} exceeds "
-                                 f"n_layers={self.n_layers}")
-            if bool(self.router_groups) != bool(self.router_topk_groups):
-                raise ShapeError("router_groups and router_topk_groups must both be 0 or both >= 1")
-            if self.router_groups:
-                g, tg = self.router_groups, self.router_topk_groups
-                if self.n_experts % g or tg > g:
-                    raise ShapeError(f"router_groups={g} must divide n_experts={self.n_experts} and be >= "
-                                     f"router_topk_groups={tg}")
-                if self.top_k > tg * (self.n_experts // g):
-                    raise ShapeError(f"top_k={self.top_k} exceeds the {tg * (self.n_experts // g)} experts of "
-                                     f"router_topk_groups={tg} groups")
-                if self.router_group_score == "top2_sum" and self.n_experts // g < 2:
-                    raise ShapeError("router_group_score='top2_sum' needs at least 2 experts per group")
-        if self.shared_expert_gate and not self.n_shared_experts:
-            raise ShapeError("shared_expert_gate needs n_shared_experts >= 1")
-        self._check_patterns()
-
-    def _check_patterns(self) -> None:
-        """Validate the layer-pattern and gpt-oss fields (``moe_layer_pattern``, sliding windows, llama3 RoPE)."""
-        for name, letters in (("moe_layer_pattern", MOE_LAYER + DENSE_LAYER),
-                              ("window_layer_pattern", SLIDING_LAYER + FULL_LAYER)):
-            pattern = getattr(self, name)
-            if pattern and (len(pattern) != self.n_layers or set(pattern) - set(letters)):
-                raise ShapeError(f"{name} must have one letter of {'/'.join(letters)} per layer "
-                                 f"({self.n_layers}), got {pattern!r}")
-        if self.moe_layer_pattern:
-            if not self.is_moe:
-                raise ShapeError("n_experts=0 (dense model) but MoE fields are set: moe_layer_pattern")
-            if self.first_dense_layers:
-                raise ShapeError("set first_dense_layers or moe_layer_pattern, not both")
-        if self.window_layer_pattern and not self.sliding_window:
-            raise ShapeError("window_layer_pattern needs sliding_window >= 1")
-        if self.qkv_bias and self.attention_bias:
-            raise ShapeError("attention_bias already puts biases on q, k and v: set qkv_bias or attention_bias")
-        if (self.attention_bias or self.attention_sinks or self.sliding_window) and self.attention == "mla":
-            raise ShapeError("attention_bias, attention_sinks and sliding_window apply to attention 'mha'/'gqa'")
-        if (self.expert_bias or self.router_bias) and not self.is_moe:
-            raise ShapeError("n_experts=0 (dense model) but MoE fields are set: "
-                             + ", ".join(k for k in ("expert_bias", "router_bias") if getattr(self, k)))
-        if self.rope_scaling == "llama3" and (self.rope_factor < 1 or self.rope_original_max_len < 1
-                                              or not self.rope_high_freq_factor > self.rope_low_freq_factor > 0):
-            raise ShapeError("rope_scaling='llama3' needs rope_factor >= 1, rope_original_max_len >= 1 and "
-                             "rope_high_freq_factor > rope_low_freq_factor > 0")
+        """Check every field against its annotation, fill the derived defaults, then check the rules that tie
+        fields together, topic by topic; the first broken rule raises `ShapeError` naming its field."""
+        _check_annotations(self)
+        _check_rope(self)
+        _fill_defaults(self)
+        _check_heads(self)
+        _check_ffn(self)
+        _check_moe(self)
+        _check_attention_options(self)
 
     # ----- derived sizes -------------------------------------------------------------------------
     @property
@@ -367,7 +247,204 @@ class ModelShape:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ShapeError(f"unknown shape field(s): {', '.join(unknown)}")
-        missing = [n for n in ("vocab_size", "d_model", "n_layers", "n_heads", "seq_len") if n not in data]
+        missing = [r.name for r in field_rules(cls) if r.required and r.name not in data]
         if missing:
             raise ShapeError(f"missing shape field(s): {', '.join(missing)}")
         return cls(**dict(data))
+
+
+# ----- the fields, checked against their annotations ----------------------------------------------------
+@dataclass(frozen=True)
+class FieldRule:
+    """What a field's annotation allows: ``kind`` (int, float, bool or str), None when annotated ``T | None``
+    (``nullable``), choices when annotated ``Annotated[str, choices]``; a field without a default
+    (``required``) is a size that must be >= 1."""
+
+    name: str
+    kind: type
+    nullable: bool
+    required: bool
+    choices: tuple | None
+
+
+def split_optional(tp: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None``, else ``(tp, False)``."""
+    args = typing.get_args(tp)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
+@functools.cache
+def field_rules(cls: type) -> tuple[FieldRule, ...]:
+    """One `FieldRule` per field of the dataclass ``cls``, in field order, read from its annotations."""
+    hints, rules = typing.get_type_hints(cls, include_extras=True), []
+    for f in dataclasses.fields(cls):
+        tp, nullable = split_optional(hints[f.name])
+        choices = None
+        if typing.get_origin(tp) is Annotated:
+            tp, choices = typing.get_args(tp)
+        if tp not in (int, float, bool, str):
+            raise TypeError(f"{cls.__name__}.{f.name}: no check for annotation {tp!r}")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        rules.append(FieldRule(f.name, tp, nullable, required, choices))
+    return tuple(rules)
+
+
+def _check_type(shape: ModelShape, rule: FieldRule) -> None:
+    """One field's value against its annotation; a float field's int value becomes a float."""
+    value = getattr(shape, rule.name)
+    if value is None and rule.nullable:
+        return
+    if rule.kind is str and not isinstance(value, str):
+        raise ShapeError(f"{rule.name} must be a string, got {value!r}")
+    if rule.kind is bool and not isinstance(value, bool):
+        raise ShapeError(f"{rule.name} must be true or false, got {value!r}")
+    if rule.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ShapeError(f"{rule.name} must be a number >= 0, got {value!r}")
+        object.__setattr__(shape, rule.name, float(value))
+    if rule.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ShapeError(f"{rule.name} must be an integer, got {value!r}")
+        if value < 0:
+            raise ShapeError(f"{rule.name} must be >= 0, got {value}")
+
+
+def _check_annotations(shape: ModelShape) -> None:
+    """Every field's type (numbers >= 0), then the sizes without a default >= 1, then the choices."""
+    rules = field_rules(type(shape))
+    for rule in rules:
+        _check_type(shape, rule)
+    for rule in rules:
+        if rule.required and getattr(shape, rule.name) < 1:
+            raise ShapeError(f"{rule.name} must be >= 1, got {getattr(shape, rule.name)}")
+    for rule in rules:
+        if rule.choices is not None and getattr(shape, rule.name) not in rule.choices:
+            raise ShapeError(f"{rule.name} must be one of {rule.choices}, got {getattr(shape, rule.name)!r}")
+
+
+# ----- the rules that tie fields together, by topic ----------------------------------------------------
+def _check_rope(shape: ModelShape) -> None:
+    """RoPE's base and scaling (YaRN, Llama 3); ``router_scale`` shares the base's > 0 rule and message."""
+    if shape.rope_theta <= 0 or shape.router_scale <= 0:
+        raise ShapeError(f"rope_theta and router_scale must be > 0, got {shape.rope_theta} and "
+                         f"{shape.router_scale}")
+    if shape.rope_scaling == "yarn" and (shape.rope_factor < 1 or shape.rope_original_max_len < 1):
+        raise ShapeError("rope_scaling='yarn' needs rope_factor >= 1 and rope_original_max_len >= 1")
+    if shape.rope_scaling == "llama3" and (shape.rope_factor < 1 or shape.rope_original_max_len < 1 or not
+                                           shape.rope_high_freq_factor > shape.rope_low_freq_factor > 0):
+        raise ShapeError("rope_scaling='llama3' needs rope_factor >= 1, rope_original_max_len >= 1 and "
+                         "rope_high_freq_factor > rope_low_freq_factor > 0")
+
+
+def _fill_defaults(shape: ModelShape) -> None:
+    """The sizes left None: KV heads = heads, head_dim = d_model / heads, d_ff = 4 d_model, expert widths
+    = d_ff (set on the frozen instance)."""
+    def set_(name: str, value: int) -> None:
+        object.__setattr__(shape, name, value)
+
+    if shape.n_kv_heads is None:
+        set_("n_kv_heads", shape.n_heads)
+    if shape.head_dim is None:
+        if shape.attention != "mla" and shape.d_model % shape.n_heads:
+            raise ShapeError(f"d_model={shape.d_model} is not divisible by n_heads={shape.n_heads}; "
+                             "set head_dim explicitly or change one of them")
+        set_("head_dim", shape.d_model // shape.n_heads)
+    if shape.d_ff is None:
+        set_("d_ff", 4 * shape.d_model)
+    if shape.d_expert is None:
+        set_("d_expert", shape.d_ff)
+    if shape.d_shared_expert is None:
+        set_("d_shared_expert", shape.d_expert)
+
+
+def _check_pattern(shape: ModelShape, name: str, letters: str) -> None:
+    """A layer pattern: empty, or one of ``letters`` per layer."""
+    pattern = getattr(shape, name)
+    if pattern and (len(pattern) != shape.n_layers or set(pattern) - set(letters)):
+        raise ShapeError(f"{name} must have one letter of {'/'.join(letters)} per layer "
+                         f"({shape.n_layers}), got {pattern!r}")
+
+
+def _check_heads(shape: ModelShape) -> None:
+    """Attention's heads: q/k norms, KV heads (MHA/GQA), head_dim, MLA's ranks."""
+    if shape.qk_norm != "none" and shape.attention == "mla":
+        raise ShapeError("qk_norm applies to attention 'mha'/'gqa' (MLA has its own latent norms)")
+    if shape.attention == "mha" and shape.n_kv_heads != shape.n_heads:
+        raise ShapeError(f"attention='mha' needs n_kv_heads == n_heads; got {shape.n_kv_heads} "
+                         f"and {shape.n_heads} (use attention='gqa')")
+    if shape.attention == "gqa" and (shape.n_kv_heads < 1 or shape.n_heads % shape.n_kv_heads):
+        raise ShapeError(f"n_heads={shape.n_heads} must be a multiple of n_kv_heads={shape.n_kv_heads}")
+    if shape.attention in ("mha", "gqa") and shape.head_dim < 1:
+        raise ShapeError("head_dim must be >= 1")
+    if shape.attention == "mla":
+        for name in ("kv_lora_rank", "qk_nope_head_dim", "v_head_dim"):
+            if getattr(shape, name) < 1:
+                raise ShapeError(f"attention='mla' needs {name} >= 1")
+
+
+def _check_attention_options(shape: ModelShape) -> None:
+    """Sliding windows (and which layers have one), attention biases and sinks: MHA/GQA only."""
+    _check_pattern(shape, "window_layer_pattern", SLIDING_LAYER + FULL_LAYER)
+    if shape.window_layer_pattern and not shape.sliding_window:
+        raise ShapeError("window_layer_pattern needs sliding_window >= 1")
+    if shape.qkv_bias and shape.attention_bias:
+        raise ShapeError("attention_bias already puts biases on q, k and v: set qkv_bias or attention_bias")
+    if (shape.attention_bias or shape.attention_sinks or shape.sliding_window) and shape.attention == "mla":
+        raise ShapeError("attention_bias, attention_sinks and sliding_window apply to attention 'mha'/'gqa'")
+
+
+def _check_ffn(shape: ModelShape) -> None:
+    """The dense FFN's width (also the default expert width)."""
+    if shape.d_ff < 1:
+        raise ShapeError("d_ff must be >= 1")
+
+
+def _check_moe(shape: ModelShape) -> None:
+    """Experts and top-k, dense-prefix layers or the layer pattern, shared experts and their gate, expert
+    and router biases; a dense shape (``n_experts == 0``) sets none of them."""
+    if not shape.is_moe:
+        set_fields = [k for k in ("top_k", "n_shared_experts", "first_dense_layers") if getattr(shape, k)]
+        if set_fields:
+            raise ShapeError(f"n_experts=0 (dense model) but MoE fields are set: {', '.join(set_fields)}")
+    else:
+        if shape.top_k < 1:
+            raise ShapeError(f"an MoE shape needs top_k >= 1 (n_experts={shape.n_experts})")
+        if shape.top_k > shape.n_experts:
+            raise ShapeError(f"top_k={shape.top_k} exceeds n_experts={shape.n_experts}")
+        if shape.d_expert < 1:
+            raise ShapeError("d_expert must be >= 1")
+        if shape.first_dense_layers > shape.n_layers:
+            raise ShapeError(f"first_dense_layers={shape.first_dense_layers} exceeds "
+                             f"n_layers={shape.n_layers}")
+        _check_router_groups(shape)
+    if shape.shared_expert_gate and not shape.n_shared_experts:
+        raise ShapeError("shared_expert_gate needs n_shared_experts >= 1")
+    _check_pattern(shape, "moe_layer_pattern", MOE_LAYER + DENSE_LAYER)
+    if shape.moe_layer_pattern:
+        if not shape.is_moe:
+            raise ShapeError("n_experts=0 (dense model) but MoE fields are set: moe_layer_pattern")
+        if shape.first_dense_layers:
+            raise ShapeError("set first_dense_layers or moe_layer_pattern, not both")
+    if (shape.expert_bias or shape.router_bias) and not shape.is_moe:
+        raise ShapeError("n_experts=0 (dense model) but MoE fields are set: "
+                         + ", ".join(k for k in ("expert_bias", "router_bias") if getattr(shape, k)))
+
+
+def _check_router_groups(shape: ModelShape) -> None:
+    """Group-limited routing: ``router_groups`` equal groups of experts, ``router_topk_groups`` of them
+    eligible, enough experts in them for ``top_k``."""
+    g, tg = shape.router_groups, shape.router_topk_groups
+    if bool(g) != bool(tg):
+        raise ShapeError("router_groups and router_topk_groups must both be 0 or both >= 1")
+    if not g:
+        return
+    if shape.n_experts % g or tg > g:
+        raise ShapeError(f"router_groups={g} must divide n_experts={shape.n_experts} and be >= "
+                         f"router_topk_groups={tg}")
+    if shape.top_k > tg * (shape.n_experts // g):
+        raise ShapeError(f"top_k={shape.top_k} exceeds the {tg * (shape.n_experts // g)} experts of "
+                         f"router_topk_groups={tg} groups")
+    if shape.router_group_score == "top2_sum" and shape.n_experts // g < 2:
+        raise ShapeError("router_group_score='top2_sum' needs at least 2 experts per group")

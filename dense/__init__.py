@@ -1,7 +1,7 @@
 """Dense decoder-only transformer built from an ``accounting.ModelShape`` (nanoGPT-style, torch only).
 
 ``Transformer(shape)`` -> ``forward(idx, targets=None) -> ModelOutput``; ``generate`` with a KV cache;
-``experiments.decode_timing.time_decode`` times cached decode against full recompute.
+``experiments.bench.decode_vs_recompute.time_decode`` times cached decode against full recompute.
 """
 from .block import Block
 from .ffn import FFN

@@ -32,10 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from accounting.config_files import CONF_RESOLVERS, NotANumber as _NotANumber
-from accounting.shapes import ModelShape, ShapeError
+from accounting.shapes import ModelShape, ShapeError, split_optional
 from moe.router import MOVED_TO_SHAPE
 
-from .settings import RunSettings, field_types, split_optional
+from .settings import RunSettings, field_types
 
 CONF_DIR = next((d / "conf" for d in Path(__file__).resolve().parents[:2] if (d / "conf" / "config.yaml").is_file()),
                 Path(__file__).resolve().parents[1] / "conf")

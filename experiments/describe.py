@@ -26,8 +26,10 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from accounting.shapes import split_optional
+
 from .config import compose, config_error, one_line
-from .settings import RunSettings, field_help, field_types, split_optional
+from .settings import RunSettings, field_help, field_types
 
 
 @dataclass(frozen=True)

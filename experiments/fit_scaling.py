@@ -35,6 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+from accounting import scaling_evaluation as S
+from accounting.cli import load_config
 
 RECORD_FILES = ("metrics.jsonl", "config.yaml", "env.json", "summary.json")
 DEFAULT_RUNS = Path("reports/data/isoflop")
@@ -60,7 +64,6 @@ class Run:
 
 def read_runs(root: Path) -> list[Run]:
     """Every completed job under ``root/isoflop_*/<model>/<size>-seed*/`` (summary.json + config.yaml)."""
-    import yaml
     runs = []
     for summary in sorted(Path(root).glob("isoflop_*/*/*/summary.json")):
         s = json.loads(summary.read_text())
@@ -218,12 +221,14 @@ def _leverage(dense_v, moe_v, budgets):
     return [inverse(v[1]) / c for v, c in zip(moe_v, budgets)]
 
 
-def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: dict | None = None,
-            approach3_boot: int = 50) -> dict:
-    """Approach 2 and 3 per family, measured leverage per budget, bootstrap intervals (2.5/97.5 percentiles)."""
-    families = sorted({r.family for r in runs})
-    budgets = sorted({r.budget for r in runs})
-    rng = np.random.default_rng(seed)
+def _interval(samples) -> list[float]:
+    """The 2.5th and 97.5th percentiles of ``samples`` (a 95% bootstrap interval)."""
+    a = np.asarray(samples, float)
+    return [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]
+
+
+def _parabola_fits(runs: list[Run], families, budgets) -> tuple[dict, dict]:
+    """Per (family, budget): the parabola's fitted losses and the residuals, in order of active parameters."""
     fitted, resid = {}, {}
     for f in families:
         for c in budgets:
@@ -231,9 +236,12 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
             coef = np.polyfit(x, y, 2)
             fitted[(f, c)] = np.polyval(coef, x)
             resid[(f, c)] = y - fitted[(f, c)]
-    vert = {f: _vertices(runs, f, budgets) for f in families}
-    out: dict = {"budgets_flops": budgets, "families": families, "n_runs": len(runs), "bootstrap": n_boot,
-                 "approach2": {}, "approach3": {}, "approach3_bootstrap": approach3_boot}
+    return fitted, resid
+
+
+def _bootstrap_approach2(runs, families, budgets, fitted, resid, rng, n_boot: int):
+    """Residual bootstrap: per resample the vertices of every family, and (dense and moe present) the
+    leverage by vertex and by best measured size. Returns (vertices per family, leverages, best leverages)."""
     boot_vert = {f: [] for f in families}
     boot_lev, boot_best = [], []
     for _ in range(n_boot):
@@ -245,65 +253,88 @@ def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: d
             boot_lev.append(_leverage(bv["dense"], bv["moe"], budgets))
             boot_best.append(_leverage(_best(runs, "dense", budgets, losses), _best(runs, "moe", budgets, losses),
                                        budgets))
+    return boot_vert, boot_lev, boot_best
 
-    def interval(samples):
-        a = np.asarray(samples, float)
-        return [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]
 
+def _approach2_family(runs, f, budgets, vert_f, boot_vert_f) -> dict:
+    """Approach 2 of one family: per budget the vertex with intervals and the sizes; ``N_opt = k C^a``."""
+    n_opt = [math.exp(v[0]) for v in vert_f]
+    k, e = power_law(np.array(budgets), np.array(n_opt))
+    bv = np.array(boot_vert_f)  # (boot, budget, 3)
+    exps = [power_law(np.array(budgets), np.exp(b[:, 0]))[1] for b in bv]
+    per_budget = []
+    for i, (c, n, v) in enumerate(zip(budgets, n_opt, vert_f)):
+        x, y, sel = _arrays(runs, f, c)
+        per_budget.append({"budget_flops": c, "n_opt": n, "n_opt_interval": _interval(np.exp(bv[:, i, 0])),
+                           "loss_opt": v[1], "loss_opt_interval": _interval(bv[:, i, 1]), "curvature": v[2],
+                           "vertex_inside": bool(x.min() <= v[0] <= x.max()),
+                           "best_size": sel[int(np.argmin(y))].size, "best_loss": float(y.min()),
+                           "sizes": [r.size for r in sel]})
+    return {"per_budget": per_budget, "n_opt_power_law": {"k": k, "exponent": e, "exponent_interval": _interval(exps)}}
+
+
+def _approach3_family(runs, f, budgets, fitted, resid, rng, grid, n_boot: int) -> dict:
+    """Approach 3 of one family, with a residual bootstrap (``n_boot`` refits from the fitted optimum)."""
+    sel = [r for r in runs if r.family == f]
+    a3 = fit_approach3([r.params_active for r in sel], [r.tokens for r in sel], [r.loss for r in sel], grid=grid)
+    boot3 = []
+    start = [[math.log(a3.A), math.log(a3.B), math.log(a3.E), a3.alpha, a3.beta]]
+    for _ in range(n_boot):
+        y = np.array([fitted[(r.family, r.budget)][_arrays(runs, f, r.budget)[2].index(r)] for r in sel])
+        res = np.concatenate([resid[(f, c)] for c in budgets])
+        boot3.append(fit_approach3([r.params_active for r in sel], [r.tokens for r in sel],
+                                   np.maximum(y + rng.choice(res, size=len(y)), 1e-3), starts=start))
+    return {**asdict(a3), **{f"{k}_interval": _interval([getattr(b, k) for b in boot3])
+                             for k in ("E", "A", "B", "alpha", "beta")}}
+
+
+def _leverage_section(runs, vert, budgets, boot_lev, boot_best, approach2) -> dict:
+    """Measured leverage per budget by vertex and by best measured size; the headline method is the vertex
+    only when every vertex lies inside its sampled sizes."""
+    lev = _leverage(vert["dense"], vert["moe"], budgets)
+    best = _leverage(_best(runs, "dense", budgets), _best(runs, "moe", budgets), budgets)
+    bl, bb = np.array(boot_lev), np.array(boot_best)
+    inside = all(b["vertex_inside"] for f in ("dense", "moe") for b in approach2[f]["per_budget"])
+    method = "vertex" if inside else "best_measured"
+    rows = []
+    for i, c in enumerate(budgets):
+        v = {"vertex": (lev[i], _interval(bl[:, i])), "best_measured": (best[i], _interval(bb[:, i]))}
+        rows.append({"budget_flops": c, "leverage": v[method][0], "interval": v[method][1],
+                     "leverage_vertex": lev[i], "interval_vertex": _interval(bl[:, i]),
+                     "leverage_best_measured": best[i], "interval_best_measured": _interval(bb[:, i])})
+    return {
+        "method": method,
+        "why": ("every parabola vertex lies inside its sampled sizes" if inside else
+                "some parabola vertices lie outside the sampled sizes (extrapolated), so the headline uses "
+                "each family's best measured size per budget"),
+        "dense_envelope": {"budgets_flops": budgets, "loss_opt": [v[1] for v in vert["dense"]],
+                           "form": "piecewise linear in ln C through the dense optima"},
+        "per_budget": rows}
+
+
+def analyse(runs: list[Run], n_boot: int = 200, seed: int = 0, approach3_grid: dict | None = None,
+            approach3_boot: int = 50) -> dict:
+    """Approach 2 and 3 per family, measured leverage per budget, bootstrap intervals (2.5/97.5 percentiles)."""
+    families = sorted({r.family for r in runs})
+    budgets = sorted({r.budget for r in runs})
+    rng = np.random.default_rng(seed)
+    fitted, resid = _parabola_fits(runs, families, budgets)
+    vert = {f: _vertices(runs, f, budgets) for f in families}
+    out: dict = {"budgets_flops": budgets, "families": families, "n_runs": len(runs), "bootstrap": n_boot,
+                 "approach2": {}, "approach3": {}, "approach3_bootstrap": approach3_boot}
+    boot_vert, boot_lev, boot_best = _bootstrap_approach2(runs, families, budgets, fitted, resid, rng, n_boot)
     for f in families:
-        n_opt = [math.exp(v[0]) for v in vert[f]]
-        k, e = power_law(np.array(budgets), np.array(n_opt))
-        bv = np.array(boot_vert[f])  # (boot, budget, 3)
-        exps = [power_law(np.array(budgets), np.exp(b[:, 0]))[1] for b in bv]
-        out["approach2"][f] = {
-            "per_budget": [{"budget_flops": c, "n_opt": n, "n_opt_interval": interval(np.exp(bv[:, i, 0])),
-                            "loss_opt": v[1], "loss_opt_interval": interval(bv[:, i, 1]), "curvature": v[2],
-                            "vertex_inside": bool(_arrays(runs, f, c)[0].min() <= v[0] <= _arrays(runs, f, c)[0].max()),
-                            "best_size": _arrays(runs, f, c)[2][int(np.argmin(_arrays(runs, f, c)[1]))].size,
-                            "best_loss": float(_arrays(runs, f, c)[1].min()),
-                            "sizes": [r.size for r in _arrays(runs, f, c)[2]]}
-                           for i, (c, n, v) in enumerate(zip(budgets, n_opt, vert[f]))],
-            "n_opt_power_law": {"k": k, "exponent": e, "exponent_interval": interval(exps)}}
-        sel = [r for r in runs if r.family == f]
-        a3 = fit_approach3([r.params_active for r in sel], [r.tokens for r in sel], [r.loss for r in sel],
-                           grid=approach3_grid)
-        boot3 = []
-        start = [[math.log(a3.A), math.log(a3.B), math.log(a3.E), a3.alpha, a3.beta]]
-        for _ in range(approach3_boot):
-            y = np.array([fitted[(r.family, r.budget)][_arrays(runs, f, r.budget)[2].index(r)] for r in sel])
-            res = np.concatenate([resid[(f, c)] for c in budgets])
-            boot3.append(fit_approach3([r.params_active for r in sel], [r.tokens for r in sel],
-                                       np.maximum(y + rng.choice(res, size=len(y)), 1e-3), starts=start))
-        out["approach3"][f] = {**asdict(a3), **{f"{k}_interval": interval([getattr(b, k) for b in boot3])
-                                               for k in ("E", "A", "B", "alpha", "beta")}}
+        out["approach2"][f] = _approach2_family(runs, f, budgets, vert[f], boot_vert[f])
+        out["approach3"][f] = _approach3_family(runs, f, budgets, fitted, resid, rng, approach3_grid,
+                                                approach3_boot)
     if "dense" in vert and "moe" in vert:
-        lev = _leverage(vert["dense"], vert["moe"], budgets)
-        best = _leverage(_best(runs, "dense", budgets), _best(runs, "moe", budgets), budgets)
-        bl, bb = np.array(boot_lev), np.array(boot_best)
-        inside = all(b["vertex_inside"] for f in ("dense", "moe") for b in out["approach2"][f]["per_budget"])
-        method = "vertex" if inside else "best_measured"
-        rows = []
-        for i, c in enumerate(budgets):
-            v = {"vertex": (lev[i], interval(bl[:, i])), "best_measured": (best[i], interval(bb[:, i]))}
-            rows.append({"budget_flops": c, "leverage": v[method][0], "interval": v[method][1],
-                         "leverage_vertex": lev[i], "interval_vertex": interval(bl[:, i]),
-                         "leverage_best_measured": best[i], "interval_best_measured": interval(bb[:, i])})
-        out["leverage"] = {
-            "method": method,
-            "why": ("every parabola vertex lies inside its sampled sizes" if inside else
-                    "some parabola vertices lie outside the sampled sizes (extrapolated), so the headline uses "
-                    "each family's best measured size per budget"),
-            "dense_envelope": {"budgets_flops": budgets, "loss_opt": [v[1] for v in vert["dense"]],
-                               "form": "piecewise linear in ln C through the dense optima"},
-            "per_budget": rows}
+        out["leverage"] = _leverage_section(runs, vert, budgets, boot_lev, boot_best, out["approach2"])
     return out
 
 
 def published_at_our_scale(runs: list[Run], analysis: dict) -> list[dict]:
     """Each published MoE law's leverage for our MoE at each budget: its best measured size, trained on that
     job's tokens (accounting.scaling; every law is far outside its fitted range here)."""
-    from accounting import scaling as S
-    from accounting.cli import load_config
     out = []
     for row in analysis["approach2"].get("moe", {}).get("per_budget", []):
         sel = [r for r in runs if r.family == "moe" and r.budget == row["budget_flops"]]

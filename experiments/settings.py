@@ -169,14 +169,6 @@ def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def split_optional(tp: Any) -> tuple[Any, bool]:
-    """``(T, True)`` for ``T | None``, else ``(tp, False)``."""
-    args = typing.get_args(tp)
-    if type(None) in args and len(args) == 2:
-        return next(a for a in args if a is not type(None)), True
-    return tp, False
-
-
 def docstring_help(cls: type) -> dict[str, str]:
     """Per-field meanings from a Google-style ``Attributes:`` section of ``cls.__doc__`` (as
     `ModelShape`'s): an entry ``a, b: text`` (continued on deeper-indented lines) documents a and b."""

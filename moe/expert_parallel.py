@@ -27,7 +27,7 @@ sent back. The count exchange (E x 8 bytes) is not counted. A token sent to two 
 torchtitan's all-to-all does); with ``profile`` set, ``dedup_dispatch_bytes`` adds what a dispatch that
 sends each token once per remote rank (DeepEP, and ``accounting.serving``'s model) would send. ``profile``
 (a dict, or None) also accumulates the wall time of dispatch (counts exchange, gather, all-to-all),
-expert compute and combine (all-to-all back, weighting, sum), for ``experiments.ep_bench``. The backward sends the same amounts the other
+expert compute and combine (all-to-all back, weighting, sum), for ``experiments.bench.expert_parallel``. The backward sends the same amounts the other
 way (the gradient of combine travels as dispatch did, and vice versa), so a training step moves twice
 these bytes per rank.
 
@@ -36,11 +36,15 @@ rank's tokens), exactly as without expert parallelism.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
 
 from .experts import ExpertWeights, flatten_assignments
+from .moe_ffn import MoEFFN
 
 EXPERT_WEIGHTS = ("w_up", "w_gate", "w_down")
 
@@ -48,7 +52,6 @@ EXPERT_WEIGHTS = ("w_up", "w_gate", "w_down")
 def all_to_all(x: torch.Tensor, output_splits: list[int], input_splits: list[int], group) -> torch.Tensor:
     """Differentiable ``all_to_all_single`` of the rows of x [A, d]: ``input_splits[q]`` rows go to rank q
     of ``group``, ``output_splits[q]`` rows come from it (the backward sends the gradients back)."""
-    from torch.distributed._functional_collectives import all_to_all_single_autograd, wait_tensor
     group = group if group is not None else dist.group.WORLD
     out = all_to_all_single_autograd(x.contiguous(), output_splits, input_splits, group)
     return wait_tensor(out)
@@ -90,14 +93,13 @@ class ExpertParallelExperts(nn.Module):
         experts.n_experts = self.n_local
         self.last_dispatch_bytes = self.last_combine_bytes = self.last_received_rows = 0
         self.dispatch_bytes = self.combine_bytes = 0
-        self.profile: dict | None = None   # a dict: forward adds dispatch_s, compute_s, combine_s (ep_bench)
+        self.profile: dict | None = None   # a dict: forward adds dispatch_s, compute_s, combine_s (experiments.bench.expert_parallel)
         self.step_bytes = (0, 0)   # (dispatch, combine) of the last closed training step (set by the trainer)
 
     def _tick(self) -> float:
         """Wall clock for ``profile`` (after the device finishes queued work); 0 when not profiling."""
         if self.profile is None:
             return 0.0
-        import time
         if torch.cuda.is_available() and self.local.w_up.is_cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
@@ -170,7 +172,6 @@ def shard_experts(model: nn.Module, group=None) -> int:
     """Replace the routed experts of every MoE layer of ``model`` by their expert-parallel split over
     ``group`` (in place; call on every rank of the group, before wrapping for data parallelism and before
     building the optimizer). Returns the number of layers split."""
-    from .moe_ffn import MoEFFN
     n = 0
     for ffn in [m for m in model.modules() if isinstance(m, MoEFFN)]:
         ffn.experts = ExpertParallelExperts(ffn.experts, group)

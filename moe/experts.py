@@ -32,7 +32,7 @@ from torch.autograd.function import once_differentiable
 from accounting.shapes import ModelShape
 from dense.model import INIT_STD, residual_init_std
 
-from moe import compiled_ops  # absolute: moe_layer_bench --grouped-from execs this file standalone
+from moe import compiled_ops  # absolute: scripts/moe_layer_against_commit.py execs this file standalone
 
 BACKENDS = ("loop", "grouped", "megablocks")
 MEGABLOCKS_INSTALL = ("pip install --no-build-isolation --no-deps megablocks stanford-stk grouped_gemm "
@@ -92,31 +92,6 @@ class LoopExperts(ExpertWeights):
         return y
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous: ``_grouped_mm``'s backward rejects
-    expanded (zero-stride) gradients such as the one ``y.sum().backward()`` produces."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.contiguous()
-
-
-def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-    """``torch._grouped_mm(a [A, K], b [G, K, M], offs int32 [G]) -> [A, M]``: rows offs[g-1]:offs[g] of a
-    times b[g]. Checks the 16-byte stride rule with a clear error."""
-    align = 16 // a.element_size()
-    for name, width in (("rows of the input", a.size(-1)), ("expert width", b.size(-1))):
-        if width % align:
-            raise ValueError(f"grouped backend: {name} = {width} is not a multiple of {align} elements "
-                             f"(torch._grouped_mm needs 16-byte strides at {a.dtype}); use widths that are "
-                             "multiples of 8 or backend='loop'")
-    return _ContiguousGrad.apply(torch._grouped_mm(a, b, offs=offs))
-
-
 _SCRATCH: dict[int, dict] = {}   # thread id -> {(tag, dtype): flat buffer}
 
 
@@ -174,7 +149,7 @@ def per_expert_mm(a: torch.Tensor, b: torch.Tensor, bounds: list[int], out: torc
 
 def grouped_mm_into(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor, bounds: list[int] | None,
               out: torch.Tensor, accumulate: bool = False) -> torch.Tensor:
-    """``out (+)= grouped_mm(a, b, offs)``: on a CPU (``bounds``: the host copy of ``[0] + offs``)
+    """``out (+)= torch._grouped_mm(a, b, offs=offs)``: on a CPU (``bounds``: the host copy of ``[0] + offs``)
     ``per_expert_mm`` into ``out`` (``addmm_`` when accumulating: the sum rides in the GEMM), as
     ``torch._grouped_mm``'s CPU path does but without a fresh output; elsewhere ``torch._grouped_mm``,
     returned as is (``out`` only receives the accumulated sum)."""

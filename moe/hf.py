@@ -5,27 +5,14 @@
 
 The folder is what ``save_pretrained`` writes (nothing is fetched from a hub). The config goes through
 ``accounting.hf_config.shape_from_hf_config``, so the model is built from the same ``ModelShape`` the
-accounting prices, and its weights are copied in by the ONE name mapping below (``weight_map``). Families:
+accounting prices, and its weights are copied in by the ONE name mapping, ``moe.hf_layout.weight_map`` (one
+function per family in ``moe.hf_layout.FAMILIES``). Families:
 Llama (with Llama-3.1's ``llama3`` RoPE and ``attention_bias``), Mistral, Qwen2, Qwen3 (dense), Mixtral,
 Qwen2-MoE, Qwen3-MoE (any MoE placement), OLMoE, DBRX, DeepSeek-V2, DeepSeek-V3, gpt-oss. Llama 4 is priced by
-``accounting`` but refused here in one line naming what the model lacks (``NOT_BUILT``).
+``accounting`` but refused here in one line naming what the model lacks (``hf_layout.Family.missing``).
 
-Layout conventions handled here:
-* transformers' linear weights are [out, in]; our stacked experts are ``w_up``/``w_gate`` [E, d, f] and
-  ``w_down`` [E, f, d] (x @ w), so expert matrices are transposed; DBRX's fused ``w1``/``v1``/``w2``
-  [E f, d] and the fused ``gate_up_proj`` [E, 2f, d] / ``down_proj`` [E, d, f] of newer checkpoints too.
-* RoPE: we rotate the two halves of a head (``rotate_half``). DeepSeek's checkpoints pair adjacent
-  dimensions instead (V2 always, V3 when ``rope_interleave``), so the rotary rows of the query projection
-  and of ``kv_a_proj_with_mqa`` are permuted [0, 2, 4, ..., 1, 3, 5, ...]; every q.k product is unchanged.
-* DBRX's fused ``Wqkv`` is split into q, k and v.
-* gpt-oss's ``gate_up_proj`` [E, d, 2f] (already x @ w) holds gate and up in alternate columns (0::2, 1::2),
-  and so does its bias [E, 2f]; ``down_proj`` [E, f, d] and the router's weight and bias copy as they are.
-* DeepSeek-V3's multi-token-prediction layer (``model.layers.{L}``, which transformers does not build) is
-  loaded into ``model.mtp[0]`` when the checkpoint carries it; a folder without it (transformers'
-  ``save_pretrained`` drops it) gives a model without MTP modules. Its copies of the embedding and head
-  (``embed_tokens``, ``shared_head.head``) are shared with the main model and not loaded twice.
-* Mistral's sliding window: the model is built with ``seq_len = min(max_position_embeddings,
-  sliding_window)``, where full causal attention and the window agree, so longer inputs are refused.
+Mistral's sliding window: the model is built with ``seq_len = min(max_position_embeddings,
+sliding_window)``, where full causal attention and the window agree, so longer inputs are refused.
 
 Errors are one-line ``ValueError``s: unsupported ``model_type`` or RoPE type, missing or unexpected
 tensors, shape mismatches, no weights in the folder.
@@ -39,7 +26,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -47,9 +34,9 @@ from torch import nn
 from accounting.hf_config import model_type_of, rope_type_of, shape_from_hf_config
 from accounting.shapes import ModelShape
 
+from .hf_layout import FAMILIES, weight_map
+from .model import build_model
 from .router import RouterConfig
-
-Getter = Callable[[str], torch.Tensor]
 
 
 # ----- reading a folder ------------------------------------------------------------------------------
@@ -83,149 +70,6 @@ def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-# ----- the name mapping ------------------------------------------------------------------------------
-def _rope_rows(width: int, start: int, rope: int, heads: int, block: int) -> torch.Tensor:
-    """Row order that turns interleaved rotary pairs into halves: for each of ``heads`` blocks of
-    ``block`` rows, rows ``start .. start + rope`` become [even ones, odd ones]."""
-    order = torch.arange(width)
-    perm = torch.cat([torch.arange(0, rope, 2), torch.arange(1, rope, 2)])
-    for h in range(heads):
-        base = h * block + start
-        order[base:base + rope] = base + perm
-    return order
-
-
-def interleaved_rope(cfg: Mapping[str, Any]) -> bool:
-    """Whether the checkpoint's rotary dimensions are interleaved pairs (DeepSeek V2; V3 by default)."""
-    mt = model_type_of(cfg)
-    return mt == "deepseek_v2" or (mt == "deepseek_v3" and cfg.get("rope_interleave", True) is not False)
-
-
-def weight_map(shape: ModelShape, cfg: Mapping[str, Any], mtp_layers: int = 0) -> dict[str, Callable[[Getter], torch.Tensor]]:
-    """``{our state-dict key: fn(get) -> tensor}``, where ``get(hf_name)`` returns a checkpoint tensor.
-
-    This is the one place that knows transformers' names and layouts (see the module docstring).
-    """
-    mt = model_type_of(cfg)
-    s = shape
-    out: dict[str, Callable[[Getter], torch.Tensor]] = {}
-
-    def copy(ours: str, theirs: str) -> None:
-        out[ours] = lambda get, t=theirs: get(t)
-
-    dbrx = mt == "dbrx"
-    pre = "transformer." if dbrx else "model."
-    copy("embedding.wte.weight", pre + ("wte.weight" if dbrx else "embed_tokens.weight"))
-    if not s.tied_embeddings:
-        copy("embedding.head.weight", "lm_head.weight")
-    copy("norm.weight", pre + ("norm_f.weight" if dbrx else "norm.weight"))
-    interleaved = interleaved_rope(cfg)
-
-    def block(ours: str, theirs: str, layer: int) -> None:
-        if dbrx:
-            a = f"{theirs}norm_attn_norm."
-            copy(f"{ours}norm1.weight", a + "norm_1.weight")
-            copy(f"{ours}norm2.weight", a + "norm_2.weight")
-            q, kv = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
-            for i, (name, lo, hi) in enumerate((("wq", 0, q), ("wk", q, q + kv), ("wv", q + kv, q + 2 * kv))):
-                out[f"{ours}attn.{name}.weight"] = lambda get, lo=lo, hi=hi: get(a + "attn.Wqkv.weight")[lo:hi]
-            copy(f"{ours}attn.wo.weight", a + "attn.out_proj.weight")
-        else:
-            copy(f"{ours}norm1.weight", theirs + "input_layernorm.weight")
-            copy(f"{ours}norm2.weight", theirs + "post_attention_layernorm.weight")
-            at = theirs + "self_attn."
-            if s.attention == "mla":
-                n, p, H, r = s.qk_nope_head_dim, s.qk_rope_head_dim, s.n_heads, s.kv_lora_rank
-                q_rows = _rope_rows(H * (n + p), n, p, H, n + p) if interleaved else None
-                kv_rows = _rope_rows(r + p, r, p, 1, r + p) if interleaved else None
-
-                def rows(theirs_name, order):
-                    return lambda get: get(theirs_name) if order is None else get(theirs_name)[order]
-                if s.q_lora_rank:
-                    copy(f"{ours}attn.wq_a.weight", at + "q_a_proj.weight")
-                    copy(f"{ours}attn.q_norm.weight", at + "q_a_layernorm.weight")
-                    out[f"{ours}attn.wq_b.weight"] = rows(at + "q_b_proj.weight", q_rows)
-                else:
-                    out[f"{ours}attn.wq.weight"] = rows(at + "q_proj.weight", q_rows)
-                out[f"{ours}attn.wkv_a.weight"] = rows(at + "kv_a_proj_with_mqa.weight", kv_rows)
-                copy(f"{ours}attn.kv_norm.weight", at + "kv_a_layernorm.weight")
-                copy(f"{ours}attn.wkv_b.weight", at + "kv_b_proj.weight")
-                copy(f"{ours}attn.wo.weight", at + "o_proj.weight")
-            else:
-                for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
-                    copy(f"{ours}attn.{o}.weight", f"{at}{t}.weight")
-                if s.qkv_bias or s.attention_bias:
-                    for o, t in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
-                        if o != "wo" or s.attention_bias:
-                            copy(f"{ours}attn.{o}.bias", f"{at}{t}.bias")
-                if s.attention_sinks:
-                    copy(f"{ours}attn.sinks", at + "sinks")
-                if s.qk_norm != "none":
-                    copy(f"{ours}attn.q_norm.weight", at + "q_norm.weight")
-                    copy(f"{ours}attn.k_norm.weight", at + "k_norm.weight")
-        if not s.is_moe_layer(min(layer, s.n_layers - 1)):
-            for o, t in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
-                copy(f"{ours}ffn.{o}.weight", f"{theirs}mlp.{t}.weight")
-            return
-        f = f"{ours}ffn."
-        if dbrx:
-            E, ff, d = s.n_experts, s.d_expert, s.d_model
-            e = f"{theirs}ffn."
-            copy(f + "router.gate.weight", e + "router.layer.weight")
-            out[f + "experts.w_gate"] = lambda get: get(e + "experts.mlp.w1").view(E, ff, d).transpose(1, 2)
-            out[f + "experts.w_up"] = lambda get: get(e + "experts.mlp.v1").view(E, ff, d).transpose(1, 2)
-            out[f + "experts.w_down"] = lambda get: get(e + "experts.mlp.w2").view(E, ff, d)
-            return
-        if mt == "gpt_oss":  # router with a bias; experts [E, d, 2f] with gate/up columns interleaved
-            m = theirs + "mlp."
-            copy(f + "router.gate.weight", m + "router.weight")
-            copy(f + "router.gate.bias", m + "router.bias")
-            out[f + "experts.w_gate"] = lambda get: get(m + "experts.gate_up_proj")[..., 0::2]
-            out[f + "experts.w_up"] = lambda get: get(m + "experts.gate_up_proj")[..., 1::2]
-            out[f + "experts.b_gate"] = lambda get: get(m + "experts.gate_up_proj_bias")[..., 0::2]
-            out[f + "experts.b_up"] = lambda get: get(m + "experts.gate_up_proj_bias")[..., 1::2]
-            copy(f + "experts.w_down", m + "experts.down_proj")
-            copy(f + "experts.b_down", m + "experts.down_proj_bias")
-            return
-        m = theirs + ("block_sparse_moe." if mt == "mixtral" else "mlp.")
-        copy(f + "router.gate.weight", m + "gate.weight")
-        names = ("w1", "w3", "w2") if mt == "mixtral" else ("gate_proj", "up_proj", "down_proj")
-
-        def experts(which: int):
-            def fn(get: Getter) -> torch.Tensor:
-                fused = m + "experts." + ("gate_up_proj" if which < 2 else "down_proj")
-                if _has(get, fused):  # [E, 2f, d] (gate then up) or [E, d, f]
-                    w = get(fused)
-                    return w.chunk(2, dim=1)[which].transpose(1, 2) if which < 2 else w.transpose(1, 2)
-                return torch.stack([get(f"{m}experts.{i}.{names[which]}.weight").t() for i in range(s.n_experts)])
-            return fn
-        out[f + "experts.w_gate"], out[f + "experts.w_up"], out[f + "experts.w_down"] = (
-            experts(0), experts(1), experts(2))
-        if s.n_shared_experts:
-            sh = m + ("shared_expert." if mt == "qwen2_moe" else "shared_experts.")
-            for o, t in (("gate", "gate_proj"), ("up", "up_proj"), ("down", "down_proj")):
-                copy(f"{f}shared_experts.{o}.weight", f"{sh}{t}.weight")
-        if s.shared_expert_gate:
-            copy(f + "shared_gate.weight", m + "shared_expert_gate.weight")
-        if s.router_score_bias:
-            copy(f + "router.bias", m + "gate.e_score_correction_bias")
-
-    for i in range(s.n_layers):
-        block(f"blocks.{i}.", f"{pre}{'blocks' if dbrx else 'layers'}.{i}.", i)
-    for k in range(mtp_layers):  # DeepSeek-V3's MTP layer(s) follow the main layers
-        theirs = f"model.layers.{s.n_layers + k}."
-        block(f"mtp.{k}.block.", theirs, s.n_layers + k)
-        copy(f"mtp.{k}.enorm.weight", theirs + "enorm.weight")
-        copy(f"mtp.{k}.hnorm.weight", theirs + "hnorm.weight")
-        copy(f"mtp.{k}.proj.weight", theirs + "eh_proj.weight")
-        copy(f"mtp.{k}.norm.weight", theirs + "shared_head.norm.weight")
-    return out
-
-
-def _has(get: Getter, name: str) -> bool:
-    return name in getattr(get, "available", ())
-
-
 # ----- building ----------------------------------------------------------------------------------------
 def _config_dict(path_or_config: Any) -> tuple[dict[str, Any], Path | None]:
     if isinstance(path_or_config, (str, Path)):
@@ -242,28 +86,18 @@ def _config_dict(path_or_config: Any) -> tuple[dict[str, Any], Path | None]:
     raise ValueError(f"from_hf takes a folder or a config mapping, got {type(path_or_config).__name__}")
 
 
-NOT_BUILT = {
-    # families accounting prices but the torch model does not compute, with what is missing (one line each)
-    "llama4_text": "chunked attention (attention_chunk_size), NoPE layers (no_rope_layers), the weightless L2 "
-                   "q/k norm, attention temperature tuning and the sigmoid top-1 router that scales the expert "
-                   "input (its MoE placement is priced by accounting)",
-    "llama4": "the vision encoder and projector, and in its text_config (llama4_text) chunked attention, NoPE "
-              "layers, the L2 q/k norm, attention temperature tuning and the input-scaling sigmoid router",
-}
-
-
 def shape_for_import(cfg: Mapping[str, Any], seq_len: int | None = None, name: str = "") -> ModelShape:
     """The ``ModelShape`` ``from_hf`` builds: the accounting's shape, checked for what the torch model runs
     (family, RoPE type) and with Mistral's sliding window as the context limit."""
     family = model_type_of(cfg)
-    if family in NOT_BUILT:
-        raise ValueError(f"{family}: moe.from_hf does not build it; missing: {NOT_BUILT[family]}")
+    if FAMILIES[family].missing:
+        raise ValueError(f"{family}: moe.from_hf does not build it; missing: {FAMILIES[family].missing}")
     kind = rope_type_of(cfg)
     if kind not in ("default", "yarn", "llama3"):
         raise ValueError(f"RoPE type {kind!r} is not supported by moe.from_hf (default, yarn and llama3 are)")
     shape = shape_from_hf_config(cfg, seq_len=seq_len, name=name)
     window = cfg.get("sliding_window")
-    use_window = cfg.get("use_sliding_window", model_type_of(cfg) in ("mistral", "mixtral"))
+    use_window = cfg.get("use_sliding_window", family in ("mistral", "mixtral"))
     if window and use_window and window < shape.seq_len:
         shape = shape.replace(seq_len=int(window))
     return shape
@@ -293,8 +127,6 @@ def from_hf(path_or_config: Any, dtype: torch.dtype | None = None, *, router: Ro
         mtp_loss_weight: weight of the multi-token-prediction loss (models with MTP modules).
     Returns the model in eval mode, on the CPU.
     """
-    from . import build_model
-
     cfg, folder = _config_dict(path_or_config)
     shape = shape_for_import(cfg, seq_len=seq_len, name=folder.name if folder else "")
     tensors = read_tensors(folder) if folder is not None else None

@@ -1,4 +1,5 @@
-"""``MoETransformer``: ``dense.Transformer`` with the FFN of every block where ``shape.is_moe_layer(i)`` (every
+"""``build_model(shape, router, backend)``: a ``dense.Transformer`` for a dense shape, else an ``MoETransformer``:
+``dense.Transformer`` with the FFN of every block where ``shape.is_moe_layer(i)`` (every
 ``i >= first_dense_layers``, or the ``M`` layers of ``shape.moe_layer_pattern``) replaced by an ``MoEFFN``
 (router, routed experts on the chosen backend, shared experts).
 
@@ -123,3 +124,17 @@ def register_bias_update(model: nn.Module, optimizer: torch.optim.Optimizer):
     if not isinstance(model, MoETransformer) or model.router_config.balancing != "loss_free":
         return None
     return optimizer.register_step_pre_hook(lambda *_: model.update_router_biases())
+
+
+def build_model(shape: ModelShape, router: RouterConfig | dict | None = None, backend: str = "loop",
+                mtp_loss_weight: float = 0.3, **backend_kwargs) -> nn.Module:
+    """A ``dense.Transformer`` when ``shape.n_experts == 0``, else a ``MoETransformer`` (with DeepSeek-V3's
+    MTP modules when ``shape.mtp_modules``; ``mtp_loss_weight`` weighs their loss).
+
+    ``router`` and ``backend`` are validated in both cases (a dense model ignores them).
+    """
+    check_backend(backend)
+    config = RouterConfig.from_any(router)
+    if not shape.is_moe:
+        return Transformer(shape)
+    return MoETransformer(shape, router=config, backend=backend, mtp_loss_weight=mtp_loss_weight, **backend_kwargs)

@@ -36,12 +36,12 @@ TRAIN_CMD = "`python -m experiments.train -m experiment=demo` (CPU) or `experime
 BENCH_CMD = ("`python -m experiments.bench --out reports/data/bench_cpu.csv` (CPU) or "
              "`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` (GPU)")
 BENCH_GPU_CMD = "`python -m experiments.bench --grid gpu --out reports/data/bench_h100.csv` on a GPU"
-PAIRED_CMD = ("`python -m experiments.paired_bench --models dense moe deepseek deepseek_mla --repeats 1000 "
+PAIRED_CMD = ("`python -m experiments.bench.paired --models dense moe deepseek deepseek_mla --repeats 1000 "
               "--out reports/data/paired_cpu` (CPU; `--device cuda --size small --threads 0 "
               "--out reports/data/paired_h100` on a GPU)")
-MOE_LAYER_CMD = ("`python -m experiments.moe_layer_bench --grouped-from 66dcf62 --out reports/data/moe_layer_cpu.csv` "
+MOE_LAYER_CMD = ("`PYTHONPATH=. python scripts/moe_layer_against_commit.py --grouped-from 66dcf62 --out reports/data/moe_layer_cpu.csv` "
                  "(add `--device cuda --out reports/data/moe_layer_h100.csv` on a GPU)")
-PAIRED_GPU_CMD = ("`python -m experiments.paired_bench --device cuda --size small --threads 0 "
+PAIRED_GPU_CMD = ("`python -m experiments.bench.paired --device cuda --size small --threads 0 "
                   "--out reports/data/paired_h100` on a GPU")
 DEFINITIONS = (
     "Router statistics, per MoE layer and logged step, from the tokens each expert received (`moe.router`): "
@@ -285,7 +285,7 @@ class Report:
         return "\n".join(out)
 
     def _moe_layer(self) -> str:
-        out = ["\n### One MoE layer against a dense FFN of equal active FLOP (`experiments.moe_layer_bench`)"]
+        out = ["\n### One MoE layer against a dense FFN of equal active FLOP (`experiments.bench.moe_layer`)"]
         shown, older = self.moe_layer, self.moe_layer_older
         if shown.empty:
             out.append(f"No MoE-layer CSV under {', '.join(self.col.roots)}. Produce one with {MOE_LAYER_CMD}.")
@@ -343,7 +343,7 @@ class Report:
         dec = dec[dec["median_s"].notna()] if not dec.empty else dec
         if dec.empty:
             out.append(f"No decode rows in the bench CSVs. Produce them with {BENCH_CMD} (needs "
-                       "`experiments.decode_timing.time_decode`).")
+                       "`experiments.bench.decode_vs_recompute.time_decode`).")
         else:
             out.append(self.fig(plots.decode(dec, self.figdir), "time per generated token, KV-cache decode vs full "
                                 f"recompute; data: {', '.join(f'`{s}`' for s in sorted(dec['source'].unique()))}"))
@@ -589,7 +589,7 @@ def _is_gpu(name) -> bool:
 
 
 def _conclusive_width(paired: list[dict]) -> float:
-    from experiments.paired_bench import CONCLUSIVE_WIDTH
+    from experiments.bench.paired import CONCLUSIVE_WIDTH
     ws = [p["summary"].get("conclusive_width") for p in paired if p["summary"].get("conclusive_width")]
     return float(ws[0]) if ws else CONCLUSIVE_WIDTH
 

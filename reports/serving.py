@@ -30,7 +30,7 @@ from . import palette as pal  # noqa: E402
 from .tables import markdown, pct, si  # noqa: E402
 
 TITLE = "6. Serving economics: a roofline of decode and prefill"
-BENCH_CMD = "`python -m experiments.decode_bench` (CPU; add `--device cuda` on a GPU)"
+BENCH_CMD = "`python -m experiments.bench.decode_vs_roofline` (CPU; add `--device cuda` on a GPU)"
 SWEEP = dict(hw="h100-sxm", weights="fp8", kv="bf16", context=4096, usd=2.0)
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 BOUND_MARKER = {"compute": "o", "memory": "s", "communication": "^"}

@@ -20,7 +20,9 @@ from accounting.flops import FLOP, training_flops_per_token
 from accounting.hardware import get_hardware
 from accounting.hf_config import load_shipped
 from accounting.memory import kv_cache_bytes
-from accounting.training_memory import Layout, Settings, auto_layout, plan
+from accounting.gpu_count import auto_layout
+from accounting.training_memory import plan
+from accounting.training_settings import Layout, Settings
 
 from .tables import markdown
 

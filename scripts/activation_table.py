@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from _saved_tensors import saved_activation_bytes
-from accounting.training_memory import total_activation_bytes
+from accounting.activations import total_activation_bytes
 from test_accounting_training_memory_torch import CASES, B, batch, build, settings_of
 
 

@@ -14,7 +14,8 @@ import sys
 import torch
 torch.set_num_threads(1)
 from accounting.shapes import ModelShape
-from accounting import training_memory as TM
+from accounting.training_memory import plan
+from accounting.training_settings import Layout, Settings
 import moe
 
 
@@ -36,7 +37,7 @@ opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 model(idx, tgt).loss.backward()
 opt.step()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-s = TM.Settings(seq_len=n, micro_batch=b, precision="fp32", weights="fp32", backend="loop", router_z_loss=False)
-r = TM.plan(shape, s, TM.Layout(1, 1, 1, 1, 0))
+s = Settings(seq_len=n, micro_batch=b, precision="fp32", weights="fp32", backend="loop", router_z_loss=False)
+r = plan(shape, s, Layout(1, 1, 1, 1, 0))
 print(json.dumps({"kind": kind, "peak_minus_before": peak - before, "planner_total": r.per_gpu_bytes["total"],
                   "planner": r.per_gpu_bytes, "ratio": (peak - before) / r.per_gpu_bytes["total"]}))

@@ -11,8 +11,9 @@ from accounting.cli import main
 from accounting.hardware import get_hardware
 from accounting.hf_config import load_shipped
 from accounting.serving import Layout as ServeLayout, memory_fit
-from accounting.training_memory import Settings, auto_layout, plan
-from accounting.training_memory import Layout as TrainLayout
+from accounting.gpu_count import auto_layout
+from accounting.training_memory import plan
+from accounting.training_settings import Settings
 
 
 def _json(capsys, argv):
@@ -53,7 +54,7 @@ def test_cost_gpus_auto_uses_the_training_memory_planner(capsys):
     assert a["per_gpu_bytes"]["total"] <= a["capacity_bytes"] == hw.memory_bytes
     assert d["wall_clock_days"] == pytest.approx(d["gpu_hours"] / d["gpus"] / 24)
     # no layout of half as many GPUs fits (the search is exhaustive below the count chosen)
-    from accounting.training_memory import candidate_layouts
+    from accounting.gpu_count import candidate_layouts
     assert not any(plan(shape, Settings(seq_len=4096, micro_batch=1), lay, hw).fits
                    for lay in candidate_layouts(shape, d["gpus"] // 2, hw.gpus_per_node))
 

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from accounting import scaling as S
+from accounting import scaling_evaluation as E
 from accounting.cli import load_config
 
 
@@ -66,7 +67,7 @@ def test_ludziejewski_by_hand():
 
 
 def test_numeric_optimum_matches_closed_form():
-    n, d, _ = S.optimal_split(S.hoffmann_loss, 5.76e23)
+    n, d, _ = E.optimal_split(S.hoffmann_loss, 5.76e23)
     assert (n, d) == pytest.approx(S.chinchilla_form_optimum(5.76e23, S.HOFFMANN_2022), rel=1e-6)
 
 
@@ -116,14 +117,14 @@ def test_krajewski_table2_losses(n_active, tokens, g, printed):
 @pytest.mark.parametrize("experts,n_opt,d_opt", [(1, 1.7e9, 9.7e9), (8, 990e6, 17e9), (32, 669e6, 24.9e9)])
 def test_ludziejewski_table1_compute_optimal(experts, n_opt, d_opt):
     # Table 1, budget 1e20 FLOP with 6 N_act D: printed to 2-3 digits, reproduced within 2%.
-    n, d, _ = S.optimal_split(lambda m, dd: S.ludziejewski_loss(m, dd, experts), 1e20)
+    n, d, _ = E.optimal_split(lambda m, dd: S.ludziejewski_loss(m, dd, experts), 1e20)
     assert n == pytest.approx(n_opt, rel=0.02) and d == pytest.approx(d_opt, rel=0.02)
 
 
 # ----- a shape put to every law -------------------------------------------------------------------------
 def test_deepseek_v3_results(v3):
-    res = {r.law: r for r in S.evaluate_all(v3, 14.8e12)}
-    assert set(res) == set(S.LAWS)
+    res = {r.law: r for r in E.evaluate_all(v3, 14.8e12)}
+    assert set(res) == set(E.LAWS)
     k = res["krajewski2024"]
     # REFERENCE.md's recomputation: loss 1.637, dense-equivalent 2.14e25 FLOP
     assert k.loss == pytest.approx(1.637, abs=1e-3) and k.dense_equivalent_flops == pytest.approx(2.14e25, rel=0.01)
@@ -131,7 +132,7 @@ def test_deepseek_v3_results(v3):
     assert res["deepseek_llm2024"].loss is None and res["deepseek_llm2024"].leverage is None
     for r in res.values():
         assert r.max_extrapolation > 1  # every law is far outside its fitted range at 671B / 14.8T
-    spread = S.disagreement(tuple(res.values()))
+    spread = E.disagreement(tuple(res.values()))
     assert spread.leverage_spread > 10  # Ludziejewski ~1.2x vs Abnar ~30x
     assert res["hoffmann2022"].leverage <= 1  # a dense law gives experts no credit
 
@@ -140,22 +141,22 @@ def test_dense_model_at_its_compute_optimum_has_leverage_one():
     # A dense model trained on exactly the tokens that make it Hoffmann-optimal for its own budget: no dense
     # model reaches its loss with less compute, so the leverage is 1; on 10x fewer or more tokens it is < 1.
     shape, _ = load_config("llama-3-8b")
-    n = S.scaling_point(shape, 1.0).active_params
+    n = E.scaling_point(shape, 1.0).active_params
     c = S.HOFFMANN_2022
     a, b = c["alpha"], c["beta"]
     g = (a * c["A"] / (b * c["B"])) ** (1 / (a + b))
     d_opt = (n / g) ** ((a + b) / b) / n  # N = G (N D)^(b/(a+b)) solved for D
-    assert S.law_hoffmann2022(S.scaling_point(shape, d_opt)).leverage == pytest.approx(1.0, rel=1e-4)
-    assert S.law_hoffmann2022(S.scaling_point(shape, d_opt)).optimal_tokens == pytest.approx(d_opt, rel=1e-6)
+    assert E.law_hoffmann2022(E.scaling_point(shape, d_opt)).leverage == pytest.approx(1.0, rel=1e-4)
+    assert E.law_hoffmann2022(E.scaling_point(shape, d_opt)).optimal_tokens == pytest.approx(d_opt, rel=1e-6)
     for f in (0.1, 10):
-        assert S.law_hoffmann2022(S.scaling_point(shape, f * d_opt)).leverage < 0.99
+        assert E.law_hoffmann2022(E.scaling_point(shape, f * d_opt)).leverage < 0.99
 
 
 def test_extrapolation_factors():
-    e = S.Extrapolation("params", 10.0, 1.0, 5.0)
+    e = E.Extrapolation("params", 10.0, 1.0, 5.0)
     assert e.factor == 2.0 and not e.inside and "2x above" in e.describe()
-    assert S.Extrapolation("params", 0.5, 1.0, 5.0).factor == 2.0
-    assert S.Extrapolation("params", 3.0, 1.0, 5.0).inside
+    assert E.Extrapolation("params", 0.5, 1.0, 5.0).factor == 2.0
+    assert E.Extrapolation("params", 3.0, 1.0, 5.0).inside
 
 
 def test_bad_inputs_raise():
@@ -164,7 +165,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError):
         S.abnar_loss(1e9, 1e9, 1.0)
     with pytest.raises(ValueError):
-        S.scaling_point(load_config("deepseek-v3")[0], -1)
+        E.scaling_point(load_config("deepseek-v3")[0], -1)
 
 
 # ----- the command ------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_cli_scaling_json_has_one_entry_per_law():
     from accounting.cli import run
     data = json.loads(run(["scaling", "--config", "deepseek-v3", "--tokens", "14.8T", "--seq-len", "4096",
                            "--format", "json"]))
-    assert [e["law"] for e in data["laws"]] == list(S.LAWS)
+    assert [e["law"] for e in data["laws"]] == list(E.LAWS)
     for e in data["laws"]:
         assert {"law", "loss", "dense_equivalent_flops", "leverage", "optimal_tokens", "optimal_active_params",
                 "extrapolation"} <= set(e)

@@ -295,10 +295,10 @@ def test_decode_bench_quick_writes_well_formed_csv(tmp_path):
     import subprocess
     import sys
     out = tmp_path / "decode_cpu.csv"
-    proc = subprocess.run([sys.executable, "-m", "experiments.decode_bench", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench.decode_vs_roofline", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    from experiments.decode_bench import FIELDS
+    from experiments.bench.decode_vs_roofline import FIELDS
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows and list(rows[0]) == FIELDS

@@ -12,8 +12,10 @@ from accounting import ModelShape, count_parameters
 from accounting.cli import main
 from accounting.hardware import get_hardware
 from accounting.hf_config import load_shipped
-from accounting.training_memory import (Layout, LayoutError, Settings, activation_bytes, auto_layout, plan,
-                                        sharded_state_bytes, state_bytes_per_parameter, total_activation_bytes)
+from accounting.activations import activation_bytes, total_activation_bytes
+from accounting.gpu_count import auto_layout
+from accounting.training_memory import plan, sharded_state_bytes, state_bytes_per_parameter
+from accounting.training_settings import Layout, LayoutError, Settings
 
 GB = 1e9
 
@@ -176,7 +178,7 @@ def test_auto_layout_is_the_smallest_count_that_fits():
                          get_hardware("h100-sxm"))
     assert big.fits and big.layout.gpus > 8
     smaller = big.layout.gpus - 8
-    from accounting.training_memory import candidate_layouts
+    from accounting.gpu_count import candidate_layouts
     assert not any(plan(LLAMA_405B, Settings(seq_len=8192, precision="bf16-pure", recompute="full"), lay,
                         get_hardware("h100-sxm")).fits for lay in candidate_layouts(LLAMA_405B, smaller))
 

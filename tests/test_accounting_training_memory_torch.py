@@ -10,7 +10,9 @@ import functools
 import pytest
 import torch
 
-from accounting.training_memory import Layout, Settings, activation_bytes, plan, total_activation_bytes
+from accounting.activations import activation_bytes, total_activation_bytes
+from accounting.training_memory import plan
+from accounting.training_settings import Layout, Settings
 from _saved_tensors import saved_activation_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")

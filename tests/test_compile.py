@@ -56,7 +56,7 @@ def test_grouped_moe_layer_has_no_graph_breaks():
 
 
 def _tiny(name: str, *overrides: str):
-    from experiments.paired_bench import build
+    from experiments.bench.paired import build
     from experiments.trainer import build_model
     spec = build([name], "demo", "tiny", ["model.shape.n_layers=2", "model.shape.seq_len=32", *overrides])[name]
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from dense.static_cache import CompiledDecoder, static_cache
 
 
 def _tiny(name: str):
-    from experiments.paired_bench import build
+    from experiments.bench.paired import build
     from experiments.trainer import build_model
     spec = build([name], "demo", "tiny", ["model.shape.n_layers=2", "model.shape.seq_len=32"])[name]
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from accounting import ModelShape
 from accounting.flops import decode_flops_per_token
 from accounting.memory import kv_cache_elements
-from experiments.decode_timing import format_table, time_decode
+from experiments.bench.decode_vs_recompute import format_table, time_decode
 
 TOL = dict(rtol=1e-5, atol=1e-5)  # fp32; differences come only from summation order in attention
 

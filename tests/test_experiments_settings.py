@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import moe
-from accounting.shapes import ModelShape
+from accounting.shapes import ModelShape, split_optional
 from experiments import describe, settings
 from experiments.config import (CONF_DIR, MOVED_TO_SHAPE, ConfigError, F, compose, one_line, schema, to_plain,
                                 upgrade_saved_config, validate)
@@ -32,7 +32,7 @@ class left out of the settings tree fails the tests)."""
 def _leaves(cls, prefix):
     hints = settings.field_types(cls)
     return [prefix + f.name for f in dataclasses.fields(cls)
-            if not dataclasses.is_dataclass(settings.split_optional(hints[f.name])[0])]
+            if not dataclasses.is_dataclass(split_optional(hints[f.name])[0])]
 
 
 def test_describe_cli_lists_every_field_with_type_default_and_meaning():

@@ -210,7 +210,7 @@ def test_ddp_checkpoint_resumes_under_fsdp_to_the_same_losses(tmp_path, cache, d
 
 
 def test_bench_writes_csv(tmp_path):
-    from experiments import bench
+    from experiments.bench import grid as bench
     out = tmp_path / "bench.csv"
     bench.main(["--what", "layer", "model", "decode", "--experts", "4", "--top-k", "2", "--tokens", "256",
                 "--contexts", "16", "--warmup", "0", "--repeats", "1", "--out", str(out), "--quiet"])

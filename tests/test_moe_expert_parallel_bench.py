@@ -1,4 +1,4 @@
-"""``python -m experiments.ep_bench``: 2 gloo ranks launched by the module itself time dispatch, expert
+"""``python -m experiments.bench.expert_parallel``: 2 gloo ranks launched by the module itself time dispatch, expert
 compute and combine separately and write the bytes beside accounting.serving's uniform-routing expectation."""
 import json
 import os
@@ -12,7 +12,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 def test_ep_bench_times_the_three_phases_and_counts_bytes(tmp_path):
     out = tmp_path / "ep.json"
-    p = subprocess.run([sys.executable, "-m", "experiments.ep_bench", "--tokens", "128", "--d-model", "16",
+    p = subprocess.run([sys.executable, "-m", "experiments.bench.expert_parallel", "--tokens", "128", "--d-model", "16",
                         "--experts", "4", "--top-k", "2", "--repeats", "2", "--warmup", "1", "--out", str(out)],
                        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
@@ -32,6 +32,6 @@ def test_ep_bench_times_the_three_phases_and_counts_bytes(tmp_path):
 
 
 def test_ep_bench_refuses_a_split_that_does_not_divide(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "experiments.ep_bench", "--nproc", "3", "--experts", "8"], cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "experiments.bench.expert_parallel", "--nproc", "3", "--experts", "8"], cwd=tmp_path,
                        env=ENV, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--nproc 3 must divide --experts 8" in p.stderr.strip().splitlines()[-1]

@@ -1,4 +1,4 @@
-"""experiments.moe_layer_bench: a quick run writes a well-formed CSV; the numerical check stops a wrong
+"""experiments.bench.moe_layer: a quick run writes a well-formed CSV; the numerical check stops a wrong
 contender before it is timed; peers (when importable) pass it on the same weights."""
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import subprocess
 import pytest
 import torch
 
-from experiments import moe_layer_bench as B
+from experiments.bench import moe_layer as B
+from experiments.bench import moe_layer_contenders as C
 from experiments.environment import REPO
+
+_spec = importlib.util.spec_from_file_location("moe_layer_against_commit", REPO / "scripts" / "moe_layer_against_commit.py")
+S = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(S)
 
 QUICK = ["--quick", "--shapes", "fine", "--dtypes", "fp32", "--threads", "1", "--quiet"]
 
@@ -55,13 +60,13 @@ def test_grouped_from_a_commit_is_timed_beside_today(tmp_path, capsys):
     if subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).returncode:
         pytest.skip("not a git checkout")
     out = tmp_path / "bench.csv"
-    B.run(B.parse_args(QUICK + ["--no-peers", "--backends", "grouped", "--grouped-from", "HEAD", "--out", str(out)]))
+    S.run(S.parse_args(QUICK + ["--no-peers", "--backends", "grouped", "--grouped-from", "HEAD", "--out", str(out)]))
     _, rows = _rows(out)
     times = {r["contender"]: r for r in rows if r["row"] == "time"}
     assert times["ours_grouped@HEAD"]["status"] == "ok" and float(times["ours_grouped@HEAD"]["rel_err"]) <= 1e-4
     assert any(r["row"] == "ratio" and r["vs"] == "ours_grouped@HEAD" for r in rows)
     with pytest.raises(SystemExit) as e:
-        B.parse_args(["--grouped-from", "no-such-commit"])
+        S.parse_args(["--grouped-from", "no-such-commit"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--grouped-from no-such-commit" in err and "Traceback" not in err
@@ -90,12 +95,12 @@ def test_rel_err_forgives_a_few_tied_tokens_only():
     ref = torch.randn(200, 16)
     few = ref.clone()
     few[:3] += 5.0                                     # 1.5% of tokens routed differently (ties)
-    assert B.rel_err(few, ref) < 1e-6
-    assert B.rel_err(ref * 1.001, ref) == pytest.approx(1e-3, rel=1e-3)
+    assert C.rel_err(few, ref) < 1e-6
+    assert C.rel_err(ref * 1.001, ref) == pytest.approx(1e-3, rel=1e-3)
     many = ref.clone()
     many[:20] += 5.0                                   # 10%: a real difference
-    assert B.rel_err(many, ref) > 0.1
-    assert B.rel_err(torch.full_like(ref, float("nan")), ref) != B.rel_err(ref, ref)  # NaN fails
+    assert C.rel_err(many, ref) > 0.1
+    assert C.rel_err(torch.full_like(ref, float("nan")), ref) != C.rel_err(ref, ref)  # NaN fails
 
 
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs transformers")

@@ -56,7 +56,7 @@ def _write_run(root: Path, family: str, moe: bool, balancing: str, steps: int = 
 
 
 def _write_bench(path: Path) -> None:
-    from experiments.bench import COLUMNS
+    from experiments.bench.grid import COLUMNS
     rows = [{"kind": "matmul_peak", "dtype": "fp32", "tokens": 1024, "median_s": 0.02, "tflops_per_s": 0.1},
             {"kind": "layer", "ffn": "dense", "backend": "dense", "n_experts": 0, "top_k": 2, "tokens": 512,
              "median_s": 0.01, "flops": 1e9, "tflops_per_s": 0.1},
@@ -75,7 +75,7 @@ def _write_bench(path: Path) -> None:
 
 def _write_paired(path: Path, repeats: int = 6) -> dict:
     """A real (short) paired benchmark of the demo's dense and moe models."""
-    from experiments import paired_bench as PB
+    from experiments.bench import paired as PB
     rows, summary, env = PB.run(["dense", "moe"], repeats=repeats, warmup=1, progress=False)
     PB.write(path, rows, summary, env)
     return summary
@@ -90,7 +90,7 @@ def report(tmp_path_factory):
     _write_run(root, "moe_none", True, "none")
     _write_bench(root / "bench.csv")
     _write_paired(root / "paired")
-    from experiments import moe_layer_bench as MLB
+    from experiments.bench import moe_layer as MLB
     MLB.run(MLB.parse_args(["--quick", "--shapes", "fine", "--dtypes", "fp32", "--threads", "1", "--quiet",
                             "--no-peers", "--out", str(root / "moe_layer_cpu.csv")]))
     out = tmp_path_factory.mktemp("out")

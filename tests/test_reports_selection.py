@@ -72,7 +72,7 @@ def test_stale_figures_are_removed_and_names_are_stable(two_experiments, tmp_pat
 
 
 def _bench_csv(path: Path, moe_tflops: float, recompute_ms: float, device: str) -> None:
-    from experiments.bench import COLUMNS
+    from experiments.bench.grid import COLUMNS
     rows = [{"kind": "layer", "backend": "dense", "n_experts": 0, "top_k": 2, "tokens": 512, "median_s": 0.01,
              "flops": 1e9, "tflops_per_s": 0.1},
             {"kind": "layer", "backend": "loop", "n_experts": 4, "top_k": 2, "tokens": 512, "median_s": 0.02,
@@ -157,7 +157,7 @@ def test_cli_default_writes_an_untracked_demo_report(tmp_path, monkeypatch, caps
 
 
 def test_bootstrap_and_verdict():
-    from experiments.paired_bench import bootstrap_median, verdict
+    from experiments.bench.paired import bootstrap_median, verdict
     rng = np.random.default_rng(1)
     x = 1.2 + 0.05 * rng.standard_normal(500)
     med, lo, hi = bootstrap_median(x)
@@ -173,7 +173,7 @@ def test_bootstrap_and_verdict():
 
 
 def test_paired_cli_rejects_bad_input(capsys):
-    from experiments.paired_bench import main
+    from experiments.bench.paired import main
     assert main(["--models", "moe", "deepseek", "--repeats", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "dense" in err and len(err.splitlines()) == 1

@@ -1,12 +1,14 @@
 """Micro-benchmarks: ``python -m experiments.bench [--grid cpu|gpu] [--out bench.csv]``.
 
+(``experiments.bench.grid``; ``python -m experiments.bench`` runs it, as does ``python -m experiments.bench.grid``.)
+
 Rows of the CSV (``kind``):
   * ``matmul_peak``: the best n x n x n matmul, the measured peak MFU-style numbers can be held against;
   * ``layer``: forward + backward of ONE FFN layer (dense FFN, or the MoE FFN with each expert backend:
     loop, grouped, and megablocks when importable on CUDA) on ``tokens`` tokens;
   * ``model``: forward + backward of a whole model (dense or MoE per backend), ``tokens`` = batch x seq;
   * ``decode`` / ``recompute``: one new token with a KV cache vs a full forward over the context, per
-    context length (``experiments.decode_timing.time_decode``).
+    context length (``experiments.bench.decode_vs_recompute.time_decode``).
 Each timed row is the MEDIAN of ``--repeats`` runs after ``--warmup`` runs (CUDA events on a GPU,
 ``time.perf_counter`` on a CPU). ``flops`` are accounting's count in FLOP (2 per multiply-add;
 training = 3 x forward), ``tflops_per_s = flops / median_s / 1e12``. Every row carries the environment
@@ -23,18 +25,19 @@ import importlib.util
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+import moe
 from accounting.flops import FLOP, decode_flops_per_token, ffn_macs_per_token, forward_flops, \
     full_recompute_flops
 from accounting.shapes import ModelShape
 
-from .environment import device_name, git_commit, measure_matmul_peak
+from ..environment import device_name, git_commit, measure_matmul_peak
+from .decode_vs_recompute import time_decode
+from .timing import DTYPES, time_fn
 
 
 @dataclass(frozen=True)
@@ -67,36 +70,12 @@ COLUMNS = ["kind", "ffn", "backend", "d_model", "n_experts", "top_k", "d_expert"
            "dtype", "median_s", "min_s", "repeats", "flops", "flop_convention", "tflops_per_s",
            "device", "device_name", "torch", "git_commit", "note", "cpu_count", "torch_threads"]
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
 def available_backends(device: torch.device) -> list[str]:
     """loop and grouped always; megablocks when importable and on CUDA."""
     out = ["loop", "grouped"]
     if device.type == "cuda" and importlib.util.find_spec("megablocks") is not None:
         out.append("megablocks")
     return out
-
-
-def time_once(fn: Callable[[], None], device: torch.device) -> float:
-    """Seconds for one call of ``fn`` (CUDA events on a GPU, so queued kernels are counted; wall clock on a CPU)."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def time_fn(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    return [time_once(fn, device) for _ in range(repeats)]
 
 
 def make_shape(g: Grid, n_experts: int, top_k: int, n_layers: int, seq_len: int) -> ModelShape:
@@ -110,9 +89,7 @@ def make_shape(g: Grid, n_experts: int, top_k: int, n_layers: int, seq_len: int)
 
 
 def build(shape: ModelShape, backend: str, device: torch.device, dtype: str) -> torch.nn.Module:
-    import moe
-
-    return moe.build_model(shape, backend=backend).to(device=device, dtype=TORCH_DTYPES[dtype])
+    return moe.build_model(shape, backend=backend).to(device=device, dtype=DTYPES[dtype])
 
 
 def find_ffn(model: torch.nn.Module) -> torch.nn.Module:
@@ -125,7 +102,7 @@ def bench_layer(g: Grid, n_experts: int, top_k: int, tokens: int, backend: str, 
     shape = make_shape(g, n_experts, top_k, n_layers=1, seq_len=min(tokens, g.seq_len))
     ffn = find_ffn(build(shape, backend, device, g.dtype))
     seq = shape.seq_len
-    x = torch.randn(tokens // seq, seq, g.d_model, device=device, dtype=TORCH_DTYPES[g.dtype],
+    x = torch.randn(tokens // seq, seq, g.d_model, device=device, dtype=DTYPES[g.dtype],
                     requires_grad=True)
 
     def step():
@@ -149,8 +126,7 @@ def bench_model(g: Grid, n_experts: int, top_k: int, tokens: int, backend: str, 
 
 
 def bench_decode(g: Grid, device, args) -> list[dict]:
-    """Incremental decode vs full recompute per context (``experiments.decode_timing.time_decode``)."""
-    from .decode_timing import time_decode
+    """Incremental decode vs full recompute per context (``decode_vs_recompute.time_decode``)."""
     rows = []
     for context in g.contexts:
         shape = make_shape(g, 0, 4, n_layers=g.n_layers, seq_len=max(g.contexts) + 1)
@@ -193,7 +169,7 @@ def run(args: argparse.Namespace) -> Path:
            "git_commit": git_commit(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     rows: list[dict] = []
     n = 4096 if device.type == "cuda" else 1024
-    peak = measure_matmul_peak(device, n=n, repeats=args.repeats, dtype=TORCH_DTYPES[g.dtype])
+    peak = measure_matmul_peak(device, n=n, repeats=args.repeats, dtype=DTYPES[g.dtype])
     rows.append({"kind": "matmul_peak", "dtype": g.dtype, "tokens": n, "flops": 2 * n ** 3,
                  "median_s": 2 * n ** 3 / peak, "tflops_per_s": peak / 1e12, "repeats": args.repeats,
                  "flop_convention": "2 per multiply-add", "note": f"best of {args.repeats} {n}^3 matmuls"})
@@ -245,7 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--what", nargs="+", choices=["layer", "model", "decode"],
                    default=["layer", "model", "decode"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default=None, help="override the grid's dtype")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="override the grid's dtype")
     p.add_argument("--experts", type=int, nargs="+", help="override the grid's expert counts")
     p.add_argument("--top-k", type=int, nargs="+", help="override the grid's top-k values")
     p.add_argument("--tokens", type=int, nargs="+", help="override the grid's token counts")

@@ -7,10 +7,10 @@ peak and memory read bandwidth, which it feeds to ``accounting.serving.decode_st
 prediction per point. Repeats are interleaved over the batches (round r times every batch once), so a
 slow spell on a shared machine spreads over all points instead of sinking one.
 
-    python -m experiments.decode_bench                        # CPU, ~4-6 min on one core; writes the files below
-    python -m experiments.decode_bench --device cuda          # the same on a GPU (bf16, larger models)
-    python -m experiments.decode_bench --quick --out /tmp/q.csv   # seconds; for tests
-    python -m experiments.decode_bench --compile --out runs/decode_cpu_compiled.csv   # torch.compile'd steps
+    python -m experiments.bench.decode_vs_roofline                 # CPU, ~4-6 min on one core; writes the files below
+    python -m experiments.bench.decode_vs_roofline --device cuda   # the same on a GPU (bf16, larger models)
+    python -m experiments.bench.decode_vs_roofline --quick --out /tmp/q.csv   # seconds; for tests
+    python -m experiments.bench.decode_vs_roofline --compile --out runs/decode_cpu_compiled.csv   # torch.compile'd
 
 Writes ``--out`` (CSV, one row per (model, context, batch), appended as each block of points completes,
 so a crash keeps what was measured) and ``<out stem>_env.json`` (device, CPU model, cores, threads, torch,
@@ -33,6 +33,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -41,11 +42,15 @@ import torch
 import moe
 
 from accounting.hardware import Hardware
+from accounting.memory import kv_cache_elements_per_token
 from accounting.params import count_parameters
 from accounting.serving import Layout, decode_step, expected_distinct_experts
 from accounting.shapes import ModelShape
 
-from .environment import environment, measure_matmul_peak
+from ..environment import environment, measure_matmul_peak
+from .timing import DTYPES, quartiles, timed
+
+PROG = "python -m experiments.bench.decode_vs_roofline"
 
 FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "context", "batch", "repeats",
           "step_s_median", "step_s_q1", "step_s_q3", "step_s_min", "step_s_max", "tokens_per_s_median",
@@ -53,7 +58,6 @@ FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "contex
           "predicted_bytes", "predicted_kv_bytes", "predicted_routed_bytes", "predicted_flops_fma2",
           "measured_over_predicted_tokens_per_s", "distinct_experts_measured", "distinct_experts_predicted",
           "total_params", "active_params", "peak_flops_per_s", "bandwidth_bytes_per_s"]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def model_shapes(d: int, layers: int, heads: int, vocab: int, ffn: int, max_len: int) -> dict[str, ModelShape]:
@@ -70,22 +74,11 @@ def model_shapes(d: int, layers: int, heads: int, vocab: int, ffn: int, max_len:
     }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_bandwidth(device: torch.device, n_bytes: int, repeats: int = 5) -> float:
     """Best read bandwidth (bytes/s) of summing an ``n_bytes`` fp32 tensor (reads it once)."""
     x = torch.randn(n_bytes // 4, device=device)
     x.sum()
-    best = math.inf
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        x.sum()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
+    best = min(timed(x.sum, device)[0] for _ in range(repeats))
     return x.numel() * 4 / best
 
 
@@ -115,13 +108,6 @@ def filled_cache(model, batch: int, context: int, device: torch.device):
     return cache
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return xs[0], xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return q[0], q[2]
-
-
 @torch.no_grad()
 def bench_block(model, shape: ModelShape, batches: list[int], context: int, repeats: int,
                 device: torch.device, max_step_s: float = math.inf, step_fn=None) -> dict[int, dict]:
@@ -142,21 +128,14 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
 
     kept = []
     for b in sorted(batches):  # warm-up, smallest first; stop growing the batch past the time budget
-        _sync(device)
-        t0 = time.perf_counter()
-        step(b)
-        _sync(device)
         kept.append(b)
-        if time.perf_counter() - t0 > max_step_s:
+        if timed(lambda: step(b), device)[0] > max_step_s:
             break
     batches = kept
     for _ in range(repeats):
         for b in batches:
-            _sync(device)
-            t0 = time.perf_counter()
-            out = step(b)
-            _sync(device)
-            times[b].append(time.perf_counter() - t0)
+            step_s, out = timed(lambda: step(b), device)
+            times[b].append(step_s)
             if isinstance(out, moe.MoEOutput):
                 distinct[b].append(statistics.fmean(float((s.tokens_per_expert > 0).sum())
                                                     for s in out.router_stats))
@@ -166,7 +145,7 @@ def bench_block(model, shape: ModelShape, batches: list[int], context: int, repe
 
 
 def parse_args(argv: Sequence[str] | None):
-    p = argparse.ArgumentParser(prog="python -m experiments.decode_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp32 on CPU, bf16 on CUDA")
     p.add_argument("--out", default=None, help="CSV path (default reports/data/decode_<device>.csv)")
@@ -202,6 +181,87 @@ def _plan(a, gpu: bool) -> tuple[int, int, list[int], list[int], int]:
             a.contexts or [64, 512, 2048], a.repeats)
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every block of one run shares: device, dtype, the measured roofline and the grid."""
+
+    device: torch.device
+    dtype: torch.dtype
+    dtype_name: str
+    hw: Hardware
+    layout: Layout
+    peak: float
+    bw: float
+    batches: list[int]
+    contexts: list[int]
+    repeats: int
+    cap_bytes: float
+    max_step_s: float
+    row_device: str
+    t_start: float
+
+
+def _select_models(shapes: dict[str, ModelShape], wanted: list[str] | None) -> dict[str, ModelShape]:
+    """``shapes`` restricted to ``wanted`` (all when None); ValueError naming the unknown ones."""
+    if not wanted:
+        return shapes
+    unknown = sorted(set(wanted) - set(shapes))
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(shapes)}")
+    return {k: v for k, v in shapes.items() if k in wanted}
+
+
+def _measure_roofline(device: torch.device, dtype: torch.dtype, quick: bool) -> tuple[float, float]:
+    """This device's matmul peak (FLOP/s, 2 per multiply-add) and read bandwidth (bytes/s), measured now."""
+    gpu = device.type == "cuda"
+    peak = measure_matmul_peak(device, n=256 if quick else (8192 if gpu else 1024), dtype=dtype)
+    bw = measure_bandwidth(device, (16 if quick else (4096 if gpu else 512)) * 2 ** 20)
+    return peak, bw
+
+
+def _bench_model(name: str, shape: ModelShape, model, step_fn, st: _Setup, w, fh) -> None:
+    """Every context of one model: time the batches that fit, write a row per batch, print a line."""
+    c = count_parameters(shape)
+    for n in st.contexts:
+        ok = [b for b in st.batches if b * (n + 1) * _kv_bytes_per_token(shape, st.dtype) <= st.cap_bytes]
+        if len(ok) < len(st.batches):
+            print(f"  {name} context {n}: skipping batch {', '.join(map(str, sorted(set(st.batches) - set(ok))))} "
+                  f"(KV cache over {st.cap_bytes / 1e9:g} GB)", flush=True)
+        if not ok:
+            continue
+        res = bench_block(model, shape, ok, n, st.repeats, st.device, st.max_step_s, step_fn)
+        if len(res) < len(ok):
+            print(f"  {name} context {n}: stopped at batch {max(res)} (a step took over {st.max_step_s:g} s)",
+                  flush=True)
+        ok = sorted(res)
+        for b in ok:
+            pred = decode_step(shape, st.hw, st.layout, b, n)
+            w.writerow(_row(shape, c, res[b], pred, name=name, context=n, batch=b, dtype=st.dtype_name,
+                            peak=st.peak, bw=st.bw, device=st.row_device))
+        fh.flush()
+        print(f"  {name:10s} n={n:5d} " + " ".join(
+            f"B{b}:{1e3 * statistics.median(res[b]['times']):.2f}ms" for b in ok)
+              + f"  [{time.time() - st.t_start:.0f}s]", flush=True)
+
+
+def _run_models(shapes: dict[str, ModelShape], st: _Setup, compile: bool, env: dict, out: Path) -> None:
+    """Build, optionally compile, and time every model; rows go to ``out`` as they complete."""
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        fh.flush()
+        env["compile"], env["compile_s"] = compile, {}
+        for name, shape in shapes.items():
+            model = build(shape, st.device, st.dtype, "grouped" if compile and shape.is_moe else "loop")
+            step_fn = decode_step_fn(model, compile)
+            if compile:   # the first calls compile: batch 1 (specialised) and batch 2 (symbolic), context 2
+                env["compile_s"][name], _ = timed(
+                    lambda: bench_block(model, shape, [1, 2], 2, 1, st.device, step_fn=step_fn), st.device)
+                print(f"  {name}: compiled the decode step in {env['compile_s'][name]:.1f} s", flush=True)
+            _bench_model(name, shape, model, step_fn, st, w, fh)
+            del model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     device = torch.device(a.device)
@@ -219,23 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(a.out or f"reports/data/decode_{device.type}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     env_path = out.with_name(out.stem + "_env.json")
-    shapes = model_shapes(d, layers, a.heads, a.vocab, 4 * d, max(contexts) + 2)
-    if a.models:
-        unknown = sorted(set(a.models) - set(shapes))
-        if unknown:
-            print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(shapes)}", file=sys.stderr)
-            return 2
-        shapes = {k: v for k, v in shapes.items() if k in a.models}
+    try:
+        shapes = _select_models(model_shapes(d, layers, a.heads, a.vocab, 4 * d, max(contexts) + 2), a.models)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
-
-    # this device's roofline, measured now
-    peak = measure_matmul_peak(device, n=256 if a.quick else (8192 if gpu else 1024), dtype=dtype)
-    bw = measure_bandwidth(device, (16 if a.quick else (4096 if gpu else 512)) * 2 ** 20)
-    hw = Hardware(f"measured {device.type}", peak_bf16_flops_per_s=peak, peak_fp32_flops_per_s=peak,
-                  memory_bandwidth_bytes_per_s=bw)
-    layout = Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name)
+    peak, bw = _measure_roofline(device, dtype, a.quick)
     env = environment(device, dtype_name)
-    env.update({"command": " ".join(["python -m experiments.decode_bench", *(argv or sys.argv[1:])]),
+    env.update({"command": " ".join([PROG, *(argv or sys.argv[1:])]),
                 "measured_peak_flops_fma2_per_s": peak, "measured_read_bandwidth_bytes_per_s": bw,
                 "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
                 "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",
@@ -244,48 +296,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_path.write_text(json.dumps(env, indent=2))
     print(f"# {env['device_name']} ({env['cpu_model']}), {torch.get_num_threads()} thread(s), {dtype_name}: "
           f"matmul peak {peak / 1e9:.1f} GFLOP/s, read bandwidth {bw / 1e9:.1f} GB/s -> {out}", flush=True)
-
-    t_start = time.time()
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        fh.flush()
-        env["compile"], env["compile_s"] = a.compile, {}
-        for name, shape in shapes.items():
-            model = build(shape, device, dtype, "grouped" if a.compile and shape.is_moe else "loop")
-            step_fn = decode_step_fn(model, a.compile)
-            if a.compile:   # the first calls compile: batch 1 (specialised) and batch 2 (symbolic), context 2
-                t0 = time.perf_counter()
-                bench_block(model, shape, [1, 2], 2, 1, device, step_fn=step_fn)
-                env["compile_s"][name] = time.perf_counter() - t0
-                print(f"  {name}: compiled the decode step in {env['compile_s'][name]:.1f} s", flush=True)
-            c = count_parameters(shape)
-            for n in contexts:
-                ok = [b for b in batches
-                      if b * (n + 1) * _kv_bytes_per_token(shape, dtype) <= cap]
-                if len(ok) < len(batches):
-                    print(f"  {name} context {n}: skipping batch {', '.join(map(str, sorted(set(batches) - set(ok))))} "
-                          f"(KV cache over {cap / 1e9:g} GB)", flush=True)
-                if not ok:
-                    continue
-                res = bench_block(model, shape, ok, n, repeats, device, max_step, step_fn)
-                if len(res) < len(ok):
-                    print(f"  {name} context {n}: stopped at batch {max(res)} (a step took over {max_step:g} s)",
-                          flush=True)
-                ok = sorted(res)
-                for b in ok:
-                    pred = decode_step(shape, hw, layout, b, n)
-                    row = _row(shape, c, res[b], pred, name=name, context=n, batch=b, dtype=dtype_name, peak=peak,
-                               bw=bw, device=env["cpu_model"] if device.type == "cpu" else env["device_name"])
-                    w.writerow(row)
-                fh.flush()
-                print(f"  {name:10s} n={n:5d} " + " ".join(
-                    f"B{b}:{1e3 * statistics.median(res[b]['times']):.2f}ms" for b in ok)
-                      + f"  [{time.time() - t_start:.0f}s]", flush=True)
-            del model
+    st = _Setup(device, dtype, dtype_name,
+                Hardware(f"measured {device.type}", peak_bf16_flops_per_s=peak, peak_fp32_flops_per_s=peak,
+                         memory_bandwidth_bytes_per_s=bw),
+                Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name),
+                peak, bw, batches, contexts, repeats, cap, max_step,
+                env["cpu_model"] if device.type == "cpu" else env["device_name"], time.time())
+    _run_models(shapes, st, a.compile, env, out)
     env["finished_unix_s"] = time.time()
     env_path.write_text(json.dumps(env, indent=2))
-    print(f"wrote {out} and {env_path} in {time.time() - t_start:.0f}s")
+    print(f"wrote {out} and {env_path} in {time.time() - st.t_start:.0f}s")
     return 0
 
 
@@ -294,7 +314,7 @@ def _row(shape: ModelShape, c, res: dict, pred: dict, *, name: str, context: int
     """One CSV row: the measured step times at (context, batch) beside the roofline's prediction ``pred``."""
     ts = res["times"]
     med = statistics.median(ts)
-    q1, q3 = _quartiles(ts)
+    q1, _, q3 = quartiles(ts)
     return {"device": device, "dtype": dtype, "model": name,
             "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
             "context": context, "batch": batch, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
@@ -314,7 +334,6 @@ def _row(shape: ModelShape, c, res: dict, pred: dict, *, name: str, context: int
 
 
 def _kv_bytes_per_token(shape: ModelShape, dtype: torch.dtype) -> float:
-    from accounting.memory import kv_cache_elements_per_token
     return kv_cache_elements_per_token(shape) * torch.finfo(dtype).bits / 8
 
 

@@ -1,9 +1,9 @@
 """Expert-parallel MoE layer timing: dispatch, expert compute and combine measured separately, beside the
 bytes each rank sent and the bandwidth of a plain ``all_to_all_single`` of the same buffer.
 
-  python -m experiments.ep_bench                          # 2 gloo ranks on this CPU, launched by itself
-  python -m experiments.ep_bench --tokens 4096 --d-model 512 --experts 16 --top-k 4 --out runs/ep_bench/ep.json
-  torchrun --nproc_per_node=2 -m experiments.ep_bench     # the same under torchrun (NCCL on GPUs)
+  python -m experiments.bench.expert_parallel                          # 2 gloo ranks on this CPU, launched by itself
+  python -m experiments.bench.expert_parallel --tokens 4096 --d-model 512 --experts 16 --top-k 4 --out runs/ep_bench/ep.json
+  torchrun --nproc_per_node=2 -m experiments.bench.expert_parallel     # the same under torchrun (NCCL on GPUs)
 
 One ``MoEFFN`` (GELU experts of width 2 d, softmax router at its random initialisation: close to uniform
 routing) with its routed experts split over the ranks (``moe.expert_parallel``); each rank routes
@@ -18,7 +18,7 @@ shape on G = ranks GPUs of one node in fp32 (uniform routing, one copy per desti
 deduplicated variant. Forward only (the backward moves the same bytes again). Rank 0 prints a table and
 writes ``--out`` (JSON).
 
-  python -m experiments.ep_bench --from-run runs/<experiment>/<model>/<size>-seed<seed>
+  python -m experiments.bench.expert_parallel --from-run runs/<experiment>/<model>/<size>-seed<seed>
 
 reads a finished ``train.expert_parallel`` run instead (no ranks launched): its ``ep_dispatch_bytes`` and
 ``ep_combine_bytes`` summed over the logged steps and ranks, per token of those steps, beside the same
@@ -29,15 +29,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+from accounting.hardware import get_hardware
+from accounting.serving import Layout, expert_parallel_bytes_per_token
+from accounting.shapes import ModelShape
+from moe.expert_parallel import ExpertParallelExperts
+from moe.moe_ffn import MoEFFN
+from moe.router import RouterConfig
+
+from ..config import build_shape
+from ..environment import REPO
+from ..metrics import read_metrics
+from .timing import timed
+
+MODULE = "experiments.bench.expert_parallel"
+PHASES = ("dispatch_s", "compute_s", "combine_s", "dedup_dispatch_bytes")
+"""Per-forward entries of ``ExpertParallelExperts.profile`` recorded per repeat."""
+
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.ep_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.expert_parallel", description=__doc__.splitlines()[0])
     p.add_argument("--nproc", type=int, default=2, help="ranks to launch when not under torchrun (default 2)")
     p.add_argument("--tokens", type=int, default=2048, help="tokens per rank per forward")
     p.add_argument("--d-model", type=int, default=256)
@@ -65,15 +86,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def launch(argv: list[str], a: argparse.Namespace) -> int:
     """Run this module as ``a.nproc`` gloo ranks on this machine (env://, as torchrun would)."""
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    repo = str(Path(__file__).resolve().parent.parent)
+    repo = str(REPO)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": str(a.threads), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(a.nproc)}
-    procs = [subprocess.Popen([sys.executable, "-m", "experiments.ep_bench", *argv],
+    procs = [subprocess.Popen([sys.executable, "-m", MODULE, *argv],
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(a.nproc)]
     deadline = time.time() + a.timeout
     try:
@@ -89,54 +109,45 @@ def launch(argv: list[str], a: argparse.Namespace) -> int:
     return max(p.returncode for p in procs)
 
 
-def measure(a: argparse.Namespace) -> dict | None:
-    """Every rank: time the phases; rank 0 returns the record (others None)."""
-    import torch
-    import torch.distributed as dist
-
-    from accounting.hardware import get_hardware
-    from accounting.serving import Layout, expert_parallel_bytes_per_token
-    from accounting.shapes import ModelShape
-    from moe.expert_parallel import ExpertParallelExperts
-    from moe.moe_ffn import MoEFFN
-    from moe.router import RouterConfig
-
-    torch.set_num_threads(a.threads)
+def _init_rank(threads: int) -> tuple[torch.device, int, int]:
+    """Thread count, device (this rank's GPU, else the CPU) and process group (NCCL / gloo): (device, rank, world)."""
+    torch.set_num_threads(threads)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() \
         else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    shape = ModelShape(vocab_size=256, d_model=a.d_model, n_layers=1, n_heads=1, seq_len=a.tokens,
-                       n_experts=a.experts, top_k=a.top_k, d_expert=2 * a.d_model)
-    torch.manual_seed(0)
-    layer = MoEFFN(shape, RouterConfig(), a.backend).to(device)
-    layer.experts = ExpertParallelExperts(layer.experts)
+    return device, dist.get_rank(), dist.get_world_size()
+
+
+def _plain_all_to_all_s(layer: MoEFFN, x: torch.Tensor, world: int, device: torch.device) -> float:
+    """Seconds of a plain ``all_to_all_single`` of a buffer with the dispatch's split sizes (gloo's/NCCL's
+    bandwidth on this routing)."""
     ep = layer.experts
-    x = torch.randn(1, a.tokens, a.d_model, generator=torch.Generator().manual_seed(rank)).to(device)
+    r = layer.router(x.reshape(-1, x.size(-1)))
+    dest = r.indices.reshape(-1).div(ep.n_local, rounding_mode="floor")
+    send = torch.bincount(dest, minlength=world)
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send)
+    buf = torch.empty(int(send.sum()), x.size(-1), device=device)
+    out = torch.empty(int(recv.sum()), x.size(-1), device=device)
+    dist.barrier()
+    return timed(lambda: dist.all_to_all_single(out, buf, recv.tolist(), send.tolist()), device)[0]
+
+
+def _time_phases(layer: MoEFFN, x: torch.Tensor, a: argparse.Namespace, world: int,
+                 device: torch.device) -> dict[str, float]:
+    """This rank's medians over ``a.repeats`` forwards (after ``a.warmup``) of each phase and byte count."""
+    ep = layer.experts
     rows: dict[str, list[float]] = {k: [] for k in ("dispatch_s", "compute_s", "combine_s", "a2a_s",
                                                     "dispatch_bytes", "combine_bytes", "dedup_dispatch_bytes")}
     with torch.no_grad():
         for i in range(a.warmup + a.repeats):
             ep.profile = {}
             layer(x)
-            # a plain all-to-all of a buffer with the dispatch's split sizes (gloo's/NCCL's bandwidth)
-            r = layer.router(x.reshape(-1, a.d_model))
-            dest = r.indices.reshape(-1).div(ep.n_local, rounding_mode="floor")
-            send = torch.bincount(dest, minlength=world)
-            recv = torch.empty_like(send)
-            dist.all_to_all_single(recv, send)
-            buf = torch.empty(int(send.sum()), a.d_model, device=device)
-            out = torch.empty(int(recv.sum()), a.d_model, device=device)
-            dist.barrier()
-            t0 = time.perf_counter()
-            dist.all_to_all_single(out, buf, recv.tolist(), send.tolist())
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            a2a = time.perf_counter() - t0
+            a2a = _plain_all_to_all_s(layer, x, world, device)
             if i >= a.warmup:
-                for k in ("dispatch_s", "compute_s", "combine_s", "dedup_dispatch_bytes"):
+                for k in PHASES:
                     rows[k].append(ep.profile.get(k, 0))
                 rows["dispatch_bytes"].append(ep.last_dispatch_bytes)
                 rows["combine_bytes"].append(ep.last_combine_bytes)
@@ -144,6 +155,19 @@ def measure(a: argparse.Namespace) -> dict | None:
             dist.barrier()
     mine = {k: statistics.median(v) for k, v in rows.items()}
     mine["a2a_bytes_per_s"] = mine["dispatch_bytes"] / mine["a2a_s"] if mine["a2a_s"] > 0 else None
+    return mine
+
+
+def measure(a: argparse.Namespace) -> dict | None:
+    """Every rank: time the phases; rank 0 returns the record (others None)."""
+    device, rank, world = _init_rank(a.threads)
+    shape = ModelShape(vocab_size=256, d_model=a.d_model, n_layers=1, n_heads=1, seq_len=a.tokens,
+                       n_experts=a.experts, top_k=a.top_k, d_expert=2 * a.d_model)
+    torch.manual_seed(0)
+    layer = MoEFFN(shape, RouterConfig(), a.backend).to(device)
+    layer.experts = ExpertParallelExperts(layer.experts)
+    x = torch.randn(1, a.tokens, a.d_model, generator=torch.Generator().manual_seed(rank)).to(device)
+    mine = _time_phases(layer, x, a, world, device)
     gathered = [None] * world
     dist.all_gather_object(gathered, mine)
     dist.destroy_process_group()
@@ -184,12 +208,6 @@ def report(rec: dict) -> str:
 
 def from_run(folder: str) -> dict:
     """Bytes per token of a finished expert-parallel run vs ``accounting.serving``'s uniform expectation."""
-    from omegaconf import OmegaConf
-
-    from accounting.hardware import get_hardware
-    from accounting.serving import Layout, expert_parallel_bytes_per_token
-    from experiments.config import build_shape
-    from experiments.metrics import read_metrics
     run = Path(folder)
     cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
     rows = [r for r in read_metrics(run) if "ep_dispatch_bytes" in r]

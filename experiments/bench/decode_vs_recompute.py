@@ -5,17 +5,15 @@ attention over n cached keys (linear in n); full recompute runs a forward over a
 attention is quadratic in n). ``accounting.flops.decode_flops_per_token`` and ``full_recompute_flops``
 price the two; this module times them.
 
-    python -m experiments.decode_timing                      # prints a table (CPU, 1 thread, batch 8)
-    python -m experiments.decode_timing --contexts 256 1024 4096 --d-model 128 --device cuda
+    python -m experiments.bench.decode_vs_recompute          # prints a table (CPU, 1 thread, batch 8)
+    python -m experiments.bench.decode_vs_recompute --contexts 256 1024 4096 --d-model 128 --device cuda
 
-``time_decode`` is what ``experiments.bench`` calls.
+``time_decode`` is what ``experiments.bench.grid`` calls.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from typing import Sequence
 
 import torch
@@ -26,23 +24,7 @@ from accounting.shapes import ModelShape
 
 from dense.model import Transformer
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from .timing import median_time
 
 
 @torch.no_grad()
@@ -65,8 +47,8 @@ def time_one_context(model: Transformer, context: int, *, warmup: int = 2, repea
     def recompute_step():
         model(idx, last_only=True)
 
-    cached_s = _median_time(cached_step, device, warmup, repeats)
-    recompute_s = _median_time(recompute_step, device, warmup, repeats)
+    cached_s = median_time(cached_step, device, warmup, repeats)
+    recompute_s = median_time(recompute_step, device, warmup, repeats)
     cached_flops = decode_flops_per_token(shape, context, flops_per_mac=FLOP) * batch
     recompute_flops = full_recompute_flops(shape, context, flops_per_mac=FLOP) * batch
     return {"context": context, "batch": batch, "cached_s": cached_s, "recompute_s": recompute_s,

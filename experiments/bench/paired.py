@@ -1,9 +1,9 @@
-"""Paired benchmark of training cost per FLOP, MoE vs dense: ``python -m experiments.paired_bench``.
+"""Paired benchmark of training cost per FLOP, MoE vs dense: ``python -m experiments.bench.paired``.
 
-  python -m experiments.paired_bench                                  # demo models, 1 thread, CPU
-  python -m experiments.paired_bench --models dense moe deepseek --repeats 300 --out reports/data/paired_cpu
-  python -m experiments.paired_bench --device cuda --size small --threads 0 --out reports/data/paired_h100
-  python -m experiments.paired_bench --compile --repeats 200 --out runs/paired_compiled   # + torch.compile
+  python -m experiments.bench.paired                                  # demo models, 1 thread, CPU
+  python -m experiments.bench.paired --models dense moe deepseek --repeats 300 --out reports/data/paired_cpu
+  python -m experiments.bench.paired --device cuda --size small --threads 0 --out reports/data/paired_h100
+  python -m experiments.bench.paired --compile --repeats 200 --out runs/paired_compiled   # + torch.compile
 
 The demo's training runs report MFU one run at a time; on a shared machine their throughput swings with
 whatever else runs (two identical MoE models measured 9.7% and 38.3% MFU in one demo). Here every model is
@@ -33,8 +33,10 @@ same FLOP either way). Writes ``<out>/paired.csv`` (one row per repeat and model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,12 +44,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 import moe
 
-from .config import ConfigError, compose, validate
-from .environment import environment
-from .metrics import train_flops_per_token
+from ..config import CONF_DIR, ConfigError, compose, validate
+from ..environment import environment
+from ..metrics import train_flops_per_token
+from ..trainer import build_model, make_optimizer  # the trainer's own model and optimiser
+from .timing import timed
 
 CSV_COLUMNS = ["repeat", "position", "model", "step_s", "tokens", "train_flops_fma2_per_token", "flops_fma2",
                "flops_fma2_per_s", "cost_ratio_vs_dense"]
@@ -89,30 +95,27 @@ def verdict(median: float, low: float, high: float, width: float = CONCLUSIVE_WI
             "an MoE FLOP costs less than a dense FLOP")
 
 
+def config_error(e: Exception, model: str, size: str, experiment: str) -> ConfigError:
+    """A one-line ``ConfigError`` for a Hydra/OmegaConf error composing ``model``/``size``/``experiment``:
+    an unknown option names the group's choices."""
+    msg = (str(e).splitlines() or [type(e).__name__])[0]
+    for group, value in (("model", model), ("size", size), ("experiment", experiment)):
+        if f"'{group}/{value}'" in msg:
+            options = ", ".join(sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")))
+            msg = f"{group}={value}: no such option; choose one of {options}"
+    return ConfigError(msg)
+
+
 def build(models: list[str], experiment: str, size: str, overrides: list[str]):
     """{name: (model spec, shape)} for ``model=<name> experiment=... size=...`` composed from conf/."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .config import CONF_DIR
     out = {}
     for name in models:
         ov = [f"model={name}", f"size={size}"] + ([f"experiment={experiment}"] if experiment else []) + overrides
         try:
             out[name] = validate(compose(ov))
         except (HydraException, OmegaConfBaseException) as e:
-            msg = (str(e).splitlines() or [type(e).__name__])[0]
-            for group, value in (("model", name), ("size", size), ("experiment", experiment)):
-                if f"'{group}/{value}'" in msg:
-                    options = ", ".join(sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")))
-                    msg = f"{group}={value}: no such option; choose one of {options}"
-            raise ConfigError(msg) from None
+            raise config_error(e, name, size, experiment) from None
     return out
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats: int = 200, warmup: int = 10,
@@ -129,16 +132,9 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
         torch.set_num_threads(before)
 
 
-def _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress,
-         compile=False):
-    from .train import build_model, make_optimizer  # the trainer's own model and optimiser
-
-    if len(models) < 2 or "dense" not in models:
-        raise ValueError("--models needs 'dense' and at least one MoE model")
-    dev = torch.device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    specs = build(models, experiment, size, list(overrides or []))
+def _states(specs: dict, batch_size: int | None, seed: int, dev: torch.device, compile: bool) -> dict[str, dict]:
+    """Per model: built model, optimiser, a fixed random batch, its tokens and training FLOP per token; with
+    ``compile`` also ``<name>_compiled``, a compiled copy with the same starting weights."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     state = {}
@@ -161,33 +157,28 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
             moe.register_bias_update(twin, opt)
             state[f"{name}_compiled"] = {**s, "model": twin, "opt": opt, "fn": torch.compile(twin),
                                          "dense": "dense_compiled"}
-    use_bf16 = dev.type == "cuda"
+    return state
 
-    def step(s) -> float:
-        _sync(dev)
-        t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16) if use_bf16 else _null():
+
+def _train_step(s: dict, dev: torch.device) -> float:
+    """Seconds of one training step (forward, backward, optimiser step) of state ``s``; bf16 autocast on CUDA."""
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
             out = s["fn"](s["x"], s["y"])
         out.loss.backward()
         s["opt"].step()
         s["opt"].zero_grad(set_to_none=True)
-        _sync(dev)
-        return time.perf_counter() - t0
+    return timed(step, dev)[0]
 
-    env = environment(dev, "bf16" if use_bf16 else "fp32")  # before timing: the commit as it was run
-    load_start = _loadavg()
+
+def _time_rotating(state: dict[str, dict], dev: torch.device, repeats: int, progress: bool) -> list[dict]:
+    """``repeats`` rounds timing one step of every model, the first model rotating each round; a CSV row per
+    (round, model) with its cost per FLOP relative to its dense model of the same round."""
     names = list(state)
-    compile_s = {}
-    for n in names:   # the first step compiles
-        if n.endswith("_compiled"):
-            compile_s[n] = step(state[n])
-    for _ in range(warmup):
-        for n in names:
-            step(state[n])
     rows, t_start = [], time.perf_counter()
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
-        times = {n: step(state[n]) for n in order}
+        times = {n: _train_step(state[n], dev) for n in order}
         for pos, n in enumerate(order):
             s = state[n]
             dense_cost = times[s["dense"]] / (state[s["dense"]]["fpt"] * state[s["dense"]]["tokens"])
@@ -199,6 +190,39 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
             el = time.perf_counter() - t_start
             print(f"repeat {r + 1}/{repeats}, {el:.0f} s elapsed, ~{el / (r + 1) * (repeats - r - 1):.0f} s left",
                   file=sys.stderr, flush=True)
+    return rows
+
+
+def _model_summary(n: str, s: dict, rows: list[dict]) -> dict:
+    """Median step time and FLOP/s of model ``n``; for an MoE model its cost ratio, interval and verdict."""
+    t = [row["step_s"] for row in rows if row["model"] == n]
+    entry = {"train_flops_fma2_per_token": s["fpt"], "tokens_per_step": s["tokens"],
+             "median_step_s": statistics.median(t), "backend": s["spec"].cfg["model"]["backend"],
+             "median_flops_fma2_per_s": statistics.median(row["flops_fma2_per_s"] for row in rows if row["model"] == n)}
+    if n not in ("dense", "dense_compiled"):
+        med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n],
+                                       block=BLOCK)
+        entry.update(cost_ratio_median=med, cost_ratio_low=lo, cost_ratio_high=hi, verdict=verdict(med, lo, hi))
+    return entry
+
+
+def _run(models, experiment, size, repeats, warmup, threads, device, batch_size, seed, overrides, progress,
+         compile=False):
+    if len(models) < 2 or "dense" not in models:
+        raise ValueError("--models needs 'dense' and at least one MoE model")
+    dev = torch.device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    state = _states(build(models, experiment, size, list(overrides or [])), batch_size, seed, dev, compile)
+    env = environment(dev, "bf16" if dev.type == "cuda" else "fp32")  # before timing: the commit as it was run
+    load_start = _loadavg()
+    names = list(state)
+    compile_s = {n: _train_step(state[n], dev) for n in names if n.endswith("_compiled")}  # the first step compiles
+    for _ in range(warmup):
+        for n in names:
+            _train_step(state[n], dev)
+    t_start = time.perf_counter()
+    rows = _time_rotating(state, dev, repeats, progress)
     summary = {"repeats": repeats, "warmup": warmup, "experiment": experiment, "size": size,
                "threads": torch.get_num_threads(), "batch_size": {n: state[n]["tokens"] // state[n]["shape"].seq_len
                                                                  for n in names},
@@ -206,38 +230,19 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
                "interval": f"95% percentile moving-block bootstrap of the median (blocks of {BLOCK} repeats, 2000 resamples)",
                "loadavg_1min_start": load_start, "loadavg_1min_end": _loadavg(),
                "wall_s": time.perf_counter() - t_start, "compile_s": compile_s,
-               "conclusive_width": CONCLUSIVE_WIDTH, "models": {}}
-    for n in names:
-        t = [row["step_s"] for row in rows if row["model"] == n]
-        entry = {"train_flops_fma2_per_token": state[n]["fpt"], "tokens_per_step": state[n]["tokens"],
-                 "median_step_s": statistics.median(t), "backend": state[n]["spec"].cfg["model"]["backend"],
-                 "median_flops_fma2_per_s": statistics.median(row["flops_fma2_per_s"] for row in rows if row["model"] == n)}
-        if n not in ("dense", "dense_compiled"):
-            med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n],
-                                           block=BLOCK)
-            entry.update(cost_ratio_median=med, cost_ratio_low=lo, cost_ratio_high=hi,
-                         verdict=verdict(med, lo, hi))
-        summary["models"][n] = entry
-    env.update({"command": "python -m experiments.paired_bench " + " ".join(sys.argv[1:])
-                if sys.argv and sys.argv[0].endswith("paired_bench.py") else "experiments.paired_bench.run"})
+               "conclusive_width": CONCLUSIVE_WIDTH,
+               "models": {n: _model_summary(n, state[n], rows) for n in names}}
+    env.update({"command": "python -m experiments.bench.paired " + " ".join(sys.argv[1:])
+                if sys.argv and sys.argv[0].endswith("paired.py") else "experiments.bench.paired.run"})
     return rows, summary, env
 
 
 def _loadavg() -> float | None:
     """The 1-minute load average (None where the OS has none)."""
     try:
-        import os
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def write(out: str | Path, rows: list[dict], summary: dict, env: dict) -> Path:
@@ -254,7 +259,7 @@ def write(out: str | Path, rows: list[dict], summary: dict, env: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.paired_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.bench.paired", description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["dense", "moe", "deepseek"],
                    help="conf/model names; 'dense' and at least one MoE (default: dense moe deepseek)")
     p.add_argument("--experiment", default="demo", help="conf/experiment overrides to apply ('' for none)")
