@@ -49,7 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import moe
 
-from ..config import CONF_DIR, ConfigError, compose, validate
+from ..config import ConfigError, compose, config_error, validate
 from ..environment import environment
 from ..metrics import train_flops_per_token
 from ..trainer import build_model, make_optimizer  # the trainer's own model and optimiser
@@ -95,17 +95,6 @@ def verdict(median: float, low: float, high: float, width: float = CONCLUSIVE_WI
             "an MoE FLOP costs less than a dense FLOP")
 
 
-def config_error(e: Exception, model: str, size: str, experiment: str) -> ConfigError:
-    """A one-line ``ConfigError`` for a Hydra/OmegaConf error composing ``model``/``size``/``experiment``:
-    an unknown option names the group's choices."""
-    msg = (str(e).splitlines() or [type(e).__name__])[0]
-    for group, value in (("model", model), ("size", size), ("experiment", experiment)):
-        if f"'{group}/{value}'" in msg:
-            options = ", ".join(sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")))
-            msg = f"{group}={value}: no such option; choose one of {options}"
-    return ConfigError(msg)
-
-
 def build(models: list[str], experiment: str, size: str, overrides: list[str]):
     """{name: (model spec, shape)} for ``model=<name> experiment=... size=...`` composed from conf/."""
     out = {}
@@ -114,7 +103,7 @@ def build(models: list[str], experiment: str, size: str, overrides: list[str]):
         try:
             out[name] = validate(compose(ov))
         except (HydraException, OmegaConfBaseException) as e:
-            raise config_error(e, name, size, experiment) from None
+            raise config_error(e) from None
     return out
 
 
