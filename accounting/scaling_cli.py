@@ -16,7 +16,7 @@ DEEPSEEK_V3_TOKENS = 14.8e12
 
 def arguments(p) -> None:
     """The ``scaling`` subcommand's options."""
-    from .cli import _config_argument, _positive_int
+    from .commands.base import config_argument as _config_argument, positive_int as _positive_int
     _config_argument(p)
     p.add_argument("--tokens", required=True, help="training tokens D, e.g. 14.8e12 or 14.8T")
     p.add_argument("--seq-len", type=_positive_int, default=None,
@@ -31,7 +31,7 @@ def result(args):
 
 def csv(data: dict[str, Any]) -> str:
     """One CSV row per law (the extrapolation as its summary)."""
-    from .cli import _csv
+    from .formatting import rows_csv as _csv
     return _csv([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
 
 
@@ -71,7 +71,7 @@ def laws_table(laws: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 
 def scaling_text(d: dict[str, Any]) -> str:
-    from .cli import _grid
+    from .formatting import grid as _grid
     p, g = d["params"], d["disagreement_moe_laws"]
     out = [f"{d['name']} ({d['config']}) on {si(d['tokens'])} tokens: total {si(p['total'])}, active {si(p['active'])} "
            f"parameters ({si(p['active_nonembedding'])} active non-embedding); experts {p['experts']}, top-k "
@@ -101,7 +101,7 @@ def deepseek_section(shape) -> dict[str, Any]:
 
 
 def deepseek_text(d: dict[str, Any]) -> str:
-    from .cli import _grid
+    from .formatting import grid as _grid
     t, a, g = d["token_bases"], d["optimal_tokens_all_laws"], d["disagreement_moe_laws"]
     rows = [["note: 20 x total (Chinchilla)", si(t["note_20x_total"]), f"{t['note_20x_total'] / t['reported']:.3g}",
              "-", "-"],
