@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from accounting import serving as roofline  # noqa: E402
+from accounting.reproduce import deepseek as deepseek_reproduction, note as note_reproduction  # noqa: E402
 from accounting.hardware import get_hardware  # noqa: E402
 from accounting.hf_config import load_shipped  # noqa: E402
 from accounting.params import count_parameters  # noqa: E402
@@ -80,12 +81,12 @@ def batch_sweep() -> pd.DataFrame:
         lay = replace(base, gpus=g)
         for b in BATCHES:
             r = roofline.serve(shape, hw, lay, b, SWEEP["context"], usd_per_gpu_hour=SWEEP["usd"])
-            rows.append({"model": label, "family": family, "gpus": g, "tp": r["tp"], "batch": b, "fits": r["fits"],
-                         "max_batch": r["max_batch"], "bound": r["bound"],
-                         "usd_per_mtok_out": r["usd_per_million_output_tokens"],
-                         "usd_per_mtok_in": r["usd_per_million_input_tokens"],
-                         "note_usd": r["note_method_usd_per_million_output_tokens"],
-                         "tok_s_gpu": r["decode_tokens_per_s_per_gpu"]})
+            rows.append({"model": label, "family": family, "gpus": g, "tp": r.tp, "batch": b, "fits": r.fits,
+                         "max_batch": r.max_batch, "bound": r.bound,
+                         "usd_per_mtok_out": r.usd_per_million_output_tokens,
+                         "usd_per_mtok_in": r.usd_per_million_input_tokens,
+                         "note_usd": r.note_method_usd_per_million_output_tokens,
+                         "tok_s_gpu": r.decode_tokens_per_s_per_gpu})
     return pd.DataFrame(rows)
 
 
@@ -291,7 +292,7 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
 
 def _deepseek_part(out: Path, figures: list | None) -> list[str]:
     """DeepSeek-V3 in its disclosed serving layouts: the roofline bound against the disclosed throughput."""
-    d = roofline.deepseek_disclosed_check()
+    d = deepseek_reproduction.deepseek_disclosed_check()
     return ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
               f"Source: {d['source']}. Decode: EP{d['decode_layout']['gpus']} "
               f"({d['decode_layout']['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
@@ -334,12 +335,12 @@ def _deepseek_part(out: Path, figures: list | None) -> list[str]:
               f"included) over output tokens ${d['usd_per_million_output_tokens_day_total']:.3g}.\n",
               _fig(deepseek_figure(d, out / "figures", figures),
                    "DeepSeek's disclosed throughput vs the roofline bound in its layouts; data: "
-                   "accounting.serving.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
+                   "accounting.reproduce.deepseek.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
 
 
 def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
     """The note's case D priced with the roofline."""
-    rows = roofline.note_case_d_roofline()
+    rows = note_reproduction.note_case_d_roofline()
     return ["### The note's case D, recomputed\n",
               "The note puts inference for its case D at $1-2 per million tokens (arithmetic only). Its dense MHA "
               "shape at its own context, priced with the roofline (bf16, tensor-parallel over the smallest "
