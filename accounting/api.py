@@ -300,13 +300,13 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
         training_flops_fma2_per_token=fpt2, training_flops_mac_per_token=fpt2 / FLOP,
         training_flops_fma2=flops2, training_flops_mac=flops2 / FLOP,
         six_n_active_d_flops_fma2=six_n_d(c.active, tokens),
-        gpu_s=summary["gpu_s"], gpu_hours=summary["gpu_hours"], gpu_years=summary["gpu_years"],
-        cost_usd=summary["cost_usd"], usd_per_flop_fma2=_cost.usd_per_flop(rate, FLOP),
-        year=year, cost_usd_at_year=_cost.cost_at_year(summary["cost_usd"], year),
+        gpu_s=summary.gpu_s, gpu_hours=summary.gpu_hours, gpu_years=summary.gpu_years,
+        cost_usd=summary.cost_usd, usd_per_flop_fma2=_cost.usd_per_flop(rate, FLOP),
+        year=year, cost_usd_at_year=_cost.cost_at_year(summary.cost_usd, year),
         decode_flops_fma2_per_token=decode2,
         inference_usd_per_million_tokens=_cost.inference_usd_per_million_tokens(decode2, FLOP, rate),
         compute_optimal={fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2))) for fit in FITS},
-        **({} if gpus is None else wall_clock(summary["gpu_hours"], gpus)), gpus_auto=auto)
+        **({} if gpus is None else wall_clock(summary.gpu_hours, gpus)), gpus_auto=auto)
 
 
 # ----- deepseek ---------------------------------------------------------------------------------------------
