@@ -129,7 +129,8 @@ class Report:
                  f"{si(n['reported_gpu_hours'])} / {usd(n['reported_usd'])} "
                  f"({n['reported_over_note_usd']:.2f}x the note's $)"]]
         out = ["### The note's estimate, reproduced",
-               "Printed values: `accounting.reproduce.note_section6.SECTION6_PRINTED`; recomputed by `accounting.reproduce.note_section6.section6()` "
+               "Printed values: `accounting.reproduce.note_section6.SECTION6_PRINTED`; recomputed by "
+               "`accounting.reproduce.note_section6.section6()` "
                f"with the note's formula `(6 n d + 36 d²) L` per token (d = {n['d_model']}, L = {n['n_layers']}, "
                f"n = {n['train_seq_len']}), its rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per multiply-add and its GPU ({rate}, "
                "`accounting.cost.NOTE_GPU`); reported figures: `accounting.reproduce.deepseek.DEEPSEEK_REPORTED`.\n",
@@ -141,7 +142,8 @@ class Report:
         out.append(markdown(rows, ["step", "factor", "cost after step", "why"], "lrrl"))
         self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
                            deepseek_exact_flops_per_token=c["exact_flops_per_token"])
-        out.append(f"\nFrom the shipped config (`accounting.reproduce.deepseek.deepseek_v3_estimates`, FLOP = 2 per multiply-add, "
+        out.append("\nFrom the shipped config (`accounting.reproduce.deepseek.deepseek_v3_estimates`, "
+                   "FLOP = 2 per multiply-add, "
                    f"causal attention, window {c['n_pretrain']}): total {si(c['total_params'])} and active "
                    f"{si(c['active_params'])} parameters (active counts one embedding row and the output head; MTP "
                    f"module {si(c['mtp_params'])} extra), **{si(c['exact_flops_per_token'])} FLOP per trained token** "
@@ -161,7 +163,8 @@ class Report:
         rows = [[labels.get(k, k), si(v["flops_mac_per_token"]), si(v["flops_fma2_per_token"]), sci(v["flops_fma2"]),
                  pct(v["implied_mfu_bf16"]), usd(v["cost_usd_h800_at_peak"])] for k, v in est["methods"].items()]
         out.append(f"\nPretraining compute by method ({si(est['tokens'])} tokens; MFU against the reported "
-                   f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; `accounting.reproduce.deepseek.deepseek_v3_estimates`):\n")
+                   f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; "
+                   "`accounting.reproduce.deepseek.deepseek_v3_estimates`):\n")
         out.append(markdown(rows, ["method", "MAC/token", "FLOP/token", "FLOP total", "implied MFU",
                                    "$ on H800 at peak"], "lrrrrr"))
         out.append("\n" + self.fig(plots.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),

@@ -5,8 +5,8 @@ accounting ships. Every model is priced the same way, so that only its shape dif
 ``TRAIN_WINDOW``-token window, Chinchilla tokens (``accounting.chinchilla.TOKENS_PER_PARAMETER`` per
 parameter, the note's rule, on total or on active parameters), inference per generated token with
 ``INFER_CONTEXT`` tokens in the KV cache; flops are FLOP (2 per multiply-add), priced on the H800 preset
-at DeepSeek-V3's own $2/GPU-hour (``accounting.reproduce.deepseek.DEEPSEEK_REPORTED``) and at the utilisation its reported
-GPU-hours imply (section 2).
+at DeepSeek-V3's own $2/GPU-hour (``accounting.reproduce.deepseek.DEEPSEEK_REPORTED``) and at the utilisation
+its reported GPU-hours imply (section 2).
 """
 from __future__ import annotations
 

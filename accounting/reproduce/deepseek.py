@@ -100,9 +100,9 @@ DEEPSEEK_SERVING = {
 
 
 
-DEEPSEEK_SERVING_LAYOUT = Layout(gpus=DEEPSEEK_SERVING["decode_ep"], redundant_experts=DEEPSEEK_SERVING["redundant_experts"],
-                                 weights_dtype="fp8", kv_dtype="bf16", attention_dtype="bf16", dispatch_dtype="fp8",
-                                 combine_dtype="bf16")
+DEEPSEEK_SERVING_LAYOUT = Layout(gpus=DEEPSEEK_SERVING["decode_ep"],
+                                 redundant_experts=DEEPSEEK_SERVING["redundant_experts"], weights_dtype="fp8",
+                                 kv_dtype="bf16", attention_dtype="bf16", dispatch_dtype="fp8", combine_dtype="bf16")
 """DeepSeek's disclosed decode layout (EP144 with 32 redundant experts, FP8 matmuls and dispatch, BF16 MLA and
 combine); prefill is the same at ``gpus = prefill_ep`` (EP32)."""
 

@@ -194,7 +194,8 @@ def decode_step(shape: ModelShape, hw: Hardware, layout: Layout, batch: float, c
     return DecodeStep(**vars(link), compute_s=sum(p.compute_s for p in parts.values()),
                       memory_s=sum(p.memory_s for p in parts.values()), batch=batch, context=context,
                       tokens_per_step=batch * (1 + (mtp_acceptance if q == 2 else 0.0)), parts=parts,
-                      expected_distinct_experts_per_gpu=touched, expert_copies_per_gpu=expert_copies_per_gpu(shape, lay))
+                      expected_distinct_experts_per_gpu=touched,
+                      expert_copies_per_gpu=expert_copies_per_gpu(shape, lay))
 
 
 # ----- prefill --------------------------------------------------------------------------------------
