@@ -432,8 +432,8 @@ class ServingCheckResult(Result):
     note's case D with the roofline (``note_case_d``); flops TWO per multiply-add."""
 
     convention: str
-    deepseek: dict[str, Any]
-    note_case_d: list[dict[str, Any]]
+    deepseek: _deepseek.DisclosedServingCheck
+    note_case_d: list[_note.CaseDRoofline]
 
 
 def serving_check(context: int = 4096, prompt_len: int = 4096) -> ServingCheckResult:

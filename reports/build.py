@@ -485,12 +485,12 @@ class Report:
                        "`accounting.reproduce.deepseek.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
         d = deepseek_reproduction.deepseek_disclosed_check()
         out.append(f"- Serving DeepSeek-V3 in DeepSeek's disclosed decode layout, the roofline bound is "
-                   f"{si(d['decode_bound_tokens_per_s_per_node'])} output tokens/s per H800 node "
-                   f"({d['decode_bound']}-bound); DeepSeek's disclosed {si(d['decode_achieved_tokens_per_s_per_node'])} "
-                   f"is {pct(d['decode_fraction_of_bound'])} of it, i.e. "
-                   f"${d['usd_per_million_output_tokens_disclosed']:.2f} per million output tokens against "
-                   f"${d['usd_per_million_output_tokens_bound']:.3f} at the bound and "
-                   f"${d['usd_per_million_output_tokens_note_method']:.3f} by the note's compute-only method "
+                   f"{si(d.decode_bound_tokens_per_s_per_node)} output tokens/s per H800 node "
+                   f"({d.decode_bound}-bound); DeepSeek's disclosed {si(d.decode_achieved_tokens_per_s_per_node)} "
+                   f"is {pct(d.decode_fraction_of_bound)} of it, i.e. "
+                   f"${d.usd_per_million_output_tokens_disclosed:.2f} per million output tokens against "
+                   f"${d.usd_per_million_output_tokens_bound:.3f} at the bound and "
+                   f"${d.usd_per_million_output_tokens_note_method:.3f} by the note's compute-only method "
                    "(section 6; `accounting.reproduce.deepseek.deepseek_disclosed_check`).")
         costs = self.costs
         if not costs.empty and (costs["model"] == "deepseek-v3").any():

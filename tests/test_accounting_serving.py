@@ -191,22 +191,22 @@ def test_bound_switches_and_efficiency_scales():
 # ----- checks against the world -------------------------------------------------------------------------
 def test_deepseek_bound_lies_above_what_they_achieved():
     d = deepseek_disclosed_check()
-    assert d["decode_layout"]["expert_copies_per_gpu"] == 2 and d["prefill_layout"]["expert_copies_per_gpu"] == 9
-    assert d["fits"]
-    assert 0 < d["decode_fraction_of_bound"] < 1 and 0 < d["prefill_fraction_of_bound"] < 1
+    assert d.decode_layout["expert_copies_per_gpu"] == 2 and d.prefill_layout["expert_copies_per_gpu"] == 9
+    assert d.fits
+    assert 0 < d.decode_fraction_of_bound < 1 and 0 < d.prefill_fraction_of_bound < 1
     # DeepSeek's own figures: 14.8k / 8 GPUs at $2/h is $0.30 per Mtok; the bound is cheaper
-    assert d["usd_per_million_output_tokens_disclosed"] == pytest.approx(0.30, abs=0.005)
-    assert d["usd_per_million_output_tokens_bound"] < d["usd_per_million_output_tokens_disclosed"]
+    assert d.usd_per_million_output_tokens_disclosed == pytest.approx(0.30, abs=0.005)
+    assert d.usd_per_million_output_tokens_bound < d.usd_per_million_output_tokens_disclosed
     # the compute-only method (the note's) is cheaper still than the roofline bound
-    assert d["usd_per_million_output_tokens_note_method"] < d["usd_per_million_output_tokens_bound"]
+    assert d.usd_per_million_output_tokens_note_method < d.usd_per_million_output_tokens_bound
 
 
 def test_note_case_d_is_memory_bound_and_far_above_the_note():
     rows = note_case_d_roofline()
     for r in rows:
-        assert r["bound"] == "memory"
-        assert r["usd_per_million_output_tokens"] >= r["usd_per_million_output_tokens_kv_floor"]
-        assert r["usd_per_million_output_tokens"] > 10 * r["note_usd_per_million_tokens"]
+        assert r.bound == "memory"
+        assert r.usd_per_million_output_tokens >= r.usd_per_million_output_tokens_kv_floor
+        assert r.usd_per_million_output_tokens > 10 * r.note_usd_per_million_tokens
 
 
 def test_dense_equivalent_matches_target():

@@ -7,7 +7,7 @@ or per node of 8. The shape is the shipped ``accounting/configs/deepseek-v3.json
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import cost
@@ -107,6 +107,55 @@ DEEPSEEK_SERVING_LAYOUT = Layout(gpus=DEEPSEEK_SERVING["decode_ep"],
 combine); prefill is the same at ``gpus = prefill_ep`` (EP32)."""
 
 
+@dataclass(frozen=True)
+class DisclosedServingCheck:
+    """DeepSeek-V3 in DeepSeek's disclosed serving layouts against what it achieved (`deepseek_disclosed_check`):
+    tokens/s per GPU or per node of 8, seconds per decode step, US dollars; ``_assumed`` inputs are not disclosed.
+    ``decode_by_context``: the decode bound at contexts 1024, 4096, 8192 (``fits``, ``bound_tokens_per_s_per_node``,
+    ``bound``, ``fraction_of_bound``). The field names are the JSON of ``serving-check``'s ``deepseek``."""
+
+    source: str
+    hardware: str
+    context_assumed: int
+    prompt_len_assumed: int
+    decode_batch_per_gpu: float
+    decode_layout: dict[str, int]
+    prefill_layout: dict[str, int]
+    mtp_acceptance_bound: float
+    fits: bool
+    bytes_needed_per_gpu: float
+    max_batch: float | None
+    decode_bound_tokens_per_s_per_gpu: float
+    decode_bound_tokens_per_s_per_node: float
+    decode_bound_no_mtp_tokens_per_s_per_node: float
+    decode_bound: str
+    decode_compute_s: float
+    decode_memory_s: float
+    decode_communication_s: float
+    decode_network_s: float
+    decode_nvlink_s: float
+    decode_memory_weights_s: float
+    decode_memory_kv_s: float
+    decode_compute_attention_cache_s: float
+    decode_achieved_tokens_per_s_per_node: float
+    decode_fraction_of_bound: float
+    prefill_bound_tokens_per_s_per_node: float
+    prefill_bound_with_cache_hits_tokens_per_s_per_node: float
+    prefill_bound: str
+    prefill_compute_s_per_token: float
+    prefill_communication_s_per_token: float
+    prefill_achieved_tokens_per_s_per_node: float
+    prefill_fraction_of_bound: float
+    usd_per_million_output_tokens_bound: float
+    usd_per_million_output_tokens_disclosed: float
+    usd_per_million_input_tokens_bound: float
+    usd_per_million_input_tokens_disclosed: float
+    usd_per_million_output_tokens_day_total: float
+    usd_per_million_output_tokens_note_method: float
+    usd_per_gpu_hour: float
+    decode_by_context: dict[int, dict[str, Any]]
+
+
 def _decode_fields(dec: DecodeStep, dec_plain: DecodeStep, achieved_gpu: float) -> dict[str, Any]:
     """The decode columns of `deepseek_disclosed_check`: the bound (with and without MTP), its times, and
     the fraction DeepSeek achieved (tokens/s per GPU -> per node of ``gpus_per_node``)."""
@@ -140,7 +189,8 @@ def _decode_by_context(shape: ModelShape, hw: Hardware, batch: float, achieved_g
     return out
 
 
-def deepseek_disclosed_check(context: int = 4096, prompt_len: int = 4096, hw_name: str = "h800") -> dict[str, Any]:
+def deepseek_disclosed_check(context: int = 4096, prompt_len: int = 4096,
+                             hw_name: str = "h800") -> DisclosedServingCheck:
     """DeepSeek-V3 priced in DeepSeek's disclosed decode (EP144, 18 nodes, 2 routed experts per GPU) and
     prefill (EP32, 4 nodes, 9 per GPU) layouts, compared with what they achieved.
 
@@ -164,25 +214,25 @@ def deepseek_disclosed_check(context: int = 4096, prompt_len: int = 4096, hw_nam
     pre_incl_hits = pre.tokens_per_s_per_gpu / (1 - h)
     achieved_pre_gpu = d["prefill_input_tokens_per_s_per_node"] / d["gpus_per_node"]
     price = d["usd_per_gpu_hour"]
-    return {
-        "source": d["source"], "hardware": hw.name, "context_assumed": context, "prompt_len_assumed": prompt_len,
-        "decode_batch_per_gpu": batch, "decode_layout": {"gpus": dec_layout.gpus, "expert_copies_per_gpu":
-                                                         expert_copies_per_gpu(shape, dec_layout)},
-        "prefill_layout": {"gpus": pre_layout.gpus, "expert_copies_per_gpu": expert_copies_per_gpu(shape, pre_layout)},
-        "mtp_acceptance_bound": a, "fits": fit.fits, "bytes_needed_per_gpu": fit.bytes_needed,
-        "max_batch": fit.max_batch,
+    return DisclosedServingCheck(
+        source=d["source"], hardware=hw.name, context_assumed=context, prompt_len_assumed=prompt_len,
+        decode_batch_per_gpu=batch,
+        decode_layout={"gpus": dec_layout.gpus, "expert_copies_per_gpu": expert_copies_per_gpu(shape, dec_layout)},
+        prefill_layout={"gpus": pre_layout.gpus, "expert_copies_per_gpu": expert_copies_per_gpu(shape, pre_layout)},
+        mtp_acceptance_bound=a, fits=fit.fits, bytes_needed_per_gpu=fit.bytes_needed,
+        max_batch=fit.max_batch,
         **_decode_fields(dec, decode_step(shape, hw, dec_layout, batch, context), achieved_dec_gpu),
-        "prefill_bound_tokens_per_s_per_node": pre.tokens_per_s_per_gpu * d["gpus_per_node"],
-        "prefill_bound_with_cache_hits_tokens_per_s_per_node": pre_incl_hits * d["gpus_per_node"],
-        "prefill_bound": pre.bound, "prefill_compute_s_per_token": pre.compute_s / pre.tokens,
-        "prefill_communication_s_per_token": pre.communication_s / pre.tokens,
-        "prefill_achieved_tokens_per_s_per_node": d["prefill_input_tokens_per_s_per_node"],
-        "prefill_fraction_of_bound": achieved_pre_gpu / pre_incl_hits,
-        "usd_per_million_output_tokens_bound": usd_per_million_tokens(dec.tokens_per_s_per_gpu, price),
-        "usd_per_million_output_tokens_disclosed": usd_per_million_tokens(achieved_dec_gpu, price),
-        "usd_per_million_input_tokens_bound": usd_per_million_input_tokens(pre.tokens_per_s_per_gpu, price, h),
-        "usd_per_million_input_tokens_disclosed": usd_per_million_tokens(achieved_pre_gpu, price),
-        "usd_per_million_output_tokens_day_total": d["usd_per_day"] / (d["output_tokens_per_day"] / 1e6),
-        "usd_per_million_output_tokens_note_method": note_method_usd_per_million_tokens(shape, hw, context, price),
-        "usd_per_gpu_hour": price, "decode_by_context": _decode_by_context(shape, hw, batch, achieved_dec_gpu, a),
-    }
+        prefill_bound_tokens_per_s_per_node=pre.tokens_per_s_per_gpu * d["gpus_per_node"],
+        prefill_bound_with_cache_hits_tokens_per_s_per_node=pre_incl_hits * d["gpus_per_node"],
+        prefill_bound=pre.bound, prefill_compute_s_per_token=pre.compute_s / pre.tokens,
+        prefill_communication_s_per_token=pre.communication_s / pre.tokens,
+        prefill_achieved_tokens_per_s_per_node=d["prefill_input_tokens_per_s_per_node"],
+        prefill_fraction_of_bound=achieved_pre_gpu / pre_incl_hits,
+        usd_per_million_output_tokens_bound=usd_per_million_tokens(dec.tokens_per_s_per_gpu, price),
+        usd_per_million_output_tokens_disclosed=usd_per_million_tokens(achieved_dec_gpu, price),
+        usd_per_million_input_tokens_bound=usd_per_million_input_tokens(pre.tokens_per_s_per_gpu, price, h),
+        usd_per_million_input_tokens_disclosed=usd_per_million_tokens(achieved_pre_gpu, price),
+        usd_per_million_output_tokens_day_total=d["usd_per_day"] / (d["output_tokens_per_day"] / 1e6),
+        usd_per_million_output_tokens_note_method=note_method_usd_per_million_tokens(shape, hw, context, price),
+        usd_per_gpu_hour=price, decode_by_context=_decode_by_context(shape, hw, batch, achieved_dec_gpu, a),
+    )

@@ -265,7 +265,29 @@ def inference_usd_per_million_tokens_case(case: str, exact_rate: bool = False) -
 
 
 # ----- case D with the serving roofline -------------------------------------------------------------
-def note_case_d_roofline(hw_name: str = "h100-sxm", usd_per_gpu_hour: float | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class CaseDRoofline:
+    """One end of the note's case D priced with the roofline (`note_case_d_roofline`): the replica (GPUs, batch
+    per GPU), the binding regime, bytes, tokens/s per GPU and US dollars per million output tokens, beside the
+    note's own figure and the floor set by reading one sequence's KV cache per token."""
+
+    case: str
+    context: int
+    total_params: int
+    gpus: int
+    batch_per_gpu: float
+    sequences_per_replica: float
+    bound: str
+    kv_cache_bytes_per_sequence: float
+    decode_tokens_per_s_per_gpu: float
+    usd_per_million_output_tokens: float
+    usd_per_million_output_tokens_kv_floor: float
+    note_usd_per_million_tokens: float
+    usd_per_gpu_hour: float
+    hardware: str
+
+
+def note_case_d_roofline(hw_name: str = "h100-sxm", usd_per_gpu_hour: float | None = None) -> list[CaseDRoofline]:
     """The note's case D ("$1-2 per million tokens") recomputed with the roofline: its dense MHA shape at
     its own context (100K / 200K tokens), bf16 weights and cache, tensor-parallel over the smallest
     power-of-two replica that holds one sequence, decoded at the largest batch that fits.
@@ -286,12 +308,12 @@ def note_case_d_roofline(hw_name: str = "h100-sxm", usd_per_gpu_hour: float | No
         dec = decode_step(shape, hw, lay, b, n)
         kv_seq = kv_cache_bytes(shape, n, 1, 2)
         kv_floor = usd_per_million_tokens(hw.memory_bandwidth_bytes_per_s / kv_seq, price)
-        rows.append({"case": case, "context": n, "total_params": total_parameters(shape), "gpus": g,
-                     "batch_per_gpu": b, "sequences_per_replica": b * g, "bound": dec.bound,
-                     "kv_cache_bytes_per_sequence": kv_seq,
-                     "decode_tokens_per_s_per_gpu": dec.tokens_per_s_per_gpu,
-                     "usd_per_million_output_tokens": usd_per_million_tokens(dec.tokens_per_s_per_gpu, price),
-                     "usd_per_million_output_tokens_kv_floor": kv_floor,
-                     "note_usd_per_million_tokens": inference_usd_per_million_tokens_case(case),
-                     "usd_per_gpu_hour": price, "hardware": hw.name})
+        rows.append(CaseDRoofline(
+            case=case, context=n, total_params=total_parameters(shape), gpus=g, batch_per_gpu=b,
+            sequences_per_replica=b * g, bound=dec.bound, kv_cache_bytes_per_sequence=kv_seq,
+            decode_tokens_per_s_per_gpu=dec.tokens_per_s_per_gpu,
+            usd_per_million_output_tokens=usd_per_million_tokens(dec.tokens_per_s_per_gpu, price),
+            usd_per_million_output_tokens_kv_floor=kv_floor,
+            note_usd_per_million_tokens=inference_usd_per_million_tokens_case(case), usd_per_gpu_hour=price,
+            hardware=hw.name))
     return rows
