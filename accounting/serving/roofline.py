@@ -42,7 +42,6 @@ from .layout import (Layout, MemoryFit, bytes_per_element, check_batch_context, 
                      kv_cache_bytes_per_sequence_per_gpu, memory_fit, need, peak, weight_params_per_gpu)
 from .traffic import LinkTimes, expected_distinct_experts_per_gpu, link_times_s
 
-SECONDS_PER_HOUR = cost.SECONDS_PER_HOUR
 BOUNDS = ("compute", "memory", "communication")
 
 
@@ -251,7 +250,7 @@ def usd_per_million_tokens(tokens_per_s_per_gpu: float, usd_per_gpu_hour: float)
     ``$/h / 3600 / (tokens/s) x 1e6``."""
     if not tokens_per_s_per_gpu > 0:
         raise ValueError(f"tokens_per_s_per_gpu must be > 0, got {tokens_per_s_per_gpu}")
-    return usd_per_gpu_hour / SECONDS_PER_HOUR / tokens_per_s_per_gpu * 1e6
+    return usd_per_gpu_hour / cost.SECONDS_PER_HOUR / tokens_per_s_per_gpu * 1e6
 
 
 def usd_per_million_input_tokens(prefill_tokens_per_s_per_gpu: float, usd_per_gpu_hour: float,
