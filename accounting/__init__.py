@@ -2,7 +2,7 @@
 
 Pure Python (no torch). Every flop figure states its convention: ``flops_per_mac=2`` (``FLOP``: hardware
 peaks, MFU, ``python -m accounting``; the default everywhere) or ``1`` (``MAC``: the note's, a multiply-add is
-one flop, used where the note is reproduced, `accounting.press2025`).
+one flop, used where the note is reproduced, `accounting.reproduce`).
 
 One function per ``python -m accounting`` command (`accounting.api`), each returning a frozen dataclass whose
 ``to_dict()`` is the command's JSON: `table3`, `deepseek`, `parameters` (the ``params`` command), `price` (the

@@ -19,7 +19,7 @@ order, with an optional field that is None left out: only `ParamsResult.publishe
 ``config`` is anything `load_shape` takes: a shipped name (``'qwen3-30b-a3b'``), a file, a folder, or a
 `ModelShape` (the result's ``config`` field is then ``"ModelShape"``; otherwise ``shipped:NAME`` or the path read). The defaults are the CLI's: flops count TWO per multiply-add (``FLOP``) and attention is causal;
 the note's own convention (one per multiply-add, full n x n attention) is used only where the note is
-reproduced (`table3`, `deepseek`, `accounting.press2025`) and is named there.
+reproduced (`table3`, `deepseek`, `accounting.reproduce`) and is named there.
 """
 from __future__ import annotations
 
@@ -28,15 +28,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from . import cost as _cost, press2025, scaling_cli as _scaling_cli, serving as _serving
+from . import cost as _cost, scaling_cli as _scaling_cli, serving as _serving
 from .chinchilla import FITS, chinchilla_tokens
 from .config_files import LoadedConfig, load_shape, published_counts, resolve_config
 from .flops import FLOP, MAC, decode_flops_per_token, six_n_d, training_flops_per_token
-from .hardware import get_hardware
+from .gpu_count import auto_layout, wall_clock
+from .hardware import get_hardware, resolve_gpu
 from .memory import kv_cache_elements_per_token
 from .params import COMPONENTS, active_parameters_with_input_embedding, count_parameters
+from .reproduce import deepseek as _deepseek, note as _note, note_section6 as _note_section6
 from .shapes import ModelShape
-from .gpu_count import wall_clock
 from .train_memory_cli import TrainMemoryReport, train_memory as _train_memory
 from .training_settings import Settings as TrainingSettings
 
@@ -114,18 +115,18 @@ class Table3Result(Result):
 
 
 def table3() -> Table3Result:
-    """``python -m accounting table3``: the note's Table 3 beside its printed values (`press2025`)."""
+    """``python -m accounting table3``: the note's Table 3 beside its printed values (`accounting.reproduce.note`)."""
     return Table3Result(
         convention=CONVENTION["flops_mac"] + "; memory rows are elements",
         usd_per_flop_mac_rounded=_cost.NOTE_ROUNDED_USD_PER_MAC,
         usd_per_flop_mac_exact=_cost.usd_per_flop(_cost.NOTE_GPU, MAC),
         use_cases={k: {"seq_len": u.seq_len, "vocab_size": u.vocab_size, "d_model": u.d_model,
-                       "n_heads": u.n_heads, "n_layers": u.n_layers} for k, u in press2025.USE_CASES.items()},
-        rows=press2025.table3_comparison(),
+                       "n_heads": u.n_heads, "n_layers": u.n_layers} for k, u in _note.USE_CASES.items()},
+        rows=_note.table3_comparison(),
         inference_usd_per_million_tokens={
-            case: {"rounded_rate_usd": press2025.inference_usd_per_million_tokens_case(case),
-                   "exact_rate_usd": press2025.inference_usd_per_million_tokens_case(case, exact_rate=True)}
-            for case in press2025.CASES})
+            case: {"rounded_rate_usd": _note.inference_usd_per_million_tokens_case(case),
+                   "exact_rate_usd": _note.inference_usd_per_million_tokens_case(case, exact_rate=True)}
+            for case in _note.CASES})
 
 
 # ----- params -----------------------------------------------------------------------------------------------
@@ -239,8 +240,6 @@ def cost_gpus_auto(shape: ModelShape, seq_len: int, gpu: str) -> dict[str, Any]:
     AdamW with fp32 master weights and moments, no recompute) for micro-batches of ONE sequence of
     ``seq_len`` tokens. Bytes per GPU (1 GB = 1e9). ValueError (one line) when ``gpu`` has no memory recorded
     or no layout fits."""
-    from .hardware import resolve_gpu
-    from .gpu_count import auto_layout
     hardware = resolve_gpu(gpu)
     if hardware.memory_bytes is None:
         raise ValueError(f"--gpus auto needs a --gpu with its memory recorded (h100-sxm, h800, h200, ...); "
@@ -302,13 +301,13 @@ def price(config: str | Path | ModelShape, tokens: float | str, seq_len: int | N
         training_flops_fma2_per_token=fpt2, training_flops_mac_per_token=fpt2 / FLOP,
         training_flops_fma2=flops2, training_flops_mac=flops2 / FLOP,
         six_n_active_d_flops_fma2=six_n_d(c.active, tokens),
-        gpu_s=summary["gpu_s"], gpu_hours=summary["gpu_hours"], gpu_years=summary["gpu_years"],
-        cost_usd=summary["cost_usd"], usd_per_flop_fma2=_cost.usd_per_flop(rate, FLOP),
-        year=year, cost_usd_at_year=_cost.cost_at_year(summary["cost_usd"], year),
+        gpu_s=summary.gpu_s, gpu_hours=summary.gpu_hours, gpu_years=summary.gpu_years,
+        cost_usd=summary.cost_usd, usd_per_flop_fma2=_cost.usd_per_flop(rate, FLOP),
+        year=year, cost_usd_at_year=_cost.cost_at_year(summary.cost_usd, year),
         decode_flops_fma2_per_token=decode2,
         inference_usd_per_million_tokens=_cost.inference_usd_per_million_tokens(decode2, FLOP, rate),
         compute_optimal={fit: dict(zip(("params", "tokens"), FITS[fit].compute_optimal(flops2))) for fit in FITS},
-        **({} if gpus is None else wall_clock(summary["gpu_hours"], gpus)), gpus_auto=auto)
+        **({} if gpus is None else wall_clock(summary.gpu_hours, gpus)), gpus_auto=auto)
 
 
 # ----- deepseek ---------------------------------------------------------------------------------------------
@@ -328,11 +327,11 @@ class DeepSeekResult(Result):
 def deepseek() -> DeepSeekResult:
     """``python -m accounting deepseek``: section 6 of the note, DeepSeek-V3 priced six ways and the published
     scaling laws put to it."""
-    shape = press2025.deepseek_v3_shape(press2025.DEEPSEEK_REPORTED["pretrain_seq_len"])
+    shape = _deepseek.deepseek_v3_shape(_deepseek.DEEPSEEK_REPORTED["pretrain_seq_len"])
     return DeepSeekResult(
-        convention=dict(CONVENTION), section6=press2025.section6(),
+        convention=dict(CONVENTION), section6=_note_section6.section6(),
         deepseek_v3={"config": "shipped:deepseek-v3", "params": _params(shape, "shipped:deepseek-v3").to_dict(),
-                     "estimates": press2025.deepseek_v3_estimates(shape)},
+                     "estimates": _deepseek.deepseek_v3_estimates(shape)},
         scaling=_scaling_cli.deepseek_section(shape))
 
 
@@ -345,7 +344,7 @@ class ServeResult(Result):
     name: str
     config: str
     convention: str
-    rows: list[dict[str, Any]]
+    rows: list[_serving.ServeRow]
     gpus_auto: dict[str, Any] | None = None
     """``gpus='auto'`` only: the GPU count chosen and why (`serve_gpus_auto`)."""
 
@@ -359,21 +358,21 @@ def serve_gpus_auto(shape: ModelShape, hw: Any, layout: _serving.Layout, batch: 
     g = _serving.smallest_fitting_gpus(shape, hw, layout, context, batch)
     fit = _serving.memory_fit(shape, hw, replace(layout, gpus=g), batch, context)
     lay = replace(layout, gpus=g).resolved(shape)
-    parts = (f"weights {fit['weights_bytes'] / 1e9:.1f} GB + KV cache {fit['kv_cache_bytes'] / 1e9:.1f} GB + "
-             f"workspace {fit['workspace_bytes'] / 1e9:.1f} GB = {fit['bytes_needed'] / 1e9:.1f} GB of "
-             f"{fit['bytes_available'] / 1e9:g} GB per GPU")
+    parts = (f"weights {fit.weights_bytes / 1e9:.1f} GB + KV cache {fit.kv_cache_bytes / 1e9:.1f} GB + "
+             f"workspace {fit.workspace_bytes / 1e9:.1f} GB = {fit.bytes_needed / 1e9:.1f} GB of "
+             f"{fit.bytes_available / 1e9:g} GB per GPU")
     why = (f"{g} GPU{'s' if g > 1 else ''} (tp {lay.tp}, ep {g if shape.is_moe else 1}) is the smallest power of two"
            + (" dividing the routed-expert copies" if shape.is_moe else "")
            + f" that holds {batch:g} sequence(s) per GPU at context {context}: {parts}")
     if g > 1:
         try:
             half = _serving.memory_fit(shape, hw, replace(layout, gpus=g // 2), batch, context)
-            why += f"; {g // 2} GPUs would need {half['bytes_needed'] / 1e9:.1f} GB per GPU"
+            why += f"; {g // 2} GPUs would need {half.bytes_needed / 1e9:.1f} GB per GPU"
         except ValueError as e:  # G/2 is not a layout this model takes
             why += f"; {g // 2} GPUs is no layout ({e})"
-    return {"gpus": g, "tp": lay.tp, "batch": batch, "context": context, "weights_bytes_per_gpu": fit["weights_bytes"],
-            "kv_cache_bytes_per_gpu": fit["kv_cache_bytes"], "workspace_bytes_per_gpu": fit["workspace_bytes"],
-            "bytes_needed_per_gpu": fit["bytes_needed"], "bytes_available_per_gpu": fit["bytes_available"],
+    return {"gpus": g, "tp": lay.tp, "batch": batch, "context": context, "weights_bytes_per_gpu": fit.weights_bytes,
+            "kv_cache_bytes_per_gpu": fit.kv_cache_bytes, "workspace_bytes_per_gpu": fit.workspace_bytes,
+            "bytes_needed_per_gpu": fit.bytes_needed, "bytes_available_per_gpu": fit.bytes_available,
             "reason": why}
 
 
@@ -419,9 +418,7 @@ def serve(config: str | Path | ModelShape, gpu: str, batch: float | Sequence[flo
     rows = [_serving.serve(shape, hw, layout, float(b), context, prompt_len=prompt_len,
                            usd_per_gpu_hour=None if usd_per_hour is None else float(usd_per_hour), efficiency=efficiency, mtp_acceptance=mtp_acceptance, cache_hit_share=cache_hit_share)
             for b in batches]
-    for r in rows:
-        if r["batch"] == int(r["batch"]):
-            r["batch"] = int(r["batch"])
+    rows = [replace(r, batch=int(r.batch)) if r.batch == int(r.batch) else r for r in rows]
     return ServeResult(name=shape.name, config=loaded.source,
                        convention="flops: 2 per multiply-add; bytes (1 GB = 1e9); seconds; US dollars; "
                                   "batch = concurrent sequences per GPU; bound = the slowest of compute, memory, "
@@ -436,8 +433,8 @@ class ServingCheckResult(Result):
     note's case D with the roofline (``note_case_d``); flops TWO per multiply-add."""
 
     convention: str
-    deepseek: dict[str, Any]
-    note_case_d: list[dict[str, Any]]
+    deepseek: _deepseek.DisclosedServingCheck
+    note_case_d: list[_note.CaseDRoofline]
 
 
 def serving_check(context: int = 4096, prompt_len: int = 4096) -> ServingCheckResult:
@@ -445,8 +442,8 @@ def serving_check(context: int = 4096, prompt_len: int = 4096) -> ServingCheckRe
     _positive_int("context", context)
     _positive_int("prompt_len", prompt_len)
     return ServingCheckResult(convention="flops: 2 per multiply-add; tokens/s; US dollars",
-                              deepseek=_serving.deepseek_disclosed_check(context, prompt_len),
-                              note_case_d=_serving.note_case_d_roofline())
+                              deepseek=_deepseek.deepseek_disclosed_check(context, prompt_len),
+                              note_case_d=_note.note_case_d_roofline())
 
 
 # ----- train-memory -------------------------------------------------------------------------------------------

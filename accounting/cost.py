@@ -179,9 +179,27 @@ def implied_mfu(flops: float, flops_per_mac: int, gpu_hours_used: float, peak_fl
     return flops / flops_per_mac * 2 / (gpu_hours_used * SECONDS_PER_HOUR * peak_flops_per_s)
 
 
-def cost_summary(flops: float, flops_per_mac: int, rate: GpuRate = NOTE_GPU) -> dict[str, float]:
-    """GPU-seconds, -hours, -years and dollars for ``flops`` at ``rate``."""
-    return {"gpu_s": gpu_seconds(flops, flops_per_mac, rate),
-            "gpu_hours": gpu_hours(flops, flops_per_mac, rate),
-            "gpu_years": gpu_years(flops, flops_per_mac, rate),
-            "cost_usd": cost_usd(flops, flops_per_mac, rate)}
+@dataclass(frozen=True)
+class CostSummary:
+    """GPU time and dollars for one flop count at one rate (`cost_summary`): ``gpu_s`` GPU-seconds, the others
+    derived from it (hours, years of 365.25 days, dollars at ``usd_per_hour``)."""
+
+    gpu_s: float
+    usd_per_hour: float
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpu_s / SECONDS_PER_HOUR
+
+    @property
+    def gpu_years(self) -> float:
+        return self.gpu_s / SECONDS_PER_YEAR
+
+    @property
+    def cost_usd(self) -> float:
+        return self.gpu_hours * self.usd_per_hour
+
+
+def cost_summary(flops: float, flops_per_mac: int, rate: GpuRate = NOTE_GPU) -> CostSummary:
+    """GPU-seconds, -hours, -years and dollars for ``flops`` (counted with ``flops_per_mac``) at ``rate``."""
+    return CostSummary(gpu_seconds(flops, flops_per_mac, rate), rate.usd_per_hour)

@@ -11,7 +11,7 @@ by default, n (n + 1) / 2 (query, key) pairs per window (on a sliding-window lay
 ``min(i + 1, W)`` keys each query i sees), as the CLI's ``cost`` does; `forward_flops` counts
 the full n x n score matrix by default (``causal=False``), which is what ``scaled_dot_product_attention``
 executes and what FlopCounterMode counts. The note's own convention (one flop per multiply-add, full
-attention: ``(~2) n^2 d``) is passed explicitly where the note is reproduced (``accounting.press2025``).
+attention: ``(~2) n^2 d``) is passed explicitly where the note is reproduced (``accounting.reproduce``).
 Routed experts cost ``top_k`` expert FFNs per token (dropless routing); pass ``routed_assignments`` to
 price the (token, expert) pairs a real router produced, e.g. with capacity dropping.
 """

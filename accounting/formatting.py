@@ -1,5 +1,5 @@
-"""Formatting shared by the accounting CLI and the report: numbers (`si`), plain-text tables (`grid`) and CSV
-(`csv_rows`)."""
+"""Output formatting shared by the accounting CLI and the report: one ``si`` for numbers, plus the plain-text
+grid and the CSV writers the ``python -m accounting`` commands print with."""
 from __future__ import annotations
 
 import csv
@@ -33,19 +33,22 @@ def si(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits + 1}g}"
 
 
-def grid(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
-    """A plain-text table: columns left-aligned to their widest cell, two spaces apart, a dashed rule under
-    the header."""
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts -> [(dotted.key, value)]; lists of scalars are joined with ';'."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.extend(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, (list, tuple)):
+        out.append((prefix, ";".join(str(v) for v in obj)))
+    else:
+        out.append((prefix, obj))
+    return out
 
 
-def csv_rows(rows: list[dict[str, Any]]) -> str:
-    """CSV of dict rows: every key any row has is a column (in first-seen order); None is empty, a float
-    its ``repr`` (full precision)."""
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV of dict rows: the union of their keys as columns (first-seen order), floats at full precision
+    (``repr``), None as an empty cell."""
     buf = io.StringIO()
     fields: list[str] = []
     for r in rows:
@@ -56,3 +59,17 @@ def csv_rows(rows: list[dict[str, Any]]) -> str:
         w.writerow({k: ("" if r.get(k) is None else repr(r[k]) if isinstance(r.get(k), float) else r.get(k))
                     for k in fields})
     return buf.getvalue()
+
+
+def kv_csv(obj: dict[str, Any]) -> str:
+    """CSV of ``field,value`` rows: the flattened dict (`flatten`)."""
+    return rows_csv([{"field": k, "value": v} for k, v in flatten(obj)])
+
+
+def grid(header: Sequence[str], rows: list[Sequence[Any]]) -> str:
+    """A plain-text table: left-aligned columns two spaces apart, a dashed rule under the header."""
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

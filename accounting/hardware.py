@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,7 @@ bytes/s per GPU, per direction for the links; dollars per GPU-hour). ``peak_fp8_
 def load_gpu_spec(path: str) -> Hardware:
     """A ``Hardware`` from a YAML (or JSON) file holding every field of ``GPU_SPEC_FIELDS``; one ValueError
     naming the file and the missing or bad fields otherwise."""
-    import yaml  # lazily: only spec files need it
-    from pathlib import Path
+    import yaml  # optional dependency (pyyaml), lazily: only spec files need it
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -122,7 +122,6 @@ def load_gpu_spec(path: str) -> Hardware:
 
 def resolve_gpu(name_or_path: str) -> Hardware:
     """``--gpu``: a preset key, or a path to a spec file (ending .yaml/.yml/.json, or an existing file)."""
-    from pathlib import Path
     if name_or_path.lower().endswith((".yaml", ".yml", ".json")) or Path(name_or_path).is_file():
         return load_gpu_spec(name_or_path)
     return get_hardware(name_or_path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .chinchilla import TOKENS_PER_PARAMETER
-from .formatting import csv_rows, grid, si
+from .formatting import grid, rows_csv, si
 from .scaling_evaluation import LOSS_UNITS_NOTE, disagreement, evaluate_all, scaling_point
 
 DEEPSEEK_V3_TOKENS = 14.8e12
@@ -16,7 +16,7 @@ DEEPSEEK_V3_TOKENS = 14.8e12
 
 def csv(data: dict[str, Any]) -> str:
     """One CSV row per law (the extrapolation as its summary)."""
-    return csv_rows([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
+    return rows_csv([{k: (v["summary"] if k == "extrapolation" else v) for k, v in r.items()} for r in data["laws"]])
 
 
 def scaling_data(shape, source: str, tokens: float) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Assemble REPORT.md: collect runs and CSVs, recompute the accounting, draw the figures, write markdown.
 
 Every number comes from code (accounting, including the note's printed values and DeepSeek's reported
-figures in ``accounting.press2025``; the live FlopCounter check) or a file (run folders, bench CSVs); every
+figures in ``accounting.reproduce.note``; the live FlopCounter check) or a file (run folders, bench CSVs); every
 figure's caption names the files it was drawn from.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from accounting import cost as accounting_cost
-from accounting import serving as roofline
+from accounting.reproduce import deepseek as deepseek_reproduction
 from accounting.chinchilla import TOKENS_PER_PARAMETER
 from accounting.hardware import HARDWARE
 
@@ -95,7 +95,7 @@ class Report:
             text.append(f"- **{r.quantity}, case {r.case}**: printed {si(r.printed)}, recomputed {si(r.computed)} "
                         f"({ratio(r.ratio)}, {100 * (r.ratio - 1):+.1f}%). {why}".rstrip())
         text.append("\n" + self.fig(plots.table3_ratios(df, self.figdir),
-                                    "recomputed / printed for each cell of Table 3; data: accounting.press2025 "
+                                    "recomputed / printed for each cell of Table 3; data: accounting.reproduce.note "
                                     "(printed values and formulas)"))
         return "\n".join(text)
 
@@ -129,10 +129,11 @@ class Report:
                  f"{si(n['reported_gpu_hours'])} / {usd(n['reported_usd'])} "
                  f"({n['reported_over_note_usd']:.2f}x the note's $)"]]
         out = ["### The note's estimate, reproduced",
-               "Printed values: `accounting.press2025.SECTION6_PRINTED`; recomputed by `accounting.press2025.section6()` "
+               "Printed values: `accounting.reproduce.note_section6.SECTION6_PRINTED`; recomputed by "
+               "`accounting.reproduce.note_section6.section6()` "
                f"with the note's formula `(6 n d + 36 d²) L` per token (d = {n['d_model']}, L = {n['n_layers']}, "
                f"n = {n['train_seq_len']}), its rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per multiply-add and its GPU ({rate}, "
-               "`accounting.cost.NOTE_GPU`); reported figures: `accounting.press2025.DEEPSEEK_REPORTED`.\n",
+               "`accounting.cost.NOTE_GPU`); reported figures: `accounting.reproduce.deepseek.DEEPSEEK_REPORTED`.\n",
                markdown(rows, ["quantity", "printed in the note", "recomputed"], "lrr"),
                "\n### Corrections, each a computed factor"]
         rows = [[s.label, ratio(s.factor, 4), usd(s.usd), s.why] for s in c["steps"]]
@@ -141,7 +142,8 @@ class Report:
         out.append(markdown(rows, ["step", "factor", "cost after step", "why"], "lrrl"))
         self.values.update(deepseek_total_params=c["total_params"], deepseek_active_params=c["active_params"],
                            deepseek_exact_flops_per_token=c["exact_flops_per_token"])
-        out.append(f"\nFrom the shipped config (`accounting.press2025.deepseek_v3_estimates`, FLOP = 2 per multiply-add, "
+        out.append("\nFrom the shipped config (`accounting.reproduce.deepseek.deepseek_v3_estimates`, "
+                   "FLOP = 2 per multiply-add, "
                    f"causal attention, window {c['n_pretrain']}): total {si(c['total_params'])} and active "
                    f"{si(c['active_params'])} parameters (active counts one embedding row and the output head; MTP "
                    f"module {si(c['mtp_params'])} extra), **{si(c['exact_flops_per_token'])} FLOP per trained token** "
@@ -161,12 +163,14 @@ class Report:
         rows = [[labels.get(k, k), si(v["flops_mac_per_token"]), si(v["flops_fma2_per_token"]), sci(v["flops_fma2"]),
                  pct(v["implied_mfu_bf16"]), usd(v["cost_usd_h800_at_peak"])] for k, v in est["methods"].items()]
         out.append(f"\nPretraining compute by method ({si(est['tokens'])} tokens; MFU against the reported "
-                   f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; `accounting.press2025.deepseek_v3_estimates`):\n")
+                   f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours; "
+                   "`accounting.reproduce.deepseek.deepseek_v3_estimates`):\n")
         out.append(markdown(rows, ["method", "MAC/token", "FLOP/token", "FLOP total", "implied MFU",
                                    "$ on H800 at peak"], "lrrrrr"))
         out.append("\n" + self.fig(plots.waterfall(c["steps"], c["reported_usd"], self.figdir, f"reported ({reported_label})"),
-                                   "the note's DeepSeek-V3 cost corrected step by step; data: accounting.press2025 "
-                                   "(section6, DEEPSEEK_REPORTED, deepseek_v3_estimates), accounting.flops/params/cost/hardware, "
+                                   "the note's DeepSeek-V3 cost corrected step by step; data: accounting.reproduce "
+                                   "(note_section6.section6, deepseek.DEEPSEEK_REPORTED, deepseek.deepseek_v3_estimates), "
+                                   "accounting.flops/params/cost/hardware, "
                                    f"`accounting/{c['config'].parent.name}/{c['config'].name}`"))
         return "\n".join(out)
 
@@ -176,7 +180,7 @@ class Report:
         pr = cost_table.price(mfu)
         df = self.costs
         if df.empty:
-            return ("Not available: no shapes to price. The note's cases come from `accounting.press2025`, the public "
+            return ("Not available: no shapes to price. The note's cases come from `accounting.reproduce.note`, the public "
                     f"MoE configs from `accounting.hf_config` + `accounting/{CONFIG_DIR.name}/*.json`.\n")
         names = sorted(shipped_shapes())
         out = [f"Priced on {pr['hardware']} at ${pr['usd_per_hour']:g}/GPU-hour and {pct(mfu)} MFU (DeepSeek-V3's "
@@ -191,7 +195,7 @@ class Report:
         out.append(markdown(rows, ["model", "kind", "total", "active", "active/total", f"tokens {x}total",
                                    f"tokens {x}active", "train FLOP/token", f"train $ ({x}total)",
                                    f"train $ ({x}active)", "decode $/M tokens"], "llrrrrrrrrr"))
-        srcs = ", ".join(f"`accounting/configs/{n}.json`" for n in names) or "accounting.press2025 Table 2"
+        srcs = ", ".join(f"`accounting/configs/{n}.json`" for n in names) or "accounting.reproduce.note Table 2"
         out.append("\n" + self.fig(plots.cost_vs_params(df, self.figdir),
                                    f"training cost against total and active parameters (log-log); data: {srcs}, "
                                    "accounting.flops/params, prices as stated above"))
@@ -468,7 +472,7 @@ class Report:
         if "table3_cells" in v:
             out.append(f"- The note's Table 3 recomputes to within its printed rounding in "
                        f"{v['table3_cells'] - v.get('table3_differs', 0)} of {v['table3_cells']} cells "
-                       "(section 1; `accounting.press2025`).")
+                       "(section 1; `accounting.reproduce.note`).")
         c = self.deepseek
         if c:
             out.append(f"- DeepSeek-V3: the note's {usd(c['steps'][0].usd)} becomes the reported "
@@ -478,16 +482,16 @@ class Report:
                        f"multi-token-prediction module), which over the reported "
                        f"{si(c['reported_gpu_hours_pretrain'])} pretraining H800-hours is {pct(c['mfu_no_mtp'])} model "
                        f"FLOP utilisation ({pct(c['mfu'])} with the module; MFU; section 2; "
-                       "`accounting.press2025.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
-        d = roofline.deepseek_disclosed_check()
+                       "`accounting.reproduce.deepseek.deepseek_v3_estimates`, `accounting/configs/deepseek-v3.json`).")
+        d = deepseek_reproduction.deepseek_disclosed_check()
         out.append(f"- Serving DeepSeek-V3 in DeepSeek's disclosed decode layout, the roofline bound is "
-                   f"{si(d['decode_bound_tokens_per_s_per_node'])} output tokens/s per H800 node "
-                   f"({d['decode_bound']}-bound); DeepSeek's disclosed {si(d['decode_achieved_tokens_per_s_per_node'])} "
-                   f"is {pct(d['decode_fraction_of_bound'])} of it, i.e. "
-                   f"${d['usd_per_million_output_tokens_disclosed']:.2f} per million output tokens against "
-                   f"${d['usd_per_million_output_tokens_bound']:.3f} at the bound and "
-                   f"${d['usd_per_million_output_tokens_note_method']:.3f} by the note's compute-only method "
-                   "(section 6; `accounting.serving.deepseek_disclosed_check`).")
+                   f"{si(d.decode_bound_tokens_per_s_per_node)} output tokens/s per H800 node "
+                   f"({d.decode_bound}-bound); DeepSeek's disclosed {si(d.decode_achieved_tokens_per_s_per_node)} "
+                   f"is {pct(d.decode_fraction_of_bound)} of it, i.e. "
+                   f"${d.usd_per_million_output_tokens_disclosed:.2f} per million output tokens against "
+                   f"${d.usd_per_million_output_tokens_bound:.3f} at the bound and "
+                   f"${d.usd_per_million_output_tokens_note_method:.3f} by the note's compute-only method "
+                   "(section 6; `accounting.reproduce.deepseek.deepseek_disclosed_check`).")
         costs = self.costs
         if not costs.empty and (costs["model"] == "deepseek-v3").any():
             r = costs[costs["model"] == "deepseek-v3"].iloc[0]

@@ -1,19 +1,19 @@
 """Section 3: dense vs MoE training and inference cost against total and active parameters.
 
-Shapes: the note's use cases (``accounting.press2025.table2_shapes``) and the public MoE configs
+Shapes: the note's use cases (``accounting.reproduce.note.table2_shapes``) and the public MoE configs
 accounting ships. Every model is priced the same way, so that only its shape differs: training at a
 ``TRAIN_WINDOW``-token window, Chinchilla tokens (``accounting.chinchilla.TOKENS_PER_PARAMETER`` per
 parameter, the note's rule, on total or on active parameters), inference per generated token with
 ``INFER_CONTEXT`` tokens in the KV cache; flops are FLOP (2 per multiply-add), priced on the H800 preset
-at DeepSeek-V3's own $2/GPU-hour (``press2025.DEEPSEEK_REPORTED``) and at the utilisation its reported
-GPU-hours imply (section 2).
+at DeepSeek-V3's own $2/GPU-hour (``accounting.reproduce.deepseek.DEEPSEEK_REPORTED``) and at the utilisation
+its reported GPU-hours imply (section 2).
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from accounting import cost as accounting_cost
-from accounting import press2025
+from accounting.reproduce import deepseek, note
 from accounting.chinchilla import TOKENS_PER_PARAMETER
 from accounting.flops import FLOP, decode_flops_per_token, training_flops_per_token
 from accounting.params import count_parameters
@@ -28,7 +28,7 @@ INFER_CONTEXT = 4096  # tokens already in the cache when a token is generated
 def note_cases() -> dict[str, ModelShape]:
     """The note's Table 2 use cases as shapes (case D as its low and high endpoints)."""
     out: dict[str, ModelShape] = {}
-    for k, v in press2025.table2_shapes().items():
+    for k, v in note.table2_shapes().items():
         if isinstance(v, tuple):
             out.update({f"note {k} ({lab})": s for lab, s in zip(("low", "high"), v)})
         else:
@@ -38,7 +38,7 @@ def note_cases() -> dict[str, ModelShape]:
 
 def price(mfu: float) -> dict:
     """$ per FLOP on the H800 preset at DeepSeek's reported $/GPU-hour and utilisation ``mfu``."""
-    rate = accounting_cost.gpu_rate("h800", usd_per_hour=press2025.DEEPSEEK_REPORTED["usd_per_gpu_hour"], mfu=mfu)
+    rate = accounting_cost.gpu_rate("h800", usd_per_hour=deepseek.DEEPSEEK_REPORTED["usd_per_gpu_hour"], mfu=mfu)
     return {"hardware": rate.name, "peak": rate.peak_flops_per_s, "usd_per_hour": rate.usd_per_hour, "mfu": mfu,
             "usd_per_flop": accounting_cost.usd_per_flop(rate, FLOP)}
 

@@ -1,8 +1,8 @@
 """Section 2: the note's DeepSeek-V3 estimate, reproduced and then corrected step by step.
 
-One source of truth: the note's arithmetic and printed values are :func:`accounting.press2025.section6`,
-DeepSeek's reported figures are ``accounting.press2025.DEEPSEEK_REPORTED``, and the exact-architecture
-estimates are :func:`accounting.press2025.deepseek_v3_estimates` (shipped ``accounting/configs/deepseek-v3.json``).
+One source of truth: the note's arithmetic and printed values are :func:`accounting.reproduce.note_section6.section6`,
+DeepSeek's reported figures are ``accounting.reproduce.deepseek.DEEPSEEK_REPORTED``, and the exact-architecture
+estimates are :func:`accounting.reproduce.deepseek.deepseek_v3_estimates` (shipped ``accounting/configs/deepseek-v3.json``).
 Every step of the chain is a factor computed from those; it runs from the note's $2.9M to DeepSeek's
 reported $5.576M.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accounting import cost as accounting_cost
-from accounting import press2025
+from accounting.reproduce import deepseek, note_section6
 from accounting.flops import FLOP, MAC
 from accounting.hardware import get_hardware
 from accounting.hf_config import CONFIG_DIR
 
-REPORTED = press2025.DEEPSEEK_REPORTED
+REPORTED = deepseek.DEEPSEEK_REPORTED
 """DeepSeek-V3's reported figures (arXiv 2412.19437), as accounting records them."""
 CONFIG = CONFIG_DIR / "deepseek-v3.json"
 
@@ -37,10 +37,10 @@ def h800_rate() -> accounting_cost.GpuRate:
 def corrections() -> dict:
     """The note reproduced (``section6``), DeepSeek-V3 estimated (``deepseek_v3_estimates``) and the
     chain of computed correction factors from the note's dollars to DeepSeek's reported dollars."""
-    s6 = press2025.section6()
+    s6 = note_section6.section6()
     n4k = int(REPORTED["pretrain_seq_len"])
-    shape = press2025.deepseek_v3_shape(n4k)
-    est = press2025.deepseek_v3_estimates(shape, seq_len=n4k)
+    shape = deepseek.deepseek_v3_shape(n4k)
+    est = deepseek.deepseek_v3_estimates(shape, seq_len=n4k)
     m = est["methods"]
     note32k, note4k = m[f"note_formula_n{s6['train_seq_len']}"], m[f"note_formula_n{n4k}"]
     exact, exact_mtp = m[f"exact_causal_n{n4k}"], m[f"exact_causal_n{n4k}_with_mtp"]
@@ -50,7 +50,7 @@ def corrections() -> dict:
 
     steps = [Step(f"the note: (6nd+36d²)L x {s6['reported_tokens'] / 1e12:g}T at n={s6['train_seq_len'] // 1024}K, "
                   f"${accounting_cost.NOTE_ROUNDED_USD_PER_MAC:g}/flop", 1.0, s6["cost_usd_rounded_rate"],
-                  f"multiply-adds at the note's rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per flop (press2025.section6)")]
+                  f"multiply-adds at the note's rounded {accounting_cost.NOTE_USD_PER_MAC_TEXT} per flop (note_section6.section6)")]
 
     def add(label, factor, why):
         steps.append(Step(label, factor, steps[-1].usd * factor, why))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from accounting import press2025
+from accounting.reproduce import deepseek
 from accounting import scaling_cli
 
 from .figures import _save, plt
@@ -29,7 +29,7 @@ LAW_COLOUR = {"clark2022": 4, "krajewski2024": 2, "abnar2025": 3, "ludziejewski2
 
 def deepseek_part() -> list[str]:
     """Every law's optimal tokens, leverage and extrapolation for DeepSeek-V3 on 14.8T tokens."""
-    d = scaling_cli.deepseek_section(press2025.deepseek_v3_shape(4096))
+    d = scaling_cli.deepseek_section(deepseek.deepseek_v3_shape(4096))
     t, a, g = d["token_bases"], d["optimal_tokens_all_laws"], d["disagreement_moe_laws"]
     rows = [["note: 20 x total (Chinchilla)", si(t["note_20x_total"]), "-", "-"],
             ["20 x active", si(t["20x_active"]), "-", "-"]]

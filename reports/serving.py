@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from accounting import serving as roofline  # noqa: E402
+from accounting.reproduce import deepseek as deepseek_reproduction, note as note_reproduction  # noqa: E402
 from accounting.hardware import get_hardware  # noqa: E402
 from accounting.hf_config import load_shipped  # noqa: E402
 from accounting.params import count_parameters  # noqa: E402
@@ -80,12 +81,12 @@ def batch_sweep() -> pd.DataFrame:
         lay = replace(base, gpus=g)
         for b in BATCHES:
             r = roofline.serve(shape, hw, lay, b, SWEEP["context"], usd_per_gpu_hour=SWEEP["usd"])
-            rows.append({"model": label, "family": family, "gpus": g, "tp": r["tp"], "batch": b, "fits": r["fits"],
-                         "max_batch": r["max_batch"], "bound": r["bound"],
-                         "usd_per_mtok_out": r["usd_per_million_output_tokens"],
-                         "usd_per_mtok_in": r["usd_per_million_input_tokens"],
-                         "note_usd": r["note_method_usd_per_million_output_tokens"],
-                         "tok_s_gpu": r["decode_tokens_per_s_per_gpu"]})
+            rows.append({"model": label, "family": family, "gpus": g, "tp": r.tp, "batch": b, "fits": r.fits,
+                         "max_batch": r.max_batch, "bound": r.bound,
+                         "usd_per_mtok_out": r.usd_per_million_output_tokens,
+                         "usd_per_mtok_in": r.usd_per_million_input_tokens,
+                         "note_usd": r.note_method_usd_per_million_output_tokens,
+                         "tok_s_gpu": r.decode_tokens_per_s_per_gpu})
     return pd.DataFrame(rows)
 
 
@@ -117,11 +118,11 @@ def usd_vs_batch_figure(df: pd.DataFrame, figdir: Path, figures: list | None) ->
 
 
 # ----- DeepSeek disclosed vs bound -----------------------------------------------------------------
-def deepseek_figure(d: dict, figdir: Path, figures: list | None) -> Path:
+def deepseek_figure(d: deepseek_reproduction.DisclosedServingCheck, figdir: Path, figures: list | None) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     phases = ["decode (output tok/s/node)", "prefill (input tok/s/node, cache hits incl.)"]
-    bound = [d["decode_bound_tokens_per_s_per_node"], d["prefill_bound_with_cache_hits_tokens_per_s_per_node"]]
-    got = [d["decode_achieved_tokens_per_s_per_node"], d["prefill_achieved_tokens_per_s_per_node"]]
+    bound = [d.decode_bound_tokens_per_s_per_node, d.prefill_bound_with_cache_hits_tokens_per_s_per_node]
+    got = [d.decode_achieved_tokens_per_s_per_node, d.prefill_achieved_tokens_per_s_per_node]
     y = range(len(phases))
     ax.barh([i + 0.18 for i in y], bound, height=0.34, color=pal.FAMILY["note"], label="roofline bound")
     ax.barh([i - 0.18 for i in y], got, height=0.34, color=pal.FAMILY["deepseek"], label="DeepSeek disclosed")
@@ -291,69 +292,69 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
 
 def _deepseek_part(out: Path, figures: list | None) -> list[str]:
     """DeepSeek-V3 in its disclosed serving layouts: the roofline bound against the disclosed throughput."""
-    d = roofline.deepseek_disclosed_check()
+    d = deepseek_reproduction.deepseek_disclosed_check()
     return ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
-              f"Source: {d['source']}. Decode: EP{d['decode_layout']['gpus']} "
-              f"({d['decode_layout']['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
-              f"data-parallel), prefill: EP{d['prefill_layout']['gpus']} "
-              f"({d['prefill_layout']['expert_copies_per_gpu']} per GPU), FP8 weights and dispatch, BF16 attention "
+              f"Source: {d.source}. Decode: EP{d.decode_layout['gpus']} "
+              f"({d.decode_layout['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
+              f"data-parallel), prefill: EP{d.prefill_layout['gpus']} "
+              f"({d.prefill_layout['expert_copies_per_gpu']} per GPU), FP8 weights and dispatch, BF16 attention "
               f"and combine, H800 (NVLink {_gb(get_hardware('h800').nvlink_bytes_per_s)}/s, InfiniBand "
               f"{_gb(get_hardware('h800').network_bytes_per_s)}/s per GPU and direction). The decode batch, "
-              f"{d['decode_batch_per_gpu']:.0f} sequences per GPU, follows from the disclosure (node throughput / 8 / "
-              f"21 tokens/s per user); the context ({d['context_assumed']}) and prompt length "
-              f"({d['prompt_len_assumed']}) are not disclosed and are assumptions. MTP acceptance "
-              f"{d['mtp_acceptance_bound']:g} (the favourable end).\n",
-              markdown([["decode, output tok/s per node", si(d["decode_bound_tokens_per_s_per_node"]), d["decode_bound"],
-                         si(d["decode_achieved_tokens_per_s_per_node"]), pct(d["decode_fraction_of_bound"]),
-                         f"${d['usd_per_million_output_tokens_bound']:.3g}",
-                         f"${d['usd_per_million_output_tokens_disclosed']:.3g}"],
+              f"{d.decode_batch_per_gpu:.0f} sequences per GPU, follows from the disclosure (node throughput / 8 / "
+              f"21 tokens/s per user); the context ({d.context_assumed}) and prompt length "
+              f"({d.prompt_len_assumed}) are not disclosed and are assumptions. MTP acceptance "
+              f"{d.mtp_acceptance_bound:g} (the favourable end).\n",
+              markdown([["decode, output tok/s per node", si(d.decode_bound_tokens_per_s_per_node), d.decode_bound,
+                         si(d.decode_achieved_tokens_per_s_per_node), pct(d.decode_fraction_of_bound),
+                         f"${d.usd_per_million_output_tokens_bound:.3g}",
+                         f"${d.usd_per_million_output_tokens_disclosed:.3g}"],
                         ["prefill, input tok/s per node (cache hits incl.)",
-                         si(d["prefill_bound_with_cache_hits_tokens_per_s_per_node"]), d["prefill_bound"],
-                         si(d["prefill_achieved_tokens_per_s_per_node"]), pct(d["prefill_fraction_of_bound"]),
-                         f"${d['usd_per_million_input_tokens_bound']:.3g}",
-                         f"${d['usd_per_million_input_tokens_disclosed']:.3g}"]],
+                         si(d.prefill_bound_with_cache_hits_tokens_per_s_per_node), d.prefill_bound,
+                         si(d.prefill_achieved_tokens_per_s_per_node), pct(d.prefill_fraction_of_bound),
+                         f"${d.usd_per_million_input_tokens_bound:.3g}",
+                         f"${d.usd_per_million_input_tokens_disclosed:.3g}"]],
                        ["phase", "roofline bound", "binding", "DeepSeek disclosed", "disclosed / bound",
                         "$/Mtok at bound", "$/Mtok disclosed"], "lrlrrrr"),
               "",
-              f"**What the gap is made of.** At the bound a decode step takes {1e3 * d['decode_communication_s']:.1f} ms of "
-              f"InfiniBand traffic (dispatch + combine to the other nodes' experts), {1e3 * d['decode_compute_s']:.1f} ms "
-              f"of compute (of which {1e3 * d['decode_compute_attention_cache_s']:.1f} ms is attention over the cache in "
-              f"BF16) and {1e3 * d['decode_memory_s']:.1f} ms of HBM reads ({1e3 * d['decode_memory_weights_s']:.1f} ms "
-              f"weights, {1e3 * d['decode_memory_kv_s']:.1f} ms KV cache); the bound assumes all three overlap "
+              f"**What the gap is made of.** At the bound a decode step takes {1e3 * d.decode_communication_s:.1f} ms of "
+              f"InfiniBand traffic (dispatch + combine to the other nodes' experts), {1e3 * d.decode_compute_s:.1f} ms "
+              f"of compute (of which {1e3 * d.decode_compute_attention_cache_s:.1f} ms is attention over the cache in "
+              f"BF16) and {1e3 * d.decode_memory_s:.1f} ms of HBM reads ({1e3 * d.decode_memory_weights_s:.1f} ms "
+              f"weights, {1e3 * d.decode_memory_kv_s:.1f} ms KV cache); the bound assumes all three overlap "
               "perfectly at full link, tensor-core and HBM rates. DeepSeek's 14.8k is "
-              f"{pct(d['decode_fraction_of_bound'])} of it: the rest is achieved bandwidth below the line rate (small "
+              f"{pct(d.decode_fraction_of_bound)} of it: the rest is achieved bandwidth below the line rate (small "
               "messages of one token's activations), compute and communication that do not fully overlap, expert "
               "load imbalance (the busiest GPU sets the step), kernel launches and pipeline bubbles, and an average "
               "batch below the peak one (the node count follows the daily load). Prefill is bound by dispatch and "
               "combine over InfiniBand as well; the disclosed rate counts cache hits "
-              f"({d['prefill_bound_tokens_per_s_per_node'] / 1e3:.0f}k computed tokens/s per node at the bound, / (1 - 0.563)).\n",
-              f"**$ per million output tokens**, all at ${d['usd_per_gpu_hour']:g}/GPU-hour: the note's method (decode "
-              f"FLOP at the BF16 peak) ${d['usd_per_million_output_tokens_note_method']:.3g}; the roofline bound "
-              f"${d['usd_per_million_output_tokens_bound']:.3g}; DeepSeek's achieved decode throughput "
-              f"${d['usd_per_million_output_tokens_disclosed']:.3g}; their whole day's cost ($87,072, prefill and idle "
-              f"included) over output tokens ${d['usd_per_million_output_tokens_day_total']:.3g}.\n",
+              f"({d.prefill_bound_tokens_per_s_per_node / 1e3:.0f}k computed tokens/s per node at the bound, / (1 - 0.563)).\n",
+              f"**$ per million output tokens**, all at ${d.usd_per_gpu_hour:g}/GPU-hour: the note's method (decode "
+              f"FLOP at the BF16 peak) ${d.usd_per_million_output_tokens_note_method:.3g}; the roofline bound "
+              f"${d.usd_per_million_output_tokens_bound:.3g}; DeepSeek's achieved decode throughput "
+              f"${d.usd_per_million_output_tokens_disclosed:.3g}; their whole day's cost ($87,072, prefill and idle "
+              f"included) over output tokens ${d.usd_per_million_output_tokens_day_total:.3g}.\n",
               _fig(deepseek_figure(d, out / "figures", figures),
                    "DeepSeek's disclosed throughput vs the roofline bound in its layouts; data: "
-                   "accounting.serving.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
+                   "accounting.reproduce.deepseek.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
 
 
 def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
     """The note's case D priced with the roofline."""
-    rows = roofline.note_case_d_roofline()
+    rows = note_reproduction.note_case_d_roofline()
     return ["### The note's case D, recomputed\n",
               "The note puts inference for its case D at $1-2 per million tokens (arithmetic only). Its dense MHA "
               "shape at its own context, priced with the roofline (bf16, tensor-parallel over the smallest "
               "power-of-two replica that holds one sequence, at the largest batch that fits):\n",
-              markdown([[r["case"], si(r["context"]), si(r["total_params"]), r["gpus"], f"{r['sequences_per_replica']:g}",
-                         _gb(r["kv_cache_bytes_per_sequence"]), r["bound"],
-                         f"${r['note_usd_per_million_tokens']:.3g}", f"${r['usd_per_million_output_tokens']:.4g}",
-                         f"${r['usd_per_million_output_tokens_kv_floor']:.4g}"] for r in rows],
+              markdown([[r.case, si(r.context), si(r.total_params), r.gpus, f"{r.sequences_per_replica:g}",
+                         _gb(r.kv_cache_bytes_per_sequence), r.bound,
+                         f"${r.note_usd_per_million_tokens:.3g}", f"${r.usd_per_million_output_tokens:.4g}",
+                         f"${r.usd_per_million_output_tokens_kv_floor:.4g}"] for r in rows],
                        ["case", "context", "params", "GPUs", "sequences", "KV cache / sequence", "binding",
                         "note's $/Mtok", "roofline $/Mtok", "KV-read floor $/Mtok"]),
-              f"\nAt {si(rows[0]['context'])} tokens an MHA cache of {_gb(rows[0]['kv_cache_bytes_per_sequence'])} "
+              f"\nAt {si(rows[0].context)} tokens an MHA cache of {_gb(rows[0].kv_cache_bytes_per_sequence)} "
               "per sequence must be read for every generated token: that alone costs "
-              f"${rows[0]['usd_per_million_output_tokens_kv_floor']:.0f} per million tokens on "
-              f"{rows[0]['hardware']} at ${rows[0]['usd_per_gpu_hour']:g}/hour, whatever the batch. The note's $1-2 "
+              f"${rows[0].usd_per_million_output_tokens_kv_floor:.0f} per million tokens on "
+              f"{rows[0].hardware} at ${rows[0].usd_per_gpu_hour:g}/hour, whatever the batch. The note's $1-2 "
               "holds only for arithmetic; a 2025 model at that context needs a compressed cache (GQA, MLA) to get near it.\n"]
 
 

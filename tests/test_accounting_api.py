@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import accounting
-from accounting import FLOP, MAC, cli, press2025
+from accounting import FLOP, MAC, cli
+from accounting.reproduce import deepseek
 from accounting.flops import training_flops_per_token
 from accounting.hf_config import CONFIG_DIR
 
@@ -95,9 +96,9 @@ def test_training_flops_default_equals_the_cli():
 
 
 def test_the_note_reproduction_keeps_the_notes_convention():
-    """press2025 passes one flop per multiply-add explicitly: its exact DeepSeek estimate is unchanged."""
-    shape = press2025.deepseek_v3_shape(4096)
-    m = press2025.deepseek_v3_estimates(shape)["methods"]["exact_causal_n4096"]
+    """accounting.reproduce.deepseek passes one flop per multiply-add explicitly: its exact DeepSeek estimate is unchanged."""
+    shape = deepseek.deepseek_v3_shape(4096)
+    m = deepseek.deepseek_v3_estimates(shape)["methods"]["exact_causal_n4096"]
     assert m["flops_mac_per_token"] == accounting.training_flops(shape, 1, 4096, flops_per_mac=MAC)
     assert m["flops_fma2_per_token"] == accounting.training_flops(shape, 1, 4096)
 
@@ -120,7 +121,7 @@ def test_a_new_command_is_one_registration(capsys):
         total_params: int
 
     def arguments(p: argparse.ArgumentParser) -> None:
-        cli._config_argument(p)
+        cli.config_argument(p)
 
     def result(args) -> EchoResult:
         shape = accounting.load_shape(args.config)

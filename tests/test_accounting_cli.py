@@ -128,7 +128,7 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
 
 
 def test_accounting_never_imports_torch():
-    code = "import sys, accounting, accounting.cli, accounting.press2025; print('torch' in sys.modules)"
+    code = "import sys, accounting, accounting.cli, accounting.reproduce.note; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
 
@@ -137,7 +137,7 @@ def test_one_si_format():
     """The CLI and the report format numbers with one function (accounting.formatting.si)."""
     import numpy as np
 
-    from accounting import cli
+    from accounting.commands import reproduce as cli
     from accounting.formatting import si
     from reports import tables
     assert cli.si is si and tables.si is si

@@ -28,8 +28,8 @@ def test_serve_gpus_auto_is_the_smallest_power_of_two_that_fits(capsys):
     g = a["gpus"]
     assert all(r["gpus"] == g and r["fits"] for r in d["rows"])  # every batch fits, the largest (32) sets G
     shape, hw = load_shipped("deepseek-v3"), get_hardware("h800")
-    assert memory_fit(shape, hw, ServeLayout(gpus=g), 32.0, 4096)["fits"]
-    assert not memory_fit(shape, hw, ServeLayout(gpus=g // 2), 32.0, 4096)["fits"]
+    assert memory_fit(shape, hw, ServeLayout(gpus=g), 32.0, 4096).fits
+    assert not memory_fit(shape, hw, ServeLayout(gpus=g // 2), 32.0, 4096).fits
     assert a["bytes_needed_per_gpu"] == pytest.approx(a["weights_bytes_per_gpu"] + a["kv_cache_bytes_per_gpu"]
                                                       + a["workspace_bytes_per_gpu"])
     assert f"{g // 2} GPUs would need" in a["reason"]

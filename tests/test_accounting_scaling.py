@@ -11,8 +11,8 @@ from accounting.cli import load_config
 
 @pytest.fixture(scope="module")
 def v3():
-    from accounting import press2025
-    return press2025.deepseek_v3_shape(4096)
+    from accounting.reproduce import deepseek
+    return deepseek.deepseek_v3_shape(4096)
 
 
 # ----- by hand from the printed constants ---------------------------------------------------------

@@ -11,7 +11,8 @@ from accounting import serving as S
 from accounting.cli import main as cli_main
 from accounting.hardware import Hardware, get_hardware
 from accounting.params import count_parameters, ffn_params
-from accounting.press2025 import deepseek_v3_shape
+from accounting.reproduce.deepseek import deepseek_disclosed_check, deepseek_v3_shape
+from accounting.reproduce.note import note_case_d_roofline
 from accounting.shapes import ModelShape
 
 # A hardware with round numbers, so that hand-worked times are easy to read.
@@ -64,22 +65,22 @@ def test_decode_bytes_dense_hand_worked():
     shape = ModelShape(vocab_size=100, d_model=8, n_layers=2, n_heads=2, seq_len=64, d_ff=32, norm_kind="rmsnorm")
     lay = S.Layout(weights_dtype="fp32", kv_dtype="fp32", attention_dtype="fp32")
     step = S.decode_step(shape, TOY_HW, lay, 3, 5)
-    p = step["parts"]
+    p = step.parts
     attention = 2 * (4 * 8 * 8)          # q, k, v, o: 4 d^2 per layer
     norms = 2 * 2 * 8 + 8                # two per block + final, weight only
-    assert p["attention_projections"]["bytes"] == 4 * (attention + norms)
-    assert p["dense_ffn"]["bytes"] == 4 * 2 * (2 * 8 * 32)
-    assert p["output_head"]["bytes"] == 4 * 100 * 8
-    assert p["attention_cache"]["bytes"] == 4 * 3 * 5 * (2 * 2 * 8)   # B x n x 2 L d elements
-    assert p["embedding"]["bytes"] == 4 * 3 * 8                       # one row per token
-    assert p["routed_experts"]["bytes"] == 0
+    assert p["attention_projections"].bytes == 4 * (attention + norms)
+    assert p["dense_ffn"].bytes == 4 * 2 * (2 * 8 * 32)
+    assert p["output_head"].bytes == 4 * 100 * 8
+    assert p["attention_cache"].bytes == 4 * 3 * 5 * (2 * 2 * 8)   # B x n x 2 L d elements
+    assert p["embedding"].bytes == 4 * 3 * 8                       # one row per token
+    assert p["routed_experts"].bytes == 0
     total = 4 * (attention + norms + 2 * 2 * 8 * 32 + 800 + 3 * 5 * 32 + 24)
-    assert step["bytes"] == total
-    assert step["memory_s"] == pytest.approx(total / 1e9)
+    assert step.bytes == total
+    assert step.memory_s == pytest.approx(total / 1e9)
     # flops: 2 per multiply-add, per token x batch; attention over context + 1 keys
     per_token = 2 * (2 * (4 * 64 + 6 * 2 * 2 * 4 + 2 * 8 * 32) + 800)
-    assert step["flops_fma2"] == 3 * per_token
-    assert step["compute_s"] == pytest.approx(3 * per_token / 0.5e12)
+    assert step.flops_fma2 == 3 * per_token
+    assert step.compute_s == pytest.approx(3 * per_token / 0.5e12)
 
 
 def test_decode_flops_parts_sum_to_accounting():
@@ -97,8 +98,8 @@ def test_moe_decode_reads_active_at_batch_1_and_total_at_large_batch():
     hw = replace(get_hardware("h100-sxm"), memory_bytes=10e12)   # memory fit is not the point here
 
     def weight_bytes(b):
-        parts = S.decode_step(shape, hw, lay, b, 0)["parts"]
-        return sum(v["bytes"] for k, v in parts.items() if k not in ("attention_cache", "embedding"))
+        parts = S.decode_step(shape, hw, lay, b, 0).parts
+        return sum(v.bytes for k, v in parts.items() if k not in ("attention_cache", "embedding"))
 
     active_bytes = 2 * (c.active - c.active_by_component["embedding"])   # all weights but the input table
     total_bytes = 2 * (c.total - c.total_by_component["embedding"])
@@ -121,13 +122,13 @@ def test_fit_and_largest_batch_boundary():
     capacity = weights + 1000 + 7 * per_seq               # exactly 7 sequences per GPU of room
     hw = replace(TOY_HW, memory_bytes=capacity)
     fit = S.memory_fit(shape, hw, lay, 7, 100)
-    assert fit["fits"] and fit["max_batch"] == 7 and fit["bytes_needed"] == capacity
+    assert fit.fits and fit.max_batch == 7 and fit.bytes_needed == capacity
     over = S.memory_fit(shape, hw, lay, 7.5, 100)
-    assert not over["fits"] and over["bytes_needed"] > over["bytes_available"]
+    assert not over.fits and over.bytes_needed > over.bytes_available
     # fp8 KV halves the cache: 14 sequences fit
-    assert S.memory_fit(shape, hw, replace(lay, kv_dtype="fp8"), 1, 100)["max_batch"] == 14
+    assert S.memory_fit(shape, hw, replace(lay, kv_dtype="fp8"), 1, 100).max_batch == 14
     tiny = replace(TOY_HW, memory_bytes=weights / 2)
-    assert S.memory_fit(shape, tiny, lay, 1, 100)["max_batch"] == 0
+    assert S.memory_fit(shape, tiny, lay, 1, 100).max_batch == 0
 
 
 def test_mla_cache_is_compressed_and_whole_on_every_tp_rank():
@@ -151,8 +152,8 @@ def test_expert_parallel_bytes_hand_worked():
     assert b["network"] == pytest.approx(remote_nodes * per_dest)      # 37.7 bytes (36 drawing with replacement)
     assert b["nvlink"] == pytest.approx(distinct_gpus * 0.5 * per_dest)
     step = S.decode_step(shape, TOY_HW, lay, 10, 0)
-    assert step["network_bytes"] == pytest.approx(10 * remote_nodes * per_dest)
-    assert step["communication_s"] == pytest.approx(max(10 * remote_nodes * per_dest / 0.1e9,
+    assert step.network_bytes == pytest.approx(10 * remote_nodes * per_dest)
+    assert step.communication_s == pytest.approx(max(10 * remote_nodes * per_dest / 0.1e9,
                                                         10 * distinct_gpus * 0.5 * per_dest / 1e9))
     # none for one GPU or a dense model
     assert S.expert_parallel_bytes_per_token(shape, TOY_HW, S.Layout(gpus=1)) == {"network": 0.0, "nvlink": 0.0}
@@ -179,33 +180,33 @@ def test_bound_switches_and_efficiency_scales():
     lay = S.Layout(gpus=144, redundant_experts=32, weights_dtype="fp8")
     small = S.decode_step(shape, hw, lay, 1, 4096)
     big = S.decode_step(shape, hw, lay, 128, 4096)
-    assert small["bound"] == "memory" and big["bound"] == "communication"
+    assert small.bound == "memory" and big.bound == "communication"
     half = S.decode_step(shape, hw, lay, 128, 4096, communication_efficiency=0.5)
-    assert half["communication_s"] == pytest.approx(2 * big["communication_s"])
-    assert half["tokens_per_s_per_gpu"] == pytest.approx(big["tokens_per_s_per_gpu"] / 2)
+    assert half.communication_s == pytest.approx(2 * big.communication_s)
+    assert half.tokens_per_s_per_gpu == pytest.approx(big.tokens_per_s_per_gpu / 2)
     assert S.usd_per_million_tokens(1000, 3.6) == pytest.approx(1.0)
     assert S.usd_per_million_input_tokens(1000, 3.6, 0.75) == pytest.approx(0.25)
 
 
 # ----- checks against the world -------------------------------------------------------------------------
 def test_deepseek_bound_lies_above_what_they_achieved():
-    d = S.deepseek_disclosed_check()
-    assert d["decode_layout"]["expert_copies_per_gpu"] == 2 and d["prefill_layout"]["expert_copies_per_gpu"] == 9
-    assert d["fits"]
-    assert 0 < d["decode_fraction_of_bound"] < 1 and 0 < d["prefill_fraction_of_bound"] < 1
+    d = deepseek_disclosed_check()
+    assert d.decode_layout["expert_copies_per_gpu"] == 2 and d.prefill_layout["expert_copies_per_gpu"] == 9
+    assert d.fits
+    assert 0 < d.decode_fraction_of_bound < 1 and 0 < d.prefill_fraction_of_bound < 1
     # DeepSeek's own figures: 14.8k / 8 GPUs at $2/h is $0.30 per Mtok; the bound is cheaper
-    assert d["usd_per_million_output_tokens_disclosed"] == pytest.approx(0.30, abs=0.005)
-    assert d["usd_per_million_output_tokens_bound"] < d["usd_per_million_output_tokens_disclosed"]
+    assert d.usd_per_million_output_tokens_disclosed == pytest.approx(0.30, abs=0.005)
+    assert d.usd_per_million_output_tokens_bound < d.usd_per_million_output_tokens_disclosed
     # the compute-only method (the note's) is cheaper still than the roofline bound
-    assert d["usd_per_million_output_tokens_note_method"] < d["usd_per_million_output_tokens_bound"]
+    assert d.usd_per_million_output_tokens_note_method < d.usd_per_million_output_tokens_bound
 
 
 def test_note_case_d_is_memory_bound_and_far_above_the_note():
-    rows = S.note_case_d_roofline()
+    rows = note_case_d_roofline()
     for r in rows:
-        assert r["bound"] == "memory"
-        assert r["usd_per_million_output_tokens"] >= r["usd_per_million_output_tokens_kv_floor"]
-        assert r["usd_per_million_output_tokens"] > 10 * r["note_usd_per_million_tokens"]
+        assert r.bound == "memory"
+        assert r.usd_per_million_output_tokens >= r.usd_per_million_output_tokens_kv_floor
+        assert r.usd_per_million_output_tokens > 10 * r.note_usd_per_million_tokens
 
 
 def test_dense_equivalent_matches_target():
@@ -330,8 +331,8 @@ def test_h800_nvlink_is_slower_than_h100_for_the_same_layout():
     lay = S.Layout(gpus=8, weights_dtype="fp8")
     h100 = S.decode_step(shape, get_hardware("h100-sxm"), lay, 64, 4096)
     h800 = S.decode_step(shape, get_hardware("h800"), lay, 64, 4096)
-    assert h100["network_s"] == h800["network_s"] == 0
-    assert h800["communication_s"] == pytest.approx(h100["communication_s"] * 450 / 200)
+    assert h100.network_s == h800.network_s == 0
+    assert h800.communication_s == pytest.approx(h100.communication_s * 450 / 200)
 
 
 def test_prefill_is_the_causal_forward_at_the_peak():
@@ -339,10 +340,10 @@ def test_prefill_is_the_causal_forward_at_the_peak():
     shape = ModelShape(vocab_size=1000, d_model=256, n_layers=4, n_heads=4, seq_len=8192)
     hw = get_hardware("h100-sxm")
     short, long = (S.prefill(shape, hw, S.Layout(), p) for p in (512, 8192))
-    assert short["flops_fma2"] == full_recompute_flops(shape, 511, flops_per_mac=FLOP)
-    assert short["compute_s"] == pytest.approx(short["flops_fma2"] / 989e12)
+    assert short.flops_fma2 == full_recompute_flops(shape, 511, flops_per_mac=FLOP)
+    assert short.compute_s == pytest.approx(short.flops_fma2 / 989e12)
     # causal attention makes a token of a longer prompt dearer
-    assert long["flops_fma2"] / 8192 > short["flops_fma2"] / 512
+    assert long.flops_fma2 / 8192 > short.flops_fma2 / 512
     # a small model's prefill of one prompt is bound by reading its weights; many prompts amortise them
     many = S.prefill(shape, hw, S.Layout(), 512, prompts_per_gpu=64)
-    assert many["tokens_per_s_per_gpu"] >= short["tokens_per_s_per_gpu"]
+    assert many.tokens_per_s_per_gpu >= short.tokens_per_s_per_gpu

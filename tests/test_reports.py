@@ -144,10 +144,10 @@ def test_numbers_equal_accounting(report):
             acc = forward_flops(shape, SEQ, batch=2, flops_per_mac=FLOP)["total"]
             assert f"| {name} | {2 * SEQ} | {sci(acc, 6)} |" in text
     # DeepSeek: the implied MFU equals accounting's flops over the reported GPU-hours
-    from accounting import press2025
+    from accounting.reproduce import deepseek
     from reports import deepseek as DS
     c = DS.corrections()
-    rep_ = press2025.DEEPSEEK_REPORTED
+    rep_ = deepseek.DEEPSEEK_REPORTED
     assert rep.values["deepseek_mfu"] == pytest.approx(
         c["flops"] / (rep_["gpu_hours_pretrain"] * 3600 * 989e12))
     assert c["steps"][-1].usd == pytest.approx(rep_["usd_total"])
@@ -157,12 +157,13 @@ def test_numbers_equal_accounting(report):
 
 def test_deepseek_section_is_press2025(report):
     """Section 2 prints press2025.section6()'s numbers and deepseek_v3_estimates' exact-architecture values."""
-    from accounting import cost as AC, press2025
+    from accounting import cost as AC
+    from accounting.reproduce import deepseek, note_section6
     from accounting.flops import FLOP
     from reports import deepseek as DS
     from reports.tables import si, usd
     rep, _, text = report
-    s6 = press2025.section6()
+    s6 = note_section6.section6()
     sec2 = text.split("## 2.")[1].split("## 3.")[0]
     assert rep.values["deepseek_note_gpu_hours"] == s6["gpu_hours_note_method"]
     assert rep.values["deepseek_note_gpu_hours"] == pytest.approx(2.9e6 / AC.NOTE_GPU.usd_per_hour)
@@ -178,7 +179,7 @@ def test_deepseek_section_is_press2025(report):
     row = next(l for l in sec2.splitlines() if l.startswith("| dollars ($1e-18 per flop)"))
     assert row == f"| dollars ($1e-18 per flop) | {usd(s6['printed']['cost_usd'])} | {usd(s6['cost_usd_rounded_rate'])} |"
     # exact architecture: deepseek_v3_estimates
-    est = press2025.deepseek_v3_estimates(seq_len=4096)["methods"]
+    est = deepseek.deepseek_v3_estimates(seq_len=4096)["methods"]
     assert rep.values["deepseek_exact_flops_per_token"] == est["exact_causal_n4096"]["flops_fma2_per_token"]
     assert rep.values["deepseek_flops"] == est["exact_causal_n4096_with_mtp"]["flops_fma2"]
     assert rep.values["deepseek_mfu"] == est["exact_causal_n4096_with_mtp"]["implied_mfu_bf16"]
@@ -187,7 +188,7 @@ def test_deepseek_section_is_press2025(report):
     steps = c["steps"]
     assert steps[0].usd == s6["cost_usd_rounded_rate"]
     import math
-    assert math.prod(s.factor for s in steps) * steps[0].usd == pytest.approx(press2025.DEEPSEEK_REPORTED["usd_total"])
+    assert math.prod(s.factor for s in steps) * steps[0].usd == pytest.approx(deepseek.DEEPSEEK_REPORTED["usd_total"])
     h800 = next(s for s in steps if s.label.startswith("H800"))
     assert h800.usd == pytest.approx(est["exact_causal_n4096_with_mtp"]["cost_usd_h800_at_peak"])
     assert steps[1].factor == FLOP
@@ -270,25 +271,26 @@ def test_figures_are_clean(report):
 
 def test_costs_use_accounting(report):
     """Section 3: the note's cases are press2025.table2_shapes(), prices DeepSeek's $/h at section 2's MFU."""
-    from accounting import cost as AC, press2025
+    from accounting import cost as AC
+    from accounting.reproduce import deepseek, note
     from accounting.flops import FLOP, training_flops_per_token as tfpt
     from accounting.hf_config import shipped_configs
     from reports import costs as C
     rep, _, _ = report
     df = rep.costs
-    t2 = press2025.table2_shapes()
+    t2 = note.table2_shapes()
     assert set(df["model"]) == {"note A", "note B", "note C", "note D (low)", "note D (high)", *shipped_configs()}
     row = df[df["model"] == "note D (high)"].iloc[0]
     from accounting.params import total_parameters
     assert row["total_params"] == total_parameters(t2["D"][1])
     pr = C.price(rep.values["deepseek_mfu"])
-    rate = AC.gpu_rate("h800", usd_per_hour=press2025.DEEPSEEK_REPORTED["usd_per_gpu_hour"])
+    rate = AC.gpu_rate("h800", usd_per_hour=deepseek.DEEPSEEK_REPORTED["usd_per_gpu_hour"])
     assert pr["usd_per_flop"] == pytest.approx(AC.usd_per_flop(rate, FLOP) / rep.values["deepseek_mfu"])
     ds = df[df["model"] == "deepseek-v3"].iloc[0]
-    est = press2025.deepseek_v3_estimates(seq_len=4096)
+    est = deepseek.deepseek_v3_estimates(seq_len=4096)
     assert ds["total_params"] == est["total_params"] and ds["active_params"] == est["active_params"]
     assert ds["train_flops_per_token"] == pytest.approx(est["methods"]["exact_causal_n4096"]["flops_fma2_per_token"])
-    assert ds["train_flops_per_token"] == tfpt(press2025.deepseek_v3_shape(), C.TRAIN_WINDOW, flops_per_mac=FLOP, causal=True)
+    assert ds["train_flops_per_token"] == tfpt(deepseek.deepseek_v3_shape(), C.TRAIN_WINDOW, flops_per_mac=FLOP, causal=True)
 
 
 def test_committed_report_cites_only_files_in_the_checkout():

@@ -6,7 +6,7 @@ activations within 5%). Case D's endpoints are printed to about one "nice" figur
 """
 import pytest
 
-from accounting import press2025 as P
+from accounting.reproduce import deepseek as D, note as P, note_section6 as NS6
 from accounting.cost import NOTE_GPU, gpu_hours
 
 ROWS = P.table3_comparison()
@@ -95,20 +95,20 @@ def test_printed_precision_rule():
 
 
 # ----- section 6 ------------------------------------------------------------------------------------
-S6 = P.section6()
+S6 = NS6.section6()
 
 
 def test_section6_numbers():
     assert S6["active_12Ld2_params"] == 12 * 61 * 7168**2
     assert S6["active_12Ld2_params"] / 1e9 == pytest.approx(37.6, abs=0.05)
-    assert P.SECTION6_PRINTED["active_12Ld2_params"].rounds_to(S6["active_12Ld2_params"])  # "38B"
+    assert NS6.SECTION6_PRINTED["active_12Ld2_params"].rounds_to(S6["active_12Ld2_params"])  # "38B"
     assert S6["chinchilla_tokens"] == pytest.approx(13.42e12)
-    assert P.SECTION6_PRINTED["chinchilla_tokens"].rounds_to(S6["chinchilla_tokens"])
+    assert NS6.SECTION6_PRINTED["chinchilla_tokens"].rounds_to(S6["chinchilla_tokens"])
     assert S6["reported_tokens"] == 14.8e12
     assert S6["train_flops_mac_per_token"] == (6 * 32768 * 7168 + 36 * 7168**2) * 61
     assert S6["train_flops_mac_per_token"] == pytest.approx(1.988e11, rel=1e-3)
     assert S6["train_flops_mac"] == pytest.approx(2.94e24, rel=2e-3)
-    assert P.SECTION6_PRINTED["train_flops_mac"].rounds_to(S6["train_flops_mac"])
+    assert NS6.SECTION6_PRINTED["train_flops_mac"].rounds_to(S6["train_flops_mac"])
     assert S6["train_flops_fma2"] == pytest.approx(5.88e24, rel=2e-3)
     assert S6["cost_usd_rounded_rate"] == pytest.approx(2.94e6, rel=2e-3)
 
@@ -116,7 +116,7 @@ def test_section6_numbers():
 def test_section6_gpu_hours():
     assert NOTE_GPU.usd_per_hour == pytest.approx(1.1408, abs=1e-4)
     assert S6["gpu_hours_note_method"] == pytest.approx(2.9e6 / 1.1408, rel=1e-4)
-    assert P.SECTION6_PRINTED["gpu_hours"].rounds_to(S6["gpu_hours_note_method"])   # 2.54M -> "2.5M"
+    assert NS6.SECTION6_PRINTED["gpu_hours"].rounds_to(S6["gpu_hours_note_method"])   # 2.54M -> "2.5M"
     assert S6["gpu_hours_exact_300T"] == pytest.approx(2.72e6, rel=2e-3)
     assert S6["gpu_hours_exact_300T"] == pytest.approx(gpu_hours(S6["train_flops_mac"], 1))
     assert S6["reported_gpu_hours"] == 2.788e6 and S6["reported_usd"] == 5.576e6
@@ -124,7 +124,7 @@ def test_section6_gpu_hours():
 
 
 # ----- DeepSeek-V3 three ways --------------------------------------------------------------------------
-EST = P.deepseek_v3_estimates()
+EST = D.deepseek_v3_estimates()
 
 
 def test_deepseek_v3_three_way():

@@ -1,5 +1,6 @@
 """The note (W. H. Press, "LLM Architecture, Scaling Laws, and Economics", 2025) as code: its Table 1
-formulas, Table 2 use cases, Table 3 regenerated beside the printed values, and section 6 (DeepSeek).
+formulas, Table 2 use cases, Table 3 regenerated beside the printed values, its inference sanity check, and
+case D priced again with the serving roofline. Its section 6 (DeepSeek) is `accounting.reproduce.note_section6`.
 
 Convention: every flop here is a multiply-add counted as ONE flop (the note's Table 1 caption) unless a
 name says ``_fma2``/``FLOP`` (two per multiply-add, the datasheet/MFU convention). Memory rows are
@@ -16,16 +17,17 @@ and enters no Table 3 formula.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from . import cost
-from .chinchilla import TOKENS_PER_PARAMETER, note_optimal_tokens
-from .hardware import HARDWARE
-from .flops import FLOP, MAC, decode_flops_per_token, forward_flops, training_flops
-from .memory import kv_cache_elements, note_activation_elements, note_kv_cache_elements
-from .params import count_parameters, total_parameters
-from .shapes import ModelShape
+from .. import cost
+from ..chinchilla import note_optimal_tokens
+from ..flops import MAC, decode_flops_per_token, forward_flops
+from ..hardware import get_hardware
+from ..memory import kv_cache_bytes, kv_cache_elements, note_activation_elements, note_kv_cache_elements
+from ..params import total_parameters
+from ..serving import Layout, decode_step, memory_fit, smallest_fitting_gpus, usd_per_million_tokens
+from ..shapes import ModelShape
 
 K = 1024
 
@@ -132,34 +134,36 @@ class Printed:
         return abs(x - self.value) <= self.half_unit * (1 + 1e-12)
 
 
-def _p(text: str, scale: float) -> Printed:
+def printed(text: str, scale: float) -> Printed:
+    """A value printed with a K/M/B/T suffix."""
     return Printed(text, scale)
 
 
-def _e(text: str, scale: float) -> Printed:
+def printed_power(text: str, scale: float) -> Printed:
+    """A value printed as ``text x 10^k``."""
     return Printed(text, scale, power=True)
 
 
 _B, _M, _T, _KK = 1e9, 1e6, 1e12, 1e3
 TABLE3_PRINTED: dict[str, dict[str, Printed]] = {
-    "parameters": {"A": _p("6.7", _B), "B": _p("28", _B), "C": _p("175", _B),
-                   "D low": _p("400", _B), "D high": _p("800", _B)},
-    "activations memory": {"A": _p("180", _M), "B": _p("600", _M), "C": _p("1.9", _B),
-                           "D low": _p("30", _B), "D high": _p("90", _B)},
-    "inference cache memory": {"A": _p("0.5", _B), "B": _p("3", _B), "C": _p("20", _B),
-                               "D low": _p("0.4", _T), "D high": _p("1.3", _T)},
-    "flops forward": {"A": _e("15", 1e12), "B": _e("125", 1e12), "C": _e("1.6", 1e15),
-                      "D low": _e("80", 1e15), "D high": _e("400", 1e15)},
-    "flops incremental": {"A": _e("7", 1e9), "B": _e("30", 1e9), "C": _e("200", 1e9),
-                          "D low": _e("1", 1e12), "D high": _e("2", 1e12)},
-    "optimal training set size": {"A": _e("130", 1e9), "B": _e("540", 1e9), "C": _e("3.5", 1e12),
-                                  "D low": _e("8", 1e12), "D high": _e("15", 1e12)},
-    "training total flops": {"A": _e("2.7", 1e21), "B": _e("50", 1e21), "C": _e("2", 1e24),
-                             "D low": _e("20", 1e24), "D high": _e("100", 1e24)},
-    "training total GPU-years": {"A": _p("0.27", 1), "B": _p("5", 1), "C": _p("200", 1),
-                                 "D low": _p("2000", 1), "D high": _p("10000", 1)},
-    "training cost (2025)": {"A": _p("2.7", _KK), "B": _p("50", _KK), "C": _p("2", _M),
-                             "D low": _p("20", _M), "D high": _p("100", _M)},
+    "parameters": {"A": printed("6.7", _B), "B": printed("28", _B), "C": printed("175", _B),
+                   "D low": printed("400", _B), "D high": printed("800", _B)},
+    "activations memory": {"A": printed("180", _M), "B": printed("600", _M), "C": printed("1.9", _B),
+                           "D low": printed("30", _B), "D high": printed("90", _B)},
+    "inference cache memory": {"A": printed("0.5", _B), "B": printed("3", _B), "C": printed("20", _B),
+                               "D low": printed("0.4", _T), "D high": printed("1.3", _T)},
+    "flops forward": {"A": printed_power("15", 1e12), "B": printed_power("125", 1e12), "C": printed_power("1.6", 1e15),
+                      "D low": printed_power("80", 1e15), "D high": printed_power("400", 1e15)},
+    "flops incremental": {"A": printed_power("7", 1e9), "B": printed_power("30", 1e9), "C": printed_power("200", 1e9),
+                          "D low": printed_power("1", 1e12), "D high": printed_power("2", 1e12)},
+    "optimal training set size": {"A": printed_power("130", 1e9), "B": printed_power("540", 1e9), "C": printed_power("3.5", 1e12),
+                                  "D low": printed_power("8", 1e12), "D high": printed_power("15", 1e12)},
+    "training total flops": {"A": printed_power("2.7", 1e21), "B": printed_power("50", 1e21), "C": printed_power("2", 1e24),
+                             "D low": printed_power("20", 1e24), "D high": printed_power("100", 1e24)},
+    "training total GPU-years": {"A": printed("0.27", 1), "B": printed("5", 1), "C": printed("200", 1),
+                                 "D low": printed("2000", 1), "D high": printed("10000", 1)},
+    "training cost (2025)": {"A": printed("2.7", _KK), "B": printed("50", _KK), "C": printed("2", _M),
+                             "D low": printed("20", _M), "D high": printed("100", _M)},
 }
 TABLE3_UNITS = {"parameters": "params", "activations memory": "elements", "inference cache memory": "elements",
                 "flops forward": "flops_mac", "flops incremental": "flops_mac",
@@ -260,102 +264,56 @@ def inference_usd_per_million_tokens_case(case: str, exact_rate: bool = False) -
     return macs * 1e6 * cost.NOTE_ROUNDED_USD_PER_MAC
 
 
-# ----- Section 6: DeepSeek -----------------------------------------------------------------------
-DEEPSEEK_NOTE = {"d_model": 7168, "n_layers": 61, "n_heads": 128, "inference_seq_len": 128 * K,
-                 "train_seq_len": 32 * K, "total_params": 671e9}
-DEEPSEEK_REPORTED = {
-    "total_params": 671e9, "active_params": 37e9, "pretrain_tokens": 14.8e12, "pretrain_seq_len": 4096,
-    "gpu_hours_pretrain": 2.664e6, "gpu_hours_context_extension": 0.119e6, "gpu_hours_post_training": 0.005e6,
-    "gpu_hours_total": 2.788e6, "usd_per_gpu_hour": 2.0, "usd_total": 5.576e6,
-    "train_flops_per_token_reported": 250e9, "peak_bf16_flops_per_s": HARDWARE["h800"].peak_bf16_flops_per_s,
-}
-"""DeepSeek-V3 technical report (arXiv 2412.19437): H800 GPU-hours, $2/GPU-hour, 14.8T tokens at 4K."""
-SECTION6_PRINTED = {"active_12Ld2_params": _p("38", _B), "chinchilla_tokens": _p("13.4", _T),
-                    "train_flops_mac": _e("2.9", 1e24), "gpu_hours": _p("2.5", _M), "cost_usd": _p("2.9", _M),
-                    "reported_gpu_hours": _p("2.8", _M), "reported_usd": _p("5.6", _M)}
-"""Section 6 as printed (the text says 38B, 13.4T, 2.9e24 flops, 2.5M GPU-hours, $2.9M; reported 2.8M h, $5.6M)."""
+# ----- case D with the serving roofline -------------------------------------------------------------
+@dataclass(frozen=True)
+class CaseDRoofline:
+    """One end of the note's case D priced with the roofline (`note_case_d_roofline`): the replica (GPUs, batch
+    per GPU), the binding regime, bytes, tokens/s per GPU and US dollars per million output tokens, beside the
+    note's own figure and the floor set by reading one sequence's KV cache per token."""
+
+    case: str
+    context: int
+    total_params: int
+    gpus: int
+    batch_per_gpu: float
+    sequences_per_replica: float
+    bound: str
+    kv_cache_bytes_per_sequence: float
+    decode_tokens_per_s_per_gpu: float
+    usd_per_million_output_tokens: float
+    usd_per_million_output_tokens_kv_floor: float
+    note_usd_per_million_tokens: float
+    usd_per_gpu_hour: float
+    hardware: str
 
 
-def section6() -> dict[str, Any]:
-    """The note's DeepSeek arithmetic recomputed (multiply-add = 1 flop, n = 32K, $1e-18 per flop)."""
-    d, L, n = DEEPSEEK_NOTE["d_model"], DEEPSEEK_NOTE["n_layers"], DEEPSEEK_NOTE["train_seq_len"]
-    tokens = DEEPSEEK_REPORTED["pretrain_tokens"]
-    chin = TOKENS_PER_PARAMETER * DEEPSEEK_NOTE["total_params"]
-    per_token = note_training_macs_per_token(d, L, n)
-    macs = per_token * tokens
-    usd = cost.note_rounded_cost_usd(macs)
-    usd_per_hour = cost.NOTE_GPU.usd_per_hour
-    printed_usd = SECTION6_PRINTED["cost_usd"].value
-    return {
-        "convention": "multiply-add = 1 flop (the note's)",
-        "d_model": d, "n_layers": L, "n_heads": DEEPSEEK_NOTE["n_heads"], "train_seq_len": n,
-        "active_12Ld2_params": 12 * L * d * d,
-        "total_params": DEEPSEEK_NOTE["total_params"],
-        "chinchilla_tokens": chin, "reported_tokens": tokens, "reported_over_chinchilla": tokens / chin,
-        "train_flops_mac_per_token": per_token,
-        "train_flops_mac": macs, "train_flops_fma2": macs * FLOP,
-        "cost_usd_rounded_rate": usd,
-        "gpu_hours_note_method": printed_usd / usd_per_hour,
-        "gpu_hours_from_unrounded_usd": usd / usd_per_hour,
-        "gpu_hours_exact_300T": cost.gpu_hours(macs, MAC),
-        "cost_usd_exact_rate": cost.cost_usd(macs, MAC),
-        "note_usd_per_gpu_hour": usd_per_hour,
-        "reported_gpu_hours": DEEPSEEK_REPORTED["gpu_hours_total"],
-        "reported_usd": DEEPSEEK_REPORTED["usd_total"],
-        "reported_over_note_usd": DEEPSEEK_REPORTED["usd_total"] / usd,
-        "printed": {k: v.value for k, v in SECTION6_PRINTED.items()},
-    }
+def note_case_d_roofline(hw_name: str = "h100-sxm", usd_per_gpu_hour: float | None = None) -> list[CaseDRoofline]:
+    """The note's case D ("$1-2 per million tokens") recomputed with the roofline: its dense MHA shape at
+    its own context (100K / 200K tokens), bf16 weights and cache, tensor-parallel over the smallest
+    power-of-two replica that holds one sequence, decoded at the largest batch that fits.
 
-
-def deepseek_v3_shape(seq_len: int = 4096) -> ModelShape:
-    """DeepSeek-V3 from the shipped ``configs/deepseek-v3.json`` at its 4K pretraining window."""
-    from .hf_config import load_shipped
-    return load_shipped("deepseek-v3", seq_len=seq_len)
-
-
-def deepseek_v3_estimates(shape: ModelShape | None = None, tokens: float | None = None,
-                          seq_len: int = 4096) -> dict[str, Any]:
-    """DeepSeek-V3's pretraining compute three ways, in both conventions, with the MFU each implies
-    against the reported 2.664M H800-hours at 989 TFLOP/s (bf16 dense, 2 per multiply-add).
-
-    Methods: the note's ``(6 n d + 36 d^2) L`` per token (at its n = 32K and at the real 4K);
-    ``6 N_active D`` (our exact active count, and the published 37B); the exact architecture
-    (`accounting.flops`: MLA, 3 dense + 58 MoE layers with 8 routed + 1 shared expert, causal attention,
-    output head; MTP module excluded, and included as a separate line).
+    Returns one row per case with the note's figure (its rounded $1e-18 per multiply-add) beside ours, and
+    the floor set by reading the KV cache alone (GPU-seconds per token = cache bytes / bandwidth).
     """
-    shape = shape if shape is not None else deepseek_v3_shape(seq_len)
-    tokens = DEEPSEEK_REPORTED["pretrain_tokens"] if tokens is None else tokens
-    counts = count_parameters(shape)
-    d, L = shape.d_model, shape.n_layers
-    peak, hours = DEEPSEEK_REPORTED["peak_bf16_flops_per_s"], DEEPSEEK_REPORTED["gpu_hours_pretrain"]
-    h800 = cost.gpu_rate("h800", usd_per_hour=DEEPSEEK_REPORTED["usd_per_gpu_hour"])  # bf16 dense peak
-    macs_per_token = {
-        "note_formula_n32768": float(note_training_macs_per_token(d, L, 32 * K)),
-        f"note_formula_n{seq_len}": float(note_training_macs_per_token(d, L, seq_len)),
-        "six_n_active_d": 3.0 * counts.active,
-        "six_n_active_d_published_37b": 3.0 * DEEPSEEK_REPORTED["active_params"],
-        f"exact_causal_n{seq_len}": training_flops(shape, 1, seq_len, flops_per_mac=MAC, causal=True),
-        f"exact_causal_n{seq_len}_with_mtp": training_flops(shape, 1, seq_len, flops_per_mac=MAC, causal=True,
-                                                            include_mtp=True),
-    }
-    methods = {}
-    for name, mpt in macs_per_token.items():
-        total_mac = mpt * tokens
-        methods[name] = {
-            "flops_mac_per_token": mpt, "flops_fma2_per_token": mpt * FLOP,
-            "flops_mac": total_mac, "flops_fma2": total_mac * FLOP,
-            "implied_mfu_bf16": cost.implied_mfu(total_mac, MAC, hours, peak),
-            "h800_hours_at_peak": cost.gpu_hours(total_mac, MAC, h800),
-            "cost_usd_h800_at_peak": cost.cost_usd(total_mac, MAC, h800),
-            "cost_usd_note_gpu_exact_rate": cost.cost_usd(total_mac, MAC),
-            "cost_usd_note_rounded_rate": cost.note_rounded_cost_usd(total_mac),
-        }
-    return {
-        "tokens": tokens, "seq_len": seq_len,
-        "total_params": counts.total, "active_params": counts.active, "mtp_params": counts.mtp_total,
-        "published_total_params": DEEPSEEK_REPORTED["total_params"],
-        "published_active_params": DEEPSEEK_REPORTED["active_params"],
-        "reported_gpu_hours_pretrain": hours, "reported_gpu_hours_total": DEEPSEEK_REPORTED["gpu_hours_total"],
-        "reported_usd_total": DEEPSEEK_REPORTED["usd_total"], "peak_bf16_flops_per_s": peak,
-        "methods": methods,
-    }
+    hw = get_hardware(hw_name)
+    price = hw.usd_per_hour if usd_per_gpu_hour is None else usd_per_gpu_hour
+    rows = []
+    for case in ("D low", "D high"):
+        shape = USE_CASES[case].shape()
+        n = shape.seq_len
+        base = Layout(weights_dtype="bf16", kv_dtype="bf16")
+        g = smallest_fitting_gpus(shape, hw, base, n, batch=None, max_gpus=4096)
+        lay = replace(base, gpus=g)
+        b = memory_fit(shape, hw, lay, 1.0, n).max_batch
+        dec = decode_step(shape, hw, lay, b, n)
+        kv_seq = kv_cache_bytes(shape, n, 1, 2)
+        kv_floor = usd_per_million_tokens(hw.memory_bandwidth_bytes_per_s / kv_seq, price)
+        rows.append(CaseDRoofline(
+            case=case, context=n, total_params=total_parameters(shape), gpus=g, batch_per_gpu=b,
+            sequences_per_replica=b * g, bound=dec.bound, kv_cache_bytes_per_sequence=kv_seq,
+            decode_tokens_per_s_per_gpu=dec.tokens_per_s_per_gpu,
+            usd_per_million_output_tokens=usd_per_million_tokens(dec.tokens_per_s_per_gpu, price),
+            usd_per_million_output_tokens_kv_floor=kv_floor,
+            note_usd_per_million_tokens=inference_usd_per_million_tokens_case(case), usd_per_gpu_hour=price,
+            hardware=hw.name))
+    return rows
