@@ -27,6 +27,8 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from accounting import ModelShape
+from accounting.memory import kv_cache_elements_per_token
 from experiments.paths import portable_path
 
 METRICS = "metrics.jsonl"
@@ -227,8 +229,6 @@ def run_info(run_dir: Path) -> dict | None:
 
 def _kv_cache_per_token(shape: dict) -> float:
     """Decode-cache elements per token (``accounting.memory``) of a run's shape; NaN if it does not load."""
-    from accounting import ModelShape
-    from accounting.memory import kv_cache_elements_per_token
     try:
         return float(kv_cache_elements_per_token(ModelShape.from_dict(shape)))
     except (TypeError, ValueError):
