@@ -95,9 +95,9 @@ def _scatter_figure(costs: pd.DataFrame, panels, ylabel: str, figdir: Path, name
 
 def cost_vs_params(costs: pd.DataFrame, figdir: Path, price: str) -> Drawn | None:
     """Training cost against parameters, side by side for the two token budgets (Chinchilla tokens on total
-    or on active parameters): each model is a filled marker at its total and a hollow one at its active
-    parameters, joined (dense models: one point). ``price`` (the $/GPU-hour, hardware and MFU) is stated in
-    the title."""
+    or on active parameters): each MoE is a filled marker at its total and a hollow one at its active
+    parameters, joined; a dense model is one filled marker. ``price`` (the $/GPU-hour, hardware and MFU) is
+    stated in the title."""
     if costs.empty:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.6), sharey=True)
@@ -105,14 +105,14 @@ def cost_vs_params(costs: pd.DataFrame, figdir: Path, price: str) -> Drawn | Non
         for fam, g in costs.groupby("family"):
             key = "real MoE" if fam == "MoE" else "note (dense)"
             colour, marker = pal.FAMILY[key], pal.MARKER[key]
-            for r in g.itertuples():
+            moe = fam == "MoE"  # a dense model's active count differs from its total only by embedding rows
+            for r in g.itertuples() if moe else ():
                 ax.plot([r.active_params, r.total_params], [getattr(r, y)] * 2, color=colour, lw=1, alpha=0.6)
-            sparse = g[g["active_params"] < g["total_params"]]
             ax.scatter(g["total_params"], g[y], color=colour, marker=marker, s=40, zorder=3,
-                       label=f"{fam}: total parameters" if len(sparse) else f"{fam} (total = active)")
-            if len(sparse):
-                ax.scatter(sparse["active_params"], sparse[y], facecolors="white", edgecolors=[colour],
-                           marker=marker, s=40, zorder=3, label=f"{fam}: active parameters")
+                       label=f"{fam}: total parameters")
+            if moe:
+                ax.scatter(g["active_params"], g[y], facecolors="white", edgecolors=[colour], marker=marker, s=40,
+                           zorder=3, label=f"{fam}: active parameters")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.margins(x=0.12, y=0.12)
@@ -124,8 +124,9 @@ def cost_vs_params(costs: pd.DataFrame, figdir: Path, price: str) -> Drawn | Non
     fig.suptitle(f"Training cost against total and active parameters, priced at {price}", fontsize=10.5)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     for ax, y in zip(axes, ("train_usd_total", "train_usd_active")):
+        moe = costs[costs["family"] == "MoE"]
         place_labels(ax, list(costs["total_params"]), list(costs[y]), list(costs["model"]), fontsize=7.5,
-                     avoid=list(zip(costs["active_params"], costs[y])))
+                     avoid=list(zip(moe["active_params"], moe[y])))
     return save(fig, figdir, "cost_vs_params", layout=False)
 
 

@@ -34,7 +34,7 @@ def section(ctx: Context) -> Section:
     price = f"${pr['usd_per_hour']:g}/GPU-hour ({pr['hardware']}, {pct(mfu)} MFU)"
     page.add("\n" + page.figure(plots.cost_vs_params(df, ctx.figdir, price),
                                 "training cost against total (filled) and active (hollow) parameters, joined per "
-                                f"model, for tokens = {TOKENS_PER_PARAMETER:g} x total (left) and x active (right) "
+                                f"MoE, for tokens = {TOKENS_PER_PARAMETER:g} x total (left) and x active (right) "
                                 f"parameters, at {price} (log-log); data: {srcs}, accounting.flops/params"))
     page.add(page.figure(plots.inference_cost(df, ctx.figdir),
                          f"decode cost per million tokens against active and total parameters; data: {srcs}"))
