@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Patch
+from matplotlib.transforms import ScaledTranslation
 
 from accounting.chinchilla import TOKENS_PER_PARAMETER
 
@@ -417,7 +418,9 @@ def moe_layer_ratios(ratios: pd.DataFrame, figdir: Path, goal: dict[str, float],
         ax.axvline(1.0, color="0.5", lw=1)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time ratio, ours_grouped / other (median, IQR)")
-        ax.legend(fontsize=7.5, loc="lower right", framealpha=0.85)
+        below = ax.transAxes + ScaledTranslation(0, -0.5, fig.dpi_scale_trans)  # under the x label, any height
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, frameon=False,
+                  ncol=2)
     axes[0][0].set_yticks(range(len(configs)), configs, fontsize=8.5)
     axes[0][0].invert_yaxis()
     fig.suptitle("One MoE layer (forward + backward): our grouped backend against the same FLOP elsewhere "
