@@ -3,9 +3,9 @@
 A run folder is any directory holding ``metrics.jsonl`` (written by ``experiments.train``; format in
 ``experiments/metrics.py``), usually with ``config.yaml``, ``env.json`` and ``summary.json`` next to it.
 A measurement CSV is any ``*.csv`` with the bench columns ``kind`` and ``median_s``
-(``experiments.bench``); a MoE-layer CSV one with the columns of ``experiments.moe_layer_bench`` (``row``,
+(``experiments.bench``); a MoE-layer CSV one with the columns of ``experiments.bench.moe_layer`` (``row``,
 ``contender``, ``vs``, ``median``), its ``<csv>.env.json`` beside it; a paired benchmark is a folder with ``paired.csv`` and ``summary.json``
-(``experiments.paired_bench``). Every row keeps the path it came from (``source``), so captions can name
+(``experiments.bench.paired``). Every row keeps the path it came from (``source``), so captions can name
 their data and CSVs from different places are never pooled.
 
 Runs are selected by their key ``<experiment>/<model>/<size>-seed<seed>`` with shell-style patterns
@@ -27,6 +27,8 @@ from typing import Iterable
 import pandas as pd
 import yaml
 
+from accounting import ModelShape
+from accounting.memory import kv_cache_elements_per_token
 from experiments.paths import portable_path
 
 METRICS = "metrics.jsonl"
@@ -227,8 +229,6 @@ def run_info(run_dir: Path) -> dict | None:
 
 def _kv_cache_per_token(shape: dict) -> float:
     """Decode-cache elements per token (``accounting.memory``) of a run's shape; NaN if it does not load."""
-    from accounting import ModelShape
-    from accounting.memory import kv_cache_elements_per_token
     try:
         return float(kv_cache_elements_per_token(ModelShape.from_dict(shape)))
     except (TypeError, ValueError):

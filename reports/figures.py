@@ -1,142 +1,31 @@
-"""One function per figure. Each takes DataFrames, writes ``<figdir>/<name>.png`` and returns its path,
-or None when it has no data. Matplotlib Agg backend; colours from `reports.palette`.
+"""One function per figure. Each takes DataFrames, writes ``<figdir>/<name>.png`` and returns it
+(`reports.layout.Drawn`: the path and its layout problems), or None when it has no data. Matplotlib Agg backend; colours from `reports.palette`.
 
 Figures are named after what they show (``router_load``, ``decode``, ...), never by a running index.
-Before a figure is saved, `layout_problems` checks it: every text (titles, labels, tick labels, legends,
-point labels) must lie inside the canvas, and no two point labels of a scatter may overlap; the problems
-found are kept in ``LAYOUT_PROBLEMS[name]`` (empty when the figure is clean) for tests.
+Each is saved by `reports.layout.save`, which checks its layout and returns the path with the problems found.
 Figures are at most 11 inches wide at 110 dpi, so that REPORT.md's page width shows them near full size.
 """
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import matplotlib.ticker as mticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Patch
+from matplotlib.transforms import ScaledTranslation
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from accounting.chinchilla import TOKENS_PER_PARAMETER
 
-from accounting.chinchilla import TOKENS_PER_PARAMETER  # noqa: E402
+from . import palette as pal
+from .layout import Drawn, place_labels, plt, save
 
-from . import palette as pal  # noqa: E402
-
-sns.set_theme(style="whitegrid", context="notebook")
-
-DPI = 110
-POINT_LABEL = "point-label"
-"""gid of the text of every point label drawn by `place_labels` (the overlap check looks for it)."""
-LAYOUT_PROBLEMS: dict[str, list[str]] = {}
-
-
-def _save(fig, figdir: Path, name: str, layout: bool = True) -> Path:
-    figdir.mkdir(parents=True, exist_ok=True)
-    path = figdir / f"{name}.png"
-    if layout:
-        fig.tight_layout()
-    LAYOUT_PROBLEMS[name] = layout_problems(fig)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def drawn_texts(fig) -> list:
-    """Draw ``fig`` at the saving resolution and return every non-empty text artist actually drawn
-    (titles, axis and tick labels, legend entries, annotations; not ticks outside the view)."""
-    from matplotlib.text import Text
-    drawn, orig = [], Text.draw
-
-    def record(self, renderer):
-        orig(self, renderer)
-        if self.get_visible() and self.get_text().strip():
-            drawn.append(self)
-
-    fig.set_dpi(DPI)
-    Text.draw = record
-    try:
-        fig.canvas.draw()
-    finally:
-        Text.draw = orig
-    return drawn
-
-
-def layout_problems(fig) -> list[str]:
-    """Texts that stick out of the canvas, and pairs of point labels (gid `POINT_LABEL`) that overlap;
-    measured with the renderer's bounding boxes at the saving resolution."""
-    from matplotlib.text import Text
-    texts = drawn_texts(fig)
-    r = fig.canvas.get_renderer()
-    W, H = fig.bbox.width, fig.bbox.height
-    out = []
-    for t in texts:
-        b = Text.get_window_extent(t, r)
-        if b.x0 < -1 or b.y0 < -1 or b.x1 > W + 1 or b.y1 > H + 1:
-            out.append(f"clipped: {t.get_text()!r} at x {b.x0:.0f}..{b.x1:.0f}, y {b.y0:.0f}..{b.y1:.0f} "
-                       f"of {W:.0f} x {H:.0f}")
-    for ax in fig.axes:
-        labels = [t for t in ax.texts if t.get_gid() == POINT_LABEL and t.get_visible()]
-        boxes = [Text.get_window_extent(t, r) for t in labels]
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                if boxes[i].overlaps(boxes[j]):
-                    out.append(f"overlap: {labels[i].get_text()!r} and {labels[j].get_text()!r}")
-    return out
-
-
-def place_labels(ax, xs, ys, labels, fontsize: float = 8) -> None:
-    """Label each point (data coordinates) without overlaps: for each point in turn, try offsets around it
-    at growing distances and keep the first whose box stays inside the axes and clear of every label and
-    marker placed so far; far offsets get a thin leader line. Call after the figure's layout is final."""
-    from matplotlib.text import Text
-    fig = ax.figure
-    fig.set_dpi(DPI)
-    fig.canvas.draw()
-    r = fig.canvas.get_renderer()
-    axbox = ax.get_window_extent(r)
-    pts = ax.transData.transform(np.column_stack([np.asarray(xs, float), np.asarray(ys, float)]))
-    pad = 4.0
-    from matplotlib.transforms import Bbox
-    markers = [Bbox.from_extents(px - pad, py - pad, px + pad, py + pad) for px, py in pts]
-    taken: list = []
-    dirs = [(1, 1, "left", "bottom"), (1, -1, "left", "top"), (-1, 1, "right", "bottom"), (-1, -1, "right", "top"),
-            (0, 1, "center", "bottom"), (0, -1, "center", "top"), (1, 0, "left", "center"), (-1, 0, "right", "center")]
-    order = np.argsort(-pts[:, 1])
-    for i in order:
-        (x, y), label = (xs[i], ys[i]), labels[i]
-        best = None
-        for dist in (4, 10, 18, 28, 40, 55):
-            for dx, dy, ha, va in dirs:
-                t = ax.annotate(label, (x, y), xytext=(dx * dist, dy * dist), textcoords="offset points",
-                                ha=ha, va=va, fontsize=fontsize)
-                t.update_positions(r)
-                b = Text.get_window_extent(t, r)
-                inside = (b.x0 >= axbox.x0 and b.x1 <= axbox.x1 and b.y0 >= axbox.y0 and b.y1 <= axbox.y1)
-                clear = not any(b.overlaps(o) for o in taken) and \
-                    not any(b.overlaps(m) for k, m in enumerate(markers) if k != i)
-                t.remove()
-                if inside and clear:
-                    best = (dx, dy, ha, va, dist, b)
-                    break
-            if best:
-                break
-        if best is None:  # nowhere clear: the nearest spot; layout_problems reports the overlap
-            best = (1, 1, "left", "bottom", 4, None)
-        dx, dy, ha, va, dist, b = best
-        arrow = {"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 0, "shrinkB": 2} if dist > 10 else None
-        t = ax.annotate(label, (x, y), xytext=(dx * dist, dy * dist), textcoords="offset points", ha=ha, va=va,
-                        fontsize=fontsize, arrowprops=arrow)
-        t.set_gid(POINT_LABEL)
-        t.update_positions(r)
-        taken.append(Text.get_window_extent(t, r))
-
-
-def waterfall(steps, reported_usd: float, figdir: Path, reported_label: str = "reported") -> Path:
+def waterfall(steps, reported_usd: float, figdir: Path, reported_label: str = "reported") -> Drawn:
     """Cost after each correction, from the note's estimate to the reported cost (bars, log-free $M)."""
-    from matplotlib.patches import Patch
     fig, ax = plt.subplots(figsize=(11, 6.2))
     prev = 0.0
     labels = []
@@ -167,7 +56,7 @@ def waterfall(steps, reported_usd: float, figdir: Path, reported_label: str = "r
                        Patch(color=pal.WATERFALL["down"], label="correction lowers the cost"),
                        Patch(color=pal.WATERFALL["reported"], label="reported by DeepSeek")],
               loc="upper left", fontsize=9, ncol=2, framealpha=0.95)
-    return _save(fig, figdir, "deepseek_waterfall")
+    return save(fig, figdir, "deepseek_waterfall")
 
 
 def _wrap(s: str, width: int) -> str:
@@ -202,23 +91,47 @@ def _scatter_figure(costs: pd.DataFrame, panels, ylabel: str, figdir: Path, name
     fig.tight_layout()
     for ax, (x, y, _) in zip(axes[:, 0], panels):
         place_labels(ax, list(costs[x]), list(costs[y]), list(costs["model"]), fontsize=8.5)
-    return _save(fig, figdir, name, layout=False)
+    return save(fig, figdir, name, layout=False)
 
 
-def cost_vs_params(costs: pd.DataFrame, figdir: Path) -> Path | None:
-    """Training cost (Chinchilla tokens on total params) against total and active parameters."""
+def cost_vs_params(costs: pd.DataFrame, figdir: Path, price: str) -> Drawn | None:
+    """Training cost against parameters, side by side for the two token budgets (Chinchilla tokens on total
+    or on active parameters): each MoE is a filled marker at its total and a hollow one at its active
+    parameters, joined; a dense model is one filled marker. ``price`` (the $/GPU-hour, hardware and MFU) is
+    stated in the title."""
     if costs.empty:
         return None
-    return _scatter_figure(costs, (("total_params", "train_usd_total", "Training cost vs total parameters "
-                                    f"(tokens = {TOKENS_PER_PARAMETER} x total)"),
-                                   ("active_params", "train_usd_total", "Training cost vs active parameters "
-                                    f"(tokens = {TOKENS_PER_PARAMETER} x total)"),
-                                   ("active_params", "train_usd_active", "Training cost vs active parameters "
-                                    f"(tokens = {TOKENS_PER_PARAMETER} x active)")),
-                           "training cost (USD)", figdir, "cost_vs_params")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6), sharey=True)
+    for ax, y, basis in zip(axes, ("train_usd_total", "train_usd_active"), ("total", "active")):
+        for fam, g in costs.groupby("family"):
+            key = "real MoE" if fam == "MoE" else "note (dense)"
+            colour, marker = pal.FAMILY[key], pal.MARKER[key]
+            moe = fam == "MoE"  # a dense model's active count differs from its total only by embedding rows
+            for r in g.itertuples() if moe else ():
+                ax.plot([r.active_params, r.total_params], [getattr(r, y)] * 2, color=colour, lw=1, alpha=0.6)
+            ax.scatter(g["total_params"], g[y], color=colour, marker=marker, s=40, zorder=3,
+                       label=f"{fam}: total parameters")
+            if moe:
+                ax.scatter(g["active_params"], g[y], facecolors="white", edgecolors=[colour], marker=marker, s=40,
+                           zorder=3, label=f"{fam}: active parameters")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.margins(x=0.12, y=0.12)
+        ax.set_xlabel("parameters (count)")
+        ax.set_title(f"tokens = {TOKENS_PER_PARAMETER} x {basis} parameters", fontsize=10)
+    axes[0].set_ylabel("training cost (USD)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.suptitle(f"Training cost against total and active parameters, priced at {price}", fontsize=10.5)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    for ax, y in zip(axes, ("train_usd_total", "train_usd_active")):
+        moe = costs[costs["family"] == "MoE"]
+        place_labels(ax, list(costs["total_params"]), list(costs[y]), list(costs["model"]), fontsize=7.5,
+                     avoid=list(zip(moe["active_params"], moe[y])))
+    return save(fig, figdir, "cost_vs_params", layout=False)
 
 
-def inference_cost(costs: pd.DataFrame, figdir: Path) -> Path | None:
+def inference_cost(costs: pd.DataFrame, figdir: Path) -> Drawn | None:
     """Inference cost per million generated tokens against active and total parameters."""
     if costs.empty:
         return None
@@ -227,72 +140,110 @@ def inference_cost(costs: pd.DataFrame, figdir: Path) -> Path | None:
                            "decode cost (USD per million tokens)", figdir, "inference_cost")
 
 
-def loss_curves(metrics: pd.DataFrame, figdir: Path) -> Path | None:
-    """Left: training loss against tokens (log x). Right: validation loss against training FLOP, where
-    the runs differ. One colour per run."""
+def _configurations(metrics: pd.DataFrame) -> dict[str, str]:
+    """Run key without its seed -> a reader's label: '<model>, <size>' (plus the sweep's tags, and the
+    experiment when several are shown)."""
+    keys = sorted({re.sub(r"-seed\d+", "", str(r)) for r in metrics["run"].unique()},
+                  key=lambda k: (k.split("/")[1:2] != ["dense"], k))
+    experiments = {k.split("/")[0] for k in keys}
+    out = {}
+    for k in keys:
+        exp, model, rest = (k.split("/", 2) + ["", ""])[:3]
+        size, _, tags = rest.partition(",")
+        label = f"{model}, {size}" + (f" ({tags.replace(',', ', ')})" if tags else "")
+        out[k] = f"{exp}: {label}" if len(experiments) > 1 else label
+    return out
+
+
+def _si_scale(x: float) -> tuple[float, str]:
+    """(scale, prefix) of the SI unit in which ``x`` reads between 1 and 1000 (k to E)."""
+    exp = max(0, min(18, 3 * int(math.floor(math.log10(max(abs(x), 1.0)) / 3))))
+    return 10.0 ** exp, {0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}[exp]
+
+
+def loss_curves(metrics: pd.DataFrame, figdir: Path) -> Drawn | None:
+    """Left: training loss against tokens (millions, log x). Right: validation loss against training FLOP
+    (in an SI unit), where the runs differ. One colour and line style per configuration (model and size);
+    the line is the mean over its seeds and, where it has several, the band spans their minimum to maximum."""
     if metrics.empty:
         return None
-    runs = sorted(metrics["run"].unique())
-    colours = pal.run_colours(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4 + 0.25 * math.ceil(len(runs) / 2)))
-    for i, run in enumerate(runs):
-        g = metrics[metrics["run"] == run].sort_values("step")
-        ls = pal.LINESTYLES[i % len(pal.LINESTYLES)]
-        axes[0].plot(g["tokens"], g["train_loss"], color=colours[run], lw=1.3, alpha=0.85, label=run, ls=ls)
-        v = g.dropna(subset=["val_loss"])
+    m = metrics.assign(config=metrics["run"].map(lambda r: re.sub(r"-seed\d+", "", str(r))))
+    configs = _configurations(m)
+    colours = dict(zip(configs, pal.DISTINCT * (len(configs) // len(pal.DISTINCT) + 1)))
+    flop_scale, flop_prefix = _si_scale(float(m["train_flops"].max()))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6 + 0.25 * math.ceil(len(configs) / 3)))
+    for i, (key, label) in enumerate(configs.items()):
+        g = m[m["config"] == key]
+        seeds = g["run"].nunique()
+        style = dict(color=colours[key], ls=pal.LINESTYLES[i % len(pal.LINESTYLES)], lw=1.4)
+        t = g.groupby("step").agg(x=("tokens", "mean"), lo=("train_loss", "min"), mid=("train_loss", "mean"),
+                                  hi=("train_loss", "max"))
+        axes[0].plot(t["x"] / 1e6, t["mid"], alpha=0.9, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})",
+                     **style)
+        v = g.dropna(subset=["val_loss"]).groupby("step").agg(
+            x=("train_flops", "mean"), lo=("val_loss", "min"), mid=("val_loss", "mean"), hi=("val_loss", "max"))
         if not v.empty:
-            axes[1].plot(v["train_flops"], v["val_loss"], marker="o", ms=4, color=colours[run], lw=1.3, ls=ls)
+            axes[1].plot(v["x"] / flop_scale, v["mid"], marker="o", ms=4, **style)
+        if seeds > 1:
+            axes[0].fill_between(t["x"] / 1e6, t["lo"], t["hi"], color=colours[key], alpha=0.2, lw=0)
+            axes[1].fill_between(v["x"] / flop_scale, v["lo"], v["hi"], color=colours[key], alpha=0.2, lw=0)
     axes[0].set_xscale("log")
-    axes[0].set_xlabel("training tokens")
+    axes[0].xaxis.set_major_locator(mticker.LogLocator(subs=(1, 2, 5)))
+    axes[0].xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    axes[0].xaxis.set_minor_formatter(mticker.NullFormatter())
+    axes[0].set_xlabel("training tokens (millions)")
     axes[0].set_ylabel("training loss (nats/token)")
     axes[0].set_title("Training loss vs tokens")
-    axes[1].set_xlabel("training compute (FLOP, 2 per multiply-add)")
+    axes[1].set_xlabel(f"training compute ({flop_prefix}FLOP, 2 per multiply-add)")
     axes[1].set_ylabel("validation loss (nats/token)")
     axes[1].set_title("Validation loss vs training compute")
     handles, labels = axes[0].get_legend_handles_labels()
-    rows = math.ceil(len(runs) / 2)
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.035 + 0.05 * rows, 1, 1))
-    return _save(fig, figdir, "loss_curves", layout=False)
+    rows = math.ceil(len(configs) / 3)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False,
+               title="model, size (seeds; line: mean over seeds, band: min to max where there are several)",
+               title_fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
+    return save(fig, figdir, "loss_curves", layout=False)
 
 
-def router_heatmap(loads: pd.DataFrame, figdir: Path, runs: list[str] | None = None) -> Path | None:
-    """Expert x step load fraction: one row per run, one column per MoE layer, ONE colour scale shared by
-    every panel (0 to the largest share seen, at least twice the uniform share)."""
+def router_heatmap(loads: pd.DataFrame, figdir: Path, runs: list[str] | None = None) -> Drawn | None:
+    """Expert x step load fraction: one panel per (MoE run, MoE layer), two per row, ONE colour scale shared
+    by every panel (0 to the largest share seen, at least twice the uniform share); steps on a numeric axis."""
     runs = sorted(loads["run"].unique()) if runs is None else runs
     g = loads[loads["run"].isin(runs)]
     if g.empty:
         return None
-    layers_of = {r: sorted(g[g["run"] == r]["layer"].unique()) for r in runs}
-    ncol = max(len(v) for v in layers_of.values())
+    panels = [(r, layer) for r in runs for layer in sorted(g[g["run"] == r]["layer"].unique())]
+    ncol = 1 if len(panels) == 1 else 2
+    nrow = math.ceil(len(panels) / ncol)
     n_exp = int(g["expert"].max()) + 1
     vmax = max(2.0 / n_exp, float(g["load_fraction"].max()))
-    fig, axes = plt.subplots(len(runs), ncol, figsize=(10.5, 0.6 + 2.5 * len(runs)), squeeze=False)
-    mappable = None
-    for i, run in enumerate(runs):
-        for j in range(ncol):
-            ax = axes[i, j]
-            if j >= len(layers_of[run]):
-                ax.set_visible(False)
-                continue
-            layer = layers_of[run][j]
-            m = g[(g["run"] == run) & (g["layer"] == layer)].pivot_table(index="expert", columns="step",
-                                                                          values="load_fraction")
-            sns.heatmap(m, ax=ax, cmap="viridis", vmin=0, vmax=vmax, cbar=False, xticklabels=max(1, m.shape[1] // 5))
-            mappable = ax.collections[0]
-            ax.set_title(f"{run}, layer {layer}", fontsize=9.5)
-            ax.set_xlabel("training step" if i == len(runs) - 1 else "")
-            ax.set_ylabel("expert")
-            ax.tick_params(axis="x", rotation=0, labelsize=8)
-            ax.tick_params(axis="y", labelsize=8)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(10.5, 0.6 + 2.5 * nrow), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        fig.delaxes(ax)
+    image = None
+    for i, (ax, (run, layer)) in enumerate(zip(axes.flat, panels)):
+        m = g[(g["run"] == run) & (g["layer"] == layer)].pivot_table(index="expert", columns="step",
+                                                                      values="load_fraction")
+        steps = m.columns.to_numpy(float)
+        half = (steps[1] - steps[0]) / 2 if len(steps) > 1 else 0.5
+        image = ax.imshow(m.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest",
+                          extent=(steps[0] - half, steps[-1] + half, n_exp - 0.5, -0.5))
+        ax.grid(False)
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=6, integer=True, steps=[1, 2, 2.5, 5, 10]))
+        ax.set_yticks(range(n_exp))
+        ax.set_title(f"{run}, layer {layer}", fontsize=9.5)
+        ax.set_xlabel("training step" if i >= len(panels) - ncol else "")
+        ax.set_ylabel("expert")
+        ax.tick_params(axis="both", labelsize=8)
     fig.suptitle(f"Router load: share of routed assignments per expert (uniform = {1 / n_exp:.3g})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     cax = fig.add_axes((0.915, 0.12, 0.015, 0.76))
-    fig.colorbar(mappable, cax=cax, label="share of assignments (one scale)")
-    return _save(fig, figdir, "router_load", layout=False)
+    fig.colorbar(image, cax=cax, label="share of assignments (one scale)")
+    return save(fig, figdir, "router_load", layout=False)
 
 
-def maxvio(layers: pd.DataFrame, figdir: Path) -> Path | None:
+def maxvio(layers: pd.DataFrame, figdir: Path) -> Drawn | None:
     """MaxVio (max load / mean load - 1, mean over layers) over steps, per balancing method."""
     if layers.empty:
         return None
@@ -309,10 +260,10 @@ def maxvio(layers: pd.DataFrame, figdir: Path) -> Path | None:
     ax.set_ylabel("MaxVio = max load / mean load - 1\n(mean over MoE layers)")
     ax.set_title("Load imbalance over training by balancing method")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), title="run (balancing)")
-    return _save(fig, figdir, "maxvio")
+    return save(fig, figdir, "maxvio")
 
 
-def throughput(bench: pd.DataFrame, figdir: Path) -> Path | None:
+def throughput(bench: pd.DataFrame, figdir: Path) -> Drawn | None:
     """Achieved TFLOP/s and MFU (vs the CSV's measured matmul peak) per backend, layer and model rows."""
     b = bench[bench["kind"].isin(["layer", "model"]) & bench["tflops_per_s"].notna()].copy()
     if b.empty:
@@ -339,10 +290,10 @@ def throughput(bench: pd.DataFrame, figdir: Path) -> Path | None:
         dev = ", ".join(sorted(set(g["device_name"].astype(str))))
         ax.set_title("\n".join(textwrap.wrap(f"{kind} forward+backward, {src} ({dev})", 80)), fontsize=10.5)
     fig.suptitle("Throughput per backend, one panel per CSV and kind", fontsize=11.5)
-    return _save(fig, figdir, "throughput")
+    return save(fig, figdir, "throughput")
 
 
-def decode(bench: pd.DataFrame, figdir: Path) -> Path | None:
+def decode(bench: pd.DataFrame, figdir: Path) -> Drawn | None:
     """Seconds per generated token: KV-cache decode vs full recompute, per context length."""
     d = bench[bench["kind"].isin(["decode", "recompute"]) & bench["median_s"].notna()]
     if d.empty:
@@ -372,10 +323,10 @@ def decode(bench: pd.DataFrame, figdir: Path) -> Path | None:
     ax.set_ylabel("time per generated token (ms)")
     ax.set_title("Incremental decode vs full recompute")
     ax.legend(fontsize=9, loc="upper left")
-    return _save(fig, figdir, "decode")
+    return save(fig, figdir, "decode")
 
 
-def table3_ratios(t3: pd.DataFrame, figdir: Path) -> Path | None:
+def table3_ratios(t3: pd.DataFrame, figdir: Path) -> Drawn | None:
     """Heatmap of computed / printed for every cell of the note's Table 3."""
     if t3 is None or t3.empty:
         return None
@@ -389,10 +340,10 @@ def table3_ratios(t3: pd.DataFrame, figdir: Path) -> Path | None:
     ax.set_title("Table 3: recomputed / printed")
     ax.set_xlabel("use case")
     ax.set_ylabel("")
-    return _save(fig, figdir, "table3_ratios")
+    return save(fig, figdir, "table3_ratios")
 
 
-def mfu_by_family(runs_mfu: pd.DataFrame, figdir: Path) -> Path | None:
+def mfu_by_family(runs_mfu: pd.DataFrame, figdir: Path) -> Drawn | None:
     """Median MFU per run, coloured by family (dense vs MoE)."""
     if runs_mfu.empty or runs_mfu["mfu"].isna().all():
         return None
@@ -402,10 +353,10 @@ def mfu_by_family(runs_mfu: pd.DataFrame, figdir: Path) -> Path | None:
     ax.invert_yaxis()
     ax.set_xlabel("MFU (% of the run's peak, median over logged steps)")
     ax.set_title("Model FLOP utilisation per training run (one run each, not paired)")
-    return _save(fig, figdir, "mfu_runs")
+    return save(fig, figdir, "mfu_runs")
 
 
-def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, title: str) -> Path | None:
+def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, title: str) -> Drawn | None:
     """Per-repeat MoE/dense cost per FLOP of a paired benchmark (strip + box per MoE model), with the
     bootstrap interval of the median as a black bar; 1 = an MoE FLOP costs as much time as a dense FLOP."""
     r = rows[rows["model"] != "dense"] if not rows.empty else rows
@@ -432,15 +383,15 @@ def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, tit
     ax.set_xlabel("MoE / dense time per training FLOP, per repeat (1 = same cost per FLOP)")
     ax.set_ylabel("")
     ax.set_title(title, fontsize=10.5)
-    ax.legend(loc="lower right", fontsize=9)
-    return _save(fig, figdir, name)
+    ax.legend(loc="upper right", bbox_to_anchor=(1, -0.2), fontsize=9, frameon=False)  # below, clear of the repeats
+    return save(fig, figdir, name)
 
 
 def moe_layer_ratios(ratios: pd.DataFrame, figdir: Path, goal: dict[str, float],
-                     labels: dict[str, str] | None = None, name: str = "moe_layer_ratios") -> Path | None:
+                     labels: dict[str, str] | None = None, name: str = "moe_layer_ratios") -> Drawn | None:
     """``ours_grouped / other`` time ratios of one MoE-layer CSV (``reports.moe_layer.ratios``, with its
     ``config`` label column): median (point) and interquartile range (bar) per configuration; left panel against the floors (dense FFN, per-expert and dense GEMMs) with the
-    issue-17 goal per shape as a dashed tick, right panel against earlier versions and peers."""
+    goal per shape as a dashed tick, right panel against earlier versions and peers."""
     if ratios.empty:
         return None
     configs = list(dict.fromkeys(ratios["config"]))
@@ -467,9 +418,11 @@ def moe_layer_ratios(ratios: pd.DataFrame, figdir: Path, goal: dict[str, float],
         ax.axvline(1.0, color="0.5", lw=1)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time ratio, ours_grouped / other (median, IQR)")
-        ax.legend(fontsize=7.5, loc="lower right", framealpha=0.85)
+        below = ax.transAxes + ScaledTranslation(0, -0.5, fig.dpi_scale_trans)  # under the x label, any height
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, frameon=False,
+                  ncol=2)
     axes[0][0].set_yticks(range(len(configs)), configs, fontsize=8.5)
     axes[0][0].invert_yaxis()
     fig.suptitle("One MoE layer (forward + backward): our grouped backend against the same FLOP elsewhere "
                  "(dashed: the goal vs dense)", fontsize=10.5)
-    return _save(fig, figdir, name)
+    return save(fig, figdir, name)

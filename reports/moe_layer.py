@@ -1,6 +1,6 @@
 """The report's MoE-layer subsection: one routed layer against a dense FFN of equal active FLOP.
 
-Reads the rows of ``experiments.moe_layer_bench`` CSVs (``reports.collect.load_moe_layer``). Per device the
+Reads the rows of ``experiments.bench.moe_layer`` CSVs (``reports.collect.load_moe_layer``). Per device the
 newest CSV (by the start time in its ``.env.json``) is shown; older ones are named with their commit and load.
 Every ratio is a row of the CSV: the median over rounds of the per-round time ratio ``ours_grouped /
 other`` (both timed in the same round), with its interquartile range; the per-expert GEMM floor over the
@@ -13,7 +13,7 @@ import pandas as pd
 from .tables import markdown
 
 CONTENDER = "ours_grouped"
-GOAL = {"fine": 1.2, "coarse": 1.1}      # issue 17: ours_grouped / dense at most this, per shape
+GOAL = {"fine": 1.2, "coarse": 1.1}      # the goal: ours_grouped / dense at most this, per shape
 WIDE = 0.10                              # interquartile range / median above this: too noisy to conclude
 PEERS = {"mixtral_grouped_mm": "transformers Mixtral", "qwen3moe_grouped_mm": "transformers Qwen3-MoE",
          "torchtitan": "torchtitan"}
@@ -97,7 +97,7 @@ def table(df: pd.DataFrame) -> tuple[str, list[str]]:
 
 
 def goal_lines(df: pd.DataFrame) -> list[str]:
-    """One sentence per shape: which configurations meet the issue-17 goal against the dense FFN."""
+    """One sentence per shape: which configurations meet the goal against the dense FFN."""
     r = ratios(df)
     r = r[r["vs"] == "dense"]
     out = []

@@ -1,4 +1,4 @@
-"""One palette for every figure: dense vs MoE colours, balancing methods, backends.
+"""One palette for every figure: dense vs MoE colours, backends, distinct colours per configuration.
 
 Dense is always blue, MoE orange, DeepSeek-style MoE green; the same key maps to the same colour in
 every figure (seaborn's colour-blind palette).
@@ -11,7 +11,6 @@ _CB = sns.color_palette("colorblind", 10)
 
 FAMILY = {"dense": _CB[0], "moe": _CB[1], "deepseek": _CB[2], "note": _CB[7], "real MoE": _CB[1],
           "note (dense)": _CB[0]}
-BALANCING = {"none": _CB[7], "aux_loss": _CB[1], "loss_free": _CB[2], "z_loss": _CB[4], "dense": _CB[0]}
 BACKEND = {"dense": _CB[0], "loop": _CB[3], "grouped": _CB[1], "megablocks": _CB[4]}
 MARKER = {"dense": "o", "moe": "s", "deepseek": "D", "real MoE": "s", "note (dense)": "o"}
 WATERFALL = {"up": _CB[3], "down": _CB[2], "total": _CB[7], "reported": _CB[0]}
@@ -28,6 +27,11 @@ def family_colour(family: str):
         if name.startswith(base):
             return FAMILY[base]
     return _CB[7]
+
+
+DISTINCT = [_CB[0], _CB[1], _CB[2], (0.15, 0.15, 0.15), sns.color_palette("tab10")[4], _CB[9], _CB[5], _CB[8]]
+"""Colours that stay apart side by side (blue, orange, green, near-black, purple, sky blue, tan, yellow),
+one per configuration in the loss curves."""
 
 
 def run_colours(runs) -> dict:

@@ -1,4 +1,4 @@
-"""Section 1: the note's Table 3 recomputed by ``accounting.press2025`` beside the printed values.
+"""Section 1: the note's Table 3 recomputed by ``accounting.reproduce.note`` beside the printed values.
 
 A thin view of :func:`accounting.reproduce.note.table3_comparison`: ``differs`` is True where our value does
 not round to the printed digits, and ``note`` gives the sentence the report prints for such a cell.

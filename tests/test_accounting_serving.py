@@ -318,9 +318,11 @@ def test_decode_bench_quick_writes_well_formed_csv(tmp_path):
                 "measured_peak_flops_fma2_per_s", "measured_read_bandwidth_bytes_per_s"):
         assert key in env
 
-    from reports import serving as SV
-    figures: list = []
-    md = SV.section(tmp_path / "report", figures, [tmp_path])
+    from reports import context
+    from reports.collect import collect
+    from reports.sections import serving as SV
+    part = SV.section(context.compute(collect([tmp_path]), tmp_path / "report"))
+    md, figures = part.markdown, part.figures
     assert md.startswith("## ") and "decode_cpu.csv" in md and "could not be read" not in md
     assert len(figures) == 3 and all(p.is_file() for p in figures)
 

@@ -96,11 +96,12 @@ def test_top_k_sweep_runs_every_job_in_its_own_folder(tmp_path, cache):
     assert all(_completed(runs / f"tiny-seed0,model.shape.top_k={k}") == 2 for k in (1, 2, 4))
 
     # the report's run table has the swept key as a column
-    from reports.build import Report
+    from reports import context
     from reports.collect import collect
+    from reports.sections.runs import training_runs
     col = collect([tmp_path / "runs"], ["sweep"])
     assert list(col.runs.sort_values("run")["swept"]) == [{"model.shape.top_k": k} for k in (1, 2, 4)]
-    table = Report(col, tmp_path / "report")._training_runs()
+    table = training_runs(context.compute(col, tmp_path / "report")).markdown
     assert "| run | model.shape.top_k | family |" in table
     for k in (1, 2, 4):
         assert f"| sweep/moe/tiny-seed0,model.shape.top_k={k} | {k} | moe |" in table

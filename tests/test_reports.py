@@ -260,12 +260,14 @@ def test_no_deprecation_warnings_from_figures(report):
 
 
 def test_figures_are_clean(report):
-    """Every figure of the report: no text outside the canvas, no two point labels overlapping."""
-    from reports import figures as F
+    """Every figure of the report: no text outside the canvas, no two point labels overlapping, no empty
+    panel, no legend over data points, no axis offset text (`reports.layout.layout_problems`)."""
     rep, _, _ = report
     names = {p.stem for p in rep.figures}
     assert {"cost_vs_params", "inference_cost"} <= names  # the scatters with point labels are among them
-    problems = {n: F.LAYOUT_PROBLEMS[n] for n in names if F.LAYOUT_PROBLEMS.get(n)}
+    assert {"loss_curves", "router_load", "serving_usd_vs_batch", "cost_vs_params"} <= names  # the redrawn four
+    assert set(rep.layout_problems) == names  # every figure was checked
+    problems = {n: rep.layout_problems[n] for n in names if rep.layout_problems[n]}
     assert not problems, problems
 
 

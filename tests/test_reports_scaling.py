@@ -1,4 +1,4 @@
-"""reports.scaling and experiments.fit_scaling end to end on a synthetic tree of isoFLOP run records."""
+"""reports.sections.scaling and experiments.fit_scaling end to end on a synthetic tree of isoFLOP run records."""
 import json
 import math
 
@@ -7,7 +7,9 @@ import yaml
 from accounting.params import count_parameters
 from accounting.shapes import ModelShape
 from experiments import fit_scaling as F
-from reports import scaling as R
+from reports import context
+from reports.collect import collect
+from reports.sections import scaling as R
 
 RUNGS = {"iso0": (16, 2, 2), "iso1": (32, 2, 2), "iso2": (48, 2, 3), "iso3": (64, 3, 4), "iso4": (96, 3, 4),
          "iso5": (128, 4, 4)}
@@ -47,8 +49,8 @@ def test_fit_and_section_on_synthetic_records(tmp_path, capsys):
         assert 1.2 < row["leverage"] < 3.5  # the MoE is the dense law at twice the compute
     assert set(fit["published_at_our_scale"][0]["laws"]) == {"clark2022", "krajewski2024", "abnar2025",
                                                              "ludziejewski2025"}
-    figures = []
-    text = R.section(tmp_path / "out", figures, data)
+    part = R.section(context.compute(collect([]), tmp_path / "out"), data)
+    text, figures = part.markdown, part.figures
     assert text.startswith(f"## {R.TITLE}")
     assert "Published laws put to DeepSeek-V3" in text and "Our isoFLOP study" in text
     assert [p.name for p in figures] == ["isoflop_curves.png", "isoflop_leverage.png"]
@@ -56,5 +58,5 @@ def test_fit_and_section_on_synthetic_records(tmp_path, capsys):
 
 
 def test_section_without_records_says_how_to_make_them(tmp_path):
-    text = R.section(tmp_path / "out", [], tmp_path / "nothing")
+    text = R.section(context.compute(collect([]), tmp_path / "out"), tmp_path / "nothing").markdown
     assert "No fitted isoFLOP study" in text and "experiments.fit_scaling" in text

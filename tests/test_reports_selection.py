@@ -13,6 +13,7 @@ import pytest
 from reports import build as B
 from reports import collect as K
 from reports import figures as F
+from reports import layout as L
 from reports.measured import mfu_ratio_bench, bench_mfu
 
 from test_reports import _write_bench, _write_run
@@ -101,7 +102,7 @@ def test_bench_sources_are_never_pooled(tmp_path, monkeypatch):
         drawn[name] = fig
         return Path(figdir) / f"{name}.png"
 
-    monkeypatch.setattr(F, "_save", keep)
+    monkeypatch.setattr(F, "save", keep)
     F.decode(col.bench, tmp_path)
     lines = [l for l in drawn["decode"].axes[0].get_lines() if not l.get_label().startswith("_")]
     assert len(lines) == 4  # decode and recompute per CSV
@@ -120,12 +121,33 @@ def test_bench_sources_are_never_pooled(tmp_path, monkeypatch):
 def test_layout_check_catches_clipping_and_overlap():
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.set_title("a title far too long to fit inside a four-inch-wide figure at any reasonable font size")
-    assert any(p.startswith("clipped") for p in F.layout_problems(fig))
+    assert any(p.startswith("clipped") for p in L.layout_problems(fig))
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(4, 3))
     for name in ("first", "second"):
-        ax.annotate(name, (0.5, 0.5), fontsize=10).set_gid(F.POINT_LABEL)
-    assert any(p.startswith("overlap") for p in F.layout_problems(fig))
+        ax.annotate(name, (0.5, 0.5), fontsize=10).set_gid(L.POINT_LABEL)
+    assert any(p.startswith("overlap") for p in L.layout_problems(fig))
+    plt.close(fig)
+
+
+def test_layout_check_catches_empty_panels_legends_over_data_and_offset_text():
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    axes[0].plot([1, 2], [1, 2], marker="o")
+    assert any(p.startswith("empty panel") for p in L.layout_problems(fig))  # axes[1] holds nothing
+    axes[1].set_visible(False)
+    assert any(p.startswith("empty panel") for p in L.layout_problems(fig))  # a hidden panel is still blank
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([0, 1, 2], [0, 1, 2], marker="o", label="data")
+    ax.legend(loc="center")  # over the middle point
+    assert any(p.startswith("legend over data") for p in L.layout_problems(fig))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    assert not any(p.startswith("legend over data") for p in L.layout_problems(fig))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([1e12, 2e12], [1, 2])
+    assert any(p.startswith("offset text") for p in L.layout_problems(fig))
     plt.close(fig)
 
 
@@ -136,9 +158,9 @@ def test_place_labels_separates_a_cluster():
     ax.scatter(xs, ys)
     ax.margins(0.3)
     fig.tight_layout()
-    F.place_labels(ax, xs, ys, [f"label number {i}" for i in range(len(xs))])
-    assert F.layout_problems(fig) == []
-    assert sum(t.get_gid() == F.POINT_LABEL for t in ax.texts) == len(xs)
+    L.place_labels(ax, xs, ys, [f"label number {i}" for i in range(len(xs))])
+    assert L.layout_problems(fig) == []
+    assert sum(t.get_gid() == L.POINT_LABEL for t in ax.texts) == len(xs)
     plt.close(fig)
 
 

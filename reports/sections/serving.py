@@ -1,34 +1,35 @@
-"""Report section: serving economics (``accounting.serving``) and measured decode vs its roofline.
+"""Report section 6: serving economics (``accounting.serving``) and measured decode vs its roofline.
 
-``section(out, figures, roots)`` returns the section's markdown and draws its figures into
+``section(ctx)`` returns the section (markdown with its ``## `` heading) and draws its figures into
 ``<out>/figures``: $ per million output tokens vs batch (DeepSeek-V3, Mixtral 8x7B, dense models of
 DeepSeek-V3's active and total parameters; marker = the binding regime), DeepSeek's disclosed throughput
 as a fraction of the bound, and measured vs predicted decode from ``decode_<device>.csv`` files
-(``python -m experiments.decode_bench``) found under ``roots``. Every number is computed here or read
+(``python -m experiments.bench.decode_vs_roofline``) found under ``roots``. Every number is computed here or read
 from those files.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
-import matplotlib
+import matplotlib.ticker
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402,F401
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from accounting import serving as roofline
+from accounting.hardware import get_hardware
+from accounting.hf_config import load_shipped
+from accounting.params import count_parameters
+from accounting.reproduce import deepseek as deepseek_reproduction, note as note_reproduction
 
-from accounting import serving as roofline  # noqa: E402
-from accounting.reproduce import deepseek as deepseek_reproduction, note as note_reproduction  # noqa: E402
-from accounting.hardware import get_hardware  # noqa: E402
-from accounting.hf_config import load_shipped  # noqa: E402
-from accounting.params import count_parameters  # noqa: E402
-
-from . import palette as pal  # noqa: E402
-from .tables import markdown, pct, si  # noqa: E402
+from .. import palette as pal
+from ..context import Context
+from ..layout import Drawn, plt, save
+from ..tables import markdown, pct, si
+from . import Page, Section
 
 TITLE = "6. Serving economics: a roofline of decode and prefill"
 BENCH_CMD = "`python -m experiments.bench.decode_vs_roofline` (CPU; add `--device cuda` on a GPU)"
@@ -39,24 +40,9 @@ BENCH_COLOURS = {"dense": pal.FAMILY["dense"], "moe-e8k2": pal.FAMILY["moe"],
                  "moe-e64k8": sns.color_palette("colorblind", 10)[3], "mla": pal.FAMILY["deepseek"]}
 
 
-def _save(fig, figdir: Path, name: str, figures: list | None) -> Path:
-    figdir.mkdir(parents=True, exist_ok=True)
-    path = figdir / f"{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    if figures is not None:
-        figures.append(path)
-    return path
-
-
 def _gb(x: float) -> str:
     """Bytes (or bytes/s) in GB or TB, 1 GB = 1e9."""
     return f"{x / 1e12:.3g} TB" if x >= 1e12 else f"{x / 1e9:.3g} GB"
-
-
-def _fig(path: Path, caption: str) -> str:
-    return f"![{caption}](figures/{path.name})\n\n*Figure: {caption}*\n"
 
 
 # ----- $ per Mtok vs batch -------------------------------------------------------------------------
@@ -90,8 +76,10 @@ def batch_sweep() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def usd_vs_batch_figure(df: pd.DataFrame, figdir: Path, figures: list | None) -> Path:
-    fig, ax = plt.subplots(figsize=(9, 5.2))
+def usd_vs_batch_figure(df: pd.DataFrame, figdir: Path) -> Drawn:
+    """$/Mtok against batch per model (solid where it fits in HBM, dotted beyond); marker = binding regime,
+    hollow = does not fit; dashed = the note's method. The legend, beside the axes, lists only what is drawn."""
+    fig, ax = plt.subplots(figsize=(11, 5.2))
     for label, g in df.groupby("model", sort=False):
         colour = pal.family_colour(g["family"].iloc[0])
         ok = g[g["fits"]]
@@ -103,23 +91,27 @@ def usd_vs_batch_figure(df: pd.DataFrame, figdir: Path, figures: list | None) ->
             ax.scatter(sel["batch"], sel["usd_per_mtok_out"], marker=m, s=38, zorder=3,
                        facecolors=[colour if f else "white" for f in sel["fits"]], edgecolors=[colour])
         ax.axhline(g["note_usd"].iloc[0], color=colour, lw=0.8, ls="--", alpha=0.6)
-    for bound, m in BOUND_MARKER.items():
-        ax.scatter([], [], marker=m, color="grey", label=f"{bound}-bound")
-    ax.scatter([], [], marker="o", facecolors="white", edgecolors="grey", label="does not fit in HBM")
-    ax.plot([], [], color="grey", ls="--", lw=0.8, label="note's method (FLOP at peak)")
+    handles, _ = ax.get_legend_handles_labels()
+    key = dict(color="none", markeredgecolor="grey", markersize=7)
+    handles += [Line2D([], [], marker=m, markerfacecolor="grey", label=f"{bound}-bound", **key)
+                for bound, m in BOUND_MARKER.items() if (df["bound"] == bound).any()]
+    if not df["fits"].all():
+        handles.append(Line2D([], [], marker="o", markerfacecolor="white", label="does not fit in HBM", **key))
+    handles.append(Line2D([], [], color="grey", ls="--", lw=0.8, label="note's method (FLOP at peak)"))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("concurrent sequences per GPU (batch)")
     ax.set_ylabel("$ per million output tokens (bound)")
     ax.set_title(f"Decode cost vs batch: {get_hardware(SWEEP['hw']).name}, {SWEEP['weights']} weights, "
                  f"context {SWEEP['context']}, ${SWEEP['usd']:g}/GPU-hour", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
-    return _save(fig, figdir, "serving_usd_vs_batch", figures)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+              title="model, replica (solid: fits in HBM)", title_fontsize=8)
+    return save(fig, figdir, "serving_usd_vs_batch")
 
 
 # ----- DeepSeek disclosed vs bound -----------------------------------------------------------------
-def deepseek_figure(d: deepseek_reproduction.DisclosedServingCheck, figdir: Path, figures: list | None) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+def deepseek_figure(d: deepseek_reproduction.DisclosedServingCheck, figdir: Path) -> Drawn:
+    fig, ax = plt.subplots(figsize=(7.8, 3.6))
     phases = ["decode (output tok/s/node)", "prefill (input tok/s/node, cache hits incl.)"]
     bound = [d.decode_bound_tokens_per_s_per_node, d.prefill_bound_with_cache_hits_tokens_per_s_per_node]
     got = [d.decode_achieved_tokens_per_s_per_node, d.prefill_achieved_tokens_per_s_per_node]
@@ -135,7 +127,7 @@ def deepseek_figure(d: deepseek_reproduction.DisclosedServingCheck, figdir: Path
     ax.set_xlabel("tokens/s per 8-GPU H800 node")
     ax.set_title("DeepSeek-V3 serving: disclosed throughput vs the roofline in their layouts", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, figdir, "serving_deepseek_fraction", figures)
+    return save(fig, figdir, "serving_deepseek_fraction")
 
 
 # ----- measured decode -----------------------------------------------------------------------------
@@ -148,7 +140,7 @@ def find_decode_csvs(roots: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def measured_figure(df: pd.DataFrame, device: str, figdir: Path, figures: list | None, name: str) -> Path:
+def measured_figure(df: pd.DataFrame, device: str, figdir: Path, name: str) -> Drawn:
     ctx = int(df["context"].min())
     g = df[df["context"] == ctx]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -185,7 +177,7 @@ def measured_figure(df: pd.DataFrame, device: str, figdir: Path, figures: list |
     ax.legend(fontsize=7)
     fig.suptitle(f"Measured cached decode on {device} vs the serving roofline fed with its measured peak "
                  "and bandwidth", fontsize=10)
-    return _save(fig, figdir, name, figures)
+    return save(fig, figdir, name)
 
 
 def _span(x: pd.Series) -> str:
@@ -222,17 +214,16 @@ def _mla_note(df: pd.DataFrame) -> str:
             "once (as DeepSeek's FlashMLA does) is what the bound assumes; the gap is our kernel, not the cache.")
 
 
-def measured_part(path: Path, out: Path, figures: list | None) -> str:
+def measured_part(path: Path, page: Page, figdir: Path) -> str:
     df = pd.read_csv(path)
     if df.empty:
         return f"`{path}` holds no rows.\n"
     env_path = path.with_name(path.stem + "_env.json")
     env = {}
     if env_path.is_file():
-        import json
         env = json.loads(env_path.read_text())
     device = str(df["device"].iloc[0])
-    figure = measured_figure(df, device, out / "figures", figures, f"serving_measured_{path.stem}")
+    figure = measured_figure(df, device, figdir, f"serving_measured_{path.stem}")
     r = df["measured_over_predicted_tokens_per_s"]
     moe = df[df["n_experts"] > 0]
     dmax = moe["distinct_experts_measured"] - moe["distinct_experts_predicted"]
@@ -257,7 +248,7 @@ def measured_part(path: Path, out: Path, figures: list | None) -> str:
             if ("dense", 8) in g.index and ("moe-e64k8", 8) in g.index else "",
             _mla_note(df),
             "",
-            _fig(figure, f"measured decode step vs the roofline on {device} (left: step time, dashed = roofline; "
+            page.figure(figure, f"measured decode step vs the roofline on {device} (left: step time, dashed = roofline; "
                          f"right: MoE / dense step time, the expert-coverage effect); data: {path.name}"),
             "measured / predicted tokens/s per point (below 1: slower than the bound), and the largest "
             "interquartile range of the repeats relative to the median in each row:\n",
@@ -266,10 +257,10 @@ def measured_part(path: Path, out: Path, figures: list | None) -> str:
 
 
 # ----- the section -----------------------------------------------------------------------------------
-def section(out: str | Path, figures: list | None = None, roots: Iterable[str | Path] = ("reports/data",)) -> str:
-    """The serving section's markdown (with its ``## `` heading); figures go to ``<out>/figures`` and
-    their paths are appended to ``figures``."""
-    out = Path(out)
+def section(ctx: Context) -> Section:
+    """The serving section (markdown with its ``## `` heading); ``decode_*.csv`` are searched under the
+    context's roots."""
+    page = Page()
     parts = [f"## {TITLE}\n",
              "The note prices inference as arithmetic: decode FLOP per token at the peak. Decoding is bound by "
              "memory traffic and, under expert parallelism, by communication: one token reads its k experts, but "
@@ -277,22 +268,24 @@ def section(out: str | Path, figures: list | None = None, roots: Iterable[str | 
              "nearly all its *total* weights per step while computing only its *active* ones. "
              "`accounting.serving` prices this as a roofline (compute, HBM and link time per step; the slowest "
              "binds; efficiency 1.0 = the bound); `python -m accounting serve` and `serving-check` print it.\n"]
-    parts += _deepseek_part(out, figures) + _note_case_d_part(out, figures) + _batch_sweep_part(out, figures)
+    parts += _deepseek_part(page, ctx) + _note_case_d_part() + _batch_sweep_part(page, ctx)
     parts.append("### Measured decode vs the roofline\n")
+    roots = ctx.col.roots
     csvs = find_decode_csvs(roots)
     if not csvs:
         parts.append(f"No `decode_*.csv` found under {', '.join(map(str, roots))}; run {BENCH_CMD}.\n")
     for path in csvs:
         try:
-            parts.append(measured_part(path, out, figures))
+            parts.append(measured_part(path, page, ctx.figdir))
         except Exception as e:  # noqa: BLE001  (a malformed CSV must not sink the report)
             parts.append(f"`{path}` could not be read: `{type(e).__name__}: {e}`\n")
-    return "\n".join(parts)
+    page.add(*parts)
+    return page.section()
 
 
-def _deepseek_part(out: Path, figures: list | None) -> list[str]:
+def _deepseek_part(page: Page, ctx: Context) -> list[str]:
     """DeepSeek-V3 in its disclosed serving layouts: the roofline bound against the disclosed throughput."""
-    d = deepseek_reproduction.deepseek_disclosed_check()
+    d = ctx.disclosed
     return ["### DeepSeek-V3 in DeepSeek's disclosed layouts\n",
               f"Source: {d.source}. Decode: EP{d.decode_layout['gpus']} "
               f"({d.decode_layout['expert_copies_per_gpu']} routed experts per GPU, attention and shared expert "
@@ -333,12 +326,12 @@ def _deepseek_part(out: Path, figures: list | None) -> list[str]:
               f"${d.usd_per_million_output_tokens_bound:.3g}; DeepSeek's achieved decode throughput "
               f"${d.usd_per_million_output_tokens_disclosed:.3g}; their whole day's cost ($87,072, prefill and idle "
               f"included) over output tokens ${d.usd_per_million_output_tokens_day_total:.3g}.\n",
-              _fig(deepseek_figure(d, out / "figures", figures),
+              page.figure(deepseek_figure(d, ctx.figdir),
                    "DeepSeek's disclosed throughput vs the roofline bound in its layouts; data: "
                    "accounting.reproduce.deepseek.deepseek_disclosed_check (DEEPSEEK_SERVING)")]
 
 
-def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
+def _note_case_d_part() -> list[str]:
     """The note's case D priced with the roofline."""
     rows = note_reproduction.note_case_d_roofline()
     return ["### The note's case D, recomputed\n",
@@ -358,7 +351,7 @@ def _note_case_d_part(out: Path, figures: list | None) -> list[str]:
               "holds only for arithmetic; a 2025 model at that context needs a compressed cache (GQA, MLA) to get near it.\n"]
 
 
-def _batch_sweep_part(out: Path, figures: list | None) -> list[str]:
+def _batch_sweep_part(page: Page, ctx: Context) -> list[str]:
     """$ per million output tokens against batch, per model."""
     df = batch_sweep()
     best = df[df["fits"]].loc[lambda x: x.groupby("model")["usd_per_mtok_out"].idxmin()]
@@ -372,6 +365,7 @@ def _batch_sweep_part(out: Path, figures: list | None) -> list[str]:
                         for r in best.itertuples()],
                        ["model", "GPUs", "cheapest batch that fits", "binding", "$/Mtok out", "note's method"]),
               "",
-              _fig(usd_vs_batch_figure(df, out / "figures", figures),
-                   "$ per million output tokens vs batch (marker: binding regime; hollow: does not fit in HBM; "
-                   "dashed: the note's compute-only method); data: accounting.serving.serve")]
+              page.figure(usd_vs_batch_figure(df, ctx.figdir),
+                   "$ per million output tokens vs batch (marker: binding regime; solid line: fits in HBM, dotted "
+                   "line and hollow marker: does not fit; dashed: the note's compute-only method); data: "
+                   "accounting.serving.serve")]

@@ -1,7 +1,7 @@
 """Report section: training memory per GPU (``accounting.training_memory``), dense vs MoE, and GPU counts.
 
-``section(out, figures)`` returns the section's markdown (with its ``## `` heading) and draws one stacked-bar
-figure into ``<out>/figures``. Everything is computed here from the planner; nothing is measured (the planner's
+``section(ctx)`` returns the section (markdown with its ``## `` heading) and draws one stacked-bar figure
+into ``<out>/figures``. Everything is computed here from the planner; nothing is measured (the planner's
 activations equal what autograd saves to the byte for our tiny models: tests/test_accounting_training_memory_torch.py).
 
 Models: Mixtral 8x7B (the shipped config) and two dense models with its attention and width, one of equal
@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import seaborn as sns
 
 from accounting import count_parameters
 from accounting.flops import FLOP, training_flops_per_token
@@ -24,7 +25,10 @@ from accounting.gpu_count import auto_layout
 from accounting.training_memory import plan
 from accounting.training_settings import Layout, Settings
 
-from .tables import markdown
+from ..context import Context
+from ..layout import Drawn, plt, save
+from ..tables import markdown
+from . import Page, Section
 
 SEQ = 4096
 SETTINGS = Settings(seq_len=SEQ, micro_batch=1, precision="bf16-pure", attention_kernel="flash",
@@ -87,14 +91,8 @@ def counts() -> list[dict]:
     return out
 
 
-def figure(data: list[dict], figdir: Path) -> Path:
+def figure(data: list[dict], figdir: Path) -> Drawn:
     """Stacked bars: bytes per GPU by kind, one group per layout, one bar per model; the GPU's capacity."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from .figures import _save
     colours = dict(zip(KINDS, sns.color_palette("colorblind", 10)[3:7]))
     names = list(models())
     fig, axes = plt.subplots(1, len(LAYOUTS), figsize=(12, 4.2), sharey=True)
@@ -113,19 +111,18 @@ def figure(data: list[dict], figdir: Path) -> Path:
     axes[-1].legend(fontsize=8, loc="upper right")
     fig.suptitle(f"Training memory per GPU, {SEQ}-token sequences, micro-batch 1, bf16, selective recompute",
                  fontsize=10)
-    return _save(fig, figdir, "training_memory")
+    return save(fig, figdir, "training_memory")
 
 
-def section(out: str | Path, figures: list | None = None) -> str:
+def section(ctx: Context) -> Section:
     data = rows()
-    path = figure(data, Path(out) / "figures")
-    if figures is not None:
-        figures.append(path)
+    page = Page()
+    path = page.record(figure(data, ctx.figdir))
     table = [{"model": r["model"], "layout": r["layout"], **{k: f"{r[k] / 1e9:.1f}" for k in (*KINDS, "total")},
               "fits 80 GB": "yes" if r["fits"] else "no"} for r in data]
     cnt = [{**r, "total params": f"{r['total params'] / 1e9:.1f}B", "active params": f"{r['active params'] / 1e9:.1f}B"}
            for r in counts()]
-    return "\n".join([
+    page.add(
         "## Training memory per GPU, and how many GPUs\n",
         "`accounting.training_memory` prices weights, gradients, optimizer state (AdamW, 16 bytes per parameter "
         "under ZeRO's mixed-precision convention) and activations (the tensors autograd keeps, tensor by tensor; "
@@ -147,4 +144,5 @@ def section(out: str | Path, figures: list | None = None) -> str:
         markdown(pd.DataFrame(cnt)),
         "\nCommands: `python -m accounting train-memory --config mixtral-8x7b --seq-len 4096 --micro-batch 1 "
         "--gpus auto --activations bf16-pure --attention flash --recompute selective --fused-swiglu`.\n",
-    ])
+    )
+    return page.section()

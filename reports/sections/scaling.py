@@ -11,13 +11,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import seaborn as sns
 
 from accounting.reproduce import deepseek
 from accounting import scaling_cli
+from experiments import fit_scaling
 
-from .figures import _save, plt
-from .palette import FAMILY, MARKER
-from .tables import markdown, si
+from ..context import Context
+from ..layout import Drawn, plt, save
+from ..palette import FAMILY, MARKER
+from ..tables import markdown, si
+from . import Page, Section
 
 TITLE = "What is an expert worth? Scaling laws and our isoFLOP measurement"
 DATA = Path("reports/data/isoflop")
@@ -50,7 +54,7 @@ def deepseek_part() -> list[str]:
             "a measurement of DeepSeek-V3.\n"]
 
 
-def isoflop_figure(runs, fit: dict, figdir: Path) -> Path:
+def isoflop_figure(runs, fit: dict, figdir: Path) -> Drawn:
     """Loss vs active parameters per budget, dense (circles) and MoE (squares), with each parabola."""
     budgets = fit["budgets_flops"]
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.8), sharey=True, squeeze=False)
@@ -71,13 +75,12 @@ def isoflop_figure(runs, fit: dict, figdir: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("final validation loss (nats/token)")
     axes[0][0].legend(title="star: parabola vertex", loc="upper left")
-    return _save(fig, figdir, "isoflop_curves")
+    return save(fig, figdir, "isoflop_curves")
 
 
-def leverage_figure(fit: dict, figdir: Path) -> Path:
+def leverage_figure(fit: dict, figdir: Path) -> Drawn:
     """Measured leverage of our MoE over our dense model vs budget (95% bootstrap intervals), published MoE laws
     as lines at the same models and tokens."""
-    import seaborn as sns
     cb = sns.color_palette("colorblind", 10)
     fig, ax = plt.subplots(figsize=(7.2, 5.4))
     rows = fit["leverage"]["per_budget"]
@@ -99,13 +102,13 @@ def leverage_figure(fit: dict, figdir: Path) -> Path:
     ax.set_ylabel("leverage (dense FLOP for equal loss / C)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-    return _save(fig, figdir, "isoflop_leverage")
+    return save(fig, figdir, "isoflop_leverage")
 
 
-def measured_part(data: Path, out: Path, figures: list | None) -> list[str]:
-    from experiments import fit_scaling as F
+def measured_part(data: Path, page: Page, figdir: Path) -> list[str]:
+    """Our isoFLOP study: per-budget optima with intervals, the fitted laws, and the leverage of MoE over dense."""
     fit_path = data / "fit.json"
-    runs = F.read_runs(data)
+    runs = fit_scaling.read_runs(data)
     if not runs or not fit_path.is_file():
         return [f"No fitted isoFLOP study under `{data}`; run {FIT_CMD}.\n"]
     fit = json.loads(fit_path.read_text())
@@ -138,44 +141,45 @@ def measured_part(data: Path, out: Path, figures: list | None) -> list[str]:
                   f"+ {a3['B']:.3g}/D^{a3['beta']:.2f} (alpha 95% {a3['alpha_interval'][0]:.2f}-"
                   f"{a3['alpha_interval'][1]:.2f}, beta {a3['beta_interval'][0]:.2f}-{a3['beta_interval'][1]:.2f})")
     out_lines.append("\n" + "\n".join(ap) + "\n")
-    path = isoflop_figure(runs, fit, out / "figures")
-    if figures is not None:
-        figures.append(path)
-    out_lines.append(f"![isoFLOP curves](figures/{path.name})\n\n*Figure: final validation loss against active "
+    drawn = isoflop_figure(runs, fit, figdir)
+    page.record(drawn)
+    out_lines.append(f"![isoFLOP curves](figures/{drawn.path.name})\n\n*Figure: final validation loss against active "
                      f"parameters at each budget, dense and MoE, with each budget's parabola in ln N and its vertex; "
                      f"data: {data}.*\n")
     if "leverage" in fit:
-        lv = fit["leverage"]
-        lev = lv["per_budget"]
-        pub = {p["budget_flops"]: p for p in fit.get("published_at_our_scale", [])}
-        other = "vertex" if lv["method"] != "vertex" else "best_measured"
-        rows = [[f"{r['budget_flops']:.0e}", f"{r['leverage']:.3g}x", f"{r['interval'][0]:.3g}-{r['interval'][1]:.3g}"]
-                + [f"{pub[r['budget_flops']]['laws'][k]['leverage']:.3g}x"
-                   if pub.get(r["budget_flops"], {}).get("laws", {}).get(k, {}).get("leverage") else "-"
-                   for k in LAW_STYLE]
-                + [f"{r['leverage_' + other]:.3g}x ({r['interval_' + other][0]:.3g}-{r['interval_' + other][1]:.3g})"]
-                for r in lev]
-        out_lines.append("Leverage of our MoE over our dense model: the dense compute whose optimal loss (piecewise "
-                         "linear in ln C through the dense optima) equals the MoE's optimal loss at the budget, divided "
-                         f"by the budget. Optimum here: **{lv['method'].replace('_', ' ')}** ({lv['why']}); the other "
-                         "estimate is in the last columns. Published MoE laws at the same models and tokens (the best "
-                         "measured MoE size): all of them are orders of magnitude below the sizes they were fitted on.\n")
-        out_lines.append(markdown(rows, ["budget", "measured", "95%", *LAW_STYLE, f"measured ({other.replace('_', ' ')})"],
-                                  "lrr" + "r" * len(LAW_STYLE) + "r"))
-        path = leverage_figure(fit, out / "figures")
-        if figures is not None:
-            figures.append(path)
-        out_lines.append(f"\n![leverage](figures/{path.name})\n\n*Figure: measured leverage with 95% bootstrap "
-                         f"intervals; lines: published MoE laws evaluated at our models; data: {fit_path}.*\n")
+        out_lines += _leverage_part(fit, fit_path, page, figdir)
     return out_lines
 
 
-def section(out: str | Path, figures: list | None = None, data: str | Path = DATA) -> str:
-    """The scaling section's markdown (with its ``## `` heading); figures go to ``<out>/figures``."""
-    out = Path(out)
-    parts = [f"## {TITLE}\n"] + deepseek_part()
+def _leverage_part(fit: dict, fit_path: Path, page: Page, figdir: Path) -> list[str]:
+    """The measured leverage of our MoE over our dense model per budget, beside the published MoE laws."""
+    lv = fit["leverage"]
+    pub = {p["budget_flops"]: p for p in fit.get("published_at_our_scale", [])}
+    other = "vertex" if lv["method"] != "vertex" else "best_measured"
+    rows = [[f"{r['budget_flops']:.0e}", f"{r['leverage']:.3g}x", f"{r['interval'][0]:.3g}-{r['interval'][1]:.3g}"]
+            + [f"{pub[r['budget_flops']]['laws'][k]['leverage']:.3g}x"
+               if pub.get(r["budget_flops"], {}).get("laws", {}).get(k, {}).get("leverage") else "-"
+               for k in LAW_STYLE]
+            + [f"{r['leverage_' + other]:.3g}x ({r['interval_' + other][0]:.3g}-{r['interval_' + other][1]:.3g})"]
+            for r in lv["per_budget"]]
+    drawn = leverage_figure(fit, figdir)
+    page.record(drawn)
+    return ["Leverage of our MoE over our dense model: the dense compute whose optimal loss (piecewise "
+            "linear in ln C through the dense optima) equals the MoE's optimal loss at the budget, divided "
+            f"by the budget. Optimum here: **{lv['method'].replace('_', ' ')}** ({lv['why']}); the other "
+            "estimate is in the last columns. Published MoE laws at the same models and tokens (the best "
+            "measured MoE size): all of them are orders of magnitude below the sizes they were fitted on.\n",
+            markdown(rows, ["budget", "measured", "95%", *LAW_STYLE, f"measured ({other.replace('_', ' ')})"],
+                     "lrr" + "r" * len(LAW_STYLE) + "r"),
+            f"\n![leverage](figures/{drawn.path.name})\n\n*Figure: measured leverage with 95% bootstrap "
+            f"intervals; lines: published MoE laws evaluated at our models; data: {fit_path}.*\n"]
+
+
+def section(ctx: Context, data: str | Path = DATA) -> Section:
+    """The scaling section (markdown with its ``## `` heading); the isoFLOP records are read from ``data``."""
+    page = Page(f"## {TITLE}\n", *deepseek_part())
     try:
-        parts += measured_part(Path(data), out, figures)
+        page.add(*measured_part(Path(data), page, ctx.figdir))
     except Exception as e:  # noqa: BLE001  (a malformed record must not sink the report)
-        parts.append(f"The isoFLOP records under `{data}` could not be read: `{type(e).__name__}: {e}`\n")
-    return "\n".join(parts)
+        page.add(f"The isoFLOP records under `{data}` could not be read: `{type(e).__name__}: {e}`\n")
+    return page.section()
