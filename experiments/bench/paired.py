@@ -121,7 +121,7 @@ def run(models: list[str], experiment: str = "demo", size: str = "tiny", repeats
         torch.set_num_threads(before)
 
 
-def _states(specs: dict, batch_size: int | None, seed: int, dev: torch.device, compile: bool) -> dict[str, dict]:
+def build_states(specs: dict, batch_size: int | None, seed: int, dev: torch.device, compile: bool) -> dict[str, dict]:
     """Per model: built model, optimiser, a fixed random batch, its tokens and training FLOP per token; with
     ``compile`` also ``<name>_compiled``, a compiled copy with the same starting weights."""
     torch.manual_seed(seed)
@@ -149,7 +149,7 @@ def _states(specs: dict, batch_size: int | None, seed: int, dev: torch.device, c
     return state
 
 
-def _train_step(s: dict, dev: torch.device) -> float:
+def timed_step(s: dict, dev: torch.device) -> float:
     """Seconds of one training step (forward, backward, optimiser step) of state ``s``; bf16 autocast on CUDA."""
     def step():
         with torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext():
@@ -167,7 +167,7 @@ def _time_rotating(state: dict[str, dict], dev: torch.device, repeats: int, prog
     rows, t_start = [], time.perf_counter()
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
-        times = {n: _train_step(state[n], dev) for n in order}
+        times = {n: timed_step(state[n], dev) for n in order}
         for pos, n in enumerate(order):
             s = state[n]
             dense_cost = times[s["dense"]] / (state[s["dense"]]["fpt"] * state[s["dense"]]["tokens"])
@@ -202,14 +202,14 @@ def _run(models, experiment, size, repeats, warmup, threads, device, batch_size,
     dev = torch.device(device)
     if threads:
         torch.set_num_threads(threads)
-    state = _states(build(models, experiment, size, list(overrides or [])), batch_size, seed, dev, compile)
+    state = build_states(build(models, experiment, size, list(overrides or [])), batch_size, seed, dev, compile)
     env = environment(dev, "bf16" if dev.type == "cuda" else "fp32")  # before timing: the commit as it was run
     load_start = _loadavg()
     names = list(state)
-    compile_s = {n: _train_step(state[n], dev) for n in names if n.endswith("_compiled")}  # the first step compiles
+    compile_s = {n: timed_step(state[n], dev) for n in names if n.endswith("_compiled")}  # the first step compiles
     for _ in range(warmup):
         for n in names:
-            _train_step(state[n], dev)
+            timed_step(state[n], dev)
     t_start = time.perf_counter()
     rows = _time_rotating(state, dev, repeats, progress)
     summary = {"repeats": repeats, "warmup": warmup, "experiment": experiment, "size": size,
