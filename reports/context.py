@@ -53,10 +53,14 @@ def compute(col: Collected, out: str | Path) -> Context:
 
 
 def paired_rows(paired: list[dict]) -> list[dict]:
-    """One row per MoE model of each paired benchmark: its cost ratio c against dense, with the source."""
-    return [{"source": pb["source"], "model": m, **v, "device": pb["env"].get("device_name", "?"),
-             "repeats": pb["summary"]["repeats"]}
-            for pb in paired for m, v in pb["summary"]["models"].items() if m != "dense"]
+    """One row per MoE model of each paired benchmark: its cost ratio c against dense (a ``<name>_compiled``
+    model against ``dense_compiled``), with the source. Compiled rows come first, so the headline c (the first
+    row) is the compiled one when a benchmark timed compiled models; ``compiled`` says which."""
+    rows = [{"source": pb["source"], "model": m, **v, "device": pb["env"].get("device_name", "?"),
+             "repeats": pb["summary"]["repeats"], "compiled": m.endswith("_compiled"),
+             "dense": "dense_compiled" if m.endswith("_compiled") else "dense"}
+            for pb in paired for m, v in pb["summary"]["models"].items() if m not in ("dense", "dense_compiled")]
+    return sorted(rows, key=lambda r: not r["compiled"])
 
 
 def _conclusive_width(paired: list[dict]) -> float:

@@ -54,6 +54,10 @@ def _paired_part(page: Page, ctx: Context) -> None:
         head = ctx.paired[0]
         page.values.update(paired_cost_ratio=head["cost_ratio_median"], paired_cost_ratio_low=head["cost_ratio_low"],
                            paired_cost_ratio_high=head["cost_ratio_high"])
+        page.add(f"Headline c: {head['model']} vs {head['dense']} from `{head['source']}`, "
+                 + ("compiled (torch.compile, the cost without eager-mode overhead); " if head["compiled"] else
+                    "eager (no compiled benchmark found); ")
+                 + "the key findings lead with it.\n")
         page.add(f"Reading the table: (a) DeepSeek's reported {usd(c['reported_usd'])} would have been "
                  f"{usd(c['reported_usd'])} / c had the same FLOP run at dense efficiency; (b) the corrected "
                  f"accounting of section 2, which assumes DeepSeek's implied {pct(c['mfu'])} MFU for every FLOP "
@@ -84,10 +88,10 @@ def _one_benchmark(page: Page, ctx: Context, pb: dict, est: float) -> None:
              f"{load}; interval: {summ_p.get('interval', 'bootstrap of the median')}):\n")
     rows = []
     for m, v in summ_p["models"].items():
-        if m == "dense":
+        if m in ("dense", "dense_compiled"):
             continue
         conclusive = not str(v["verdict"]).startswith("too wide")
-        rows.append([m, v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
+        rows.append([f"{m} (vs dense_compiled)" if m.endswith("_compiled") else m, v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
                      f"[{v['cost_ratio_low']:.3f}, {v['cost_ratio_high']:.3f}]",
                      f"{1 / v['cost_ratio_median']:.3f}", v["verdict"],
                      usd(c["reported_usd"] / v["cost_ratio_median"]) if conclusive else "not drawn",

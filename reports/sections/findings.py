@@ -62,8 +62,12 @@ def _chinchilla(ctx: Context) -> list[str]:
             f"{TOKENS_PER_PARAMETER} x active (section 3; `reports.costs`, shipped configs)."]
 
 
+COMPILED = " (both compiled with torch.compile)"
+
+
 def _measured(ctx: Context) -> list[str]:
-    out = [f"- Measured MoE/dense cost per training FLOP, {p['model']} vs dense: c = "
+    out = [f"- Measured MoE/dense cost per training FLOP, {p['model']} vs {p['dense']}"
+           f"{COMPILED if p['compiled'] else ''}: c = "
            f"{p['cost_ratio_median']:.3f} [{p['cost_ratio_low']:.3f}, {p['cost_ratio_high']:.3f}] "
            f"(median, 95% bootstrap interval, {p['repeats']} interleaved repeats on {p['device']}): "
            f"{p['verdict']} (section 5; `{p['source']}/paired.csv`)." for p in ctx.paired[:3]]

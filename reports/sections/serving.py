@@ -40,6 +40,15 @@ BENCH_COLOURS = {"dense": pal.FAMILY["dense"], "moe-e8k2": pal.FAMILY["moe"],
                  "moe-e64k8": sns.color_palette("colorblind", 10)[3], "mla": pal.FAMILY["deepseek"]}
 
 
+def _compiled_note(env: dict) -> str:
+    """How the decode steps ran: eager (nothing to say) or through one compiled step per model, with its
+    compile time (the env JSON's ``compile`` and ``compile_s``)."""
+    if not env.get("compile"):
+        return ""
+    times = ", ".join(f"{m} {s:.0f} s" for m, s in (env.get("compile_s") or {}).items())
+    return f" with `--compile` (one torch.compile'd step per model; compile time {times})"
+
+
 def _gb(x: float) -> str:
     """Bytes (or bytes/s) in GB or TB, 1 GB = 1e9."""
     return f"{x / 1e12:.3g} TB" if x >= 1e12 else f"{x / 1e9:.3g} GB"
@@ -231,7 +240,7 @@ def measured_part(path: Path, page: Page, figdir: Path) -> str:
     g = df[df["context"] == ctx].set_index(["model", "batch"])["step_s_median"]
     text = [f"Measured on **{device}** ({env.get('torch_threads', '?')} thread(s), torch {env.get('torch', '?')}, "
             f"commit `{str(env.get('git_commit', '?'))[:12]}`), {df['dtype'].iloc[0]}; data `{path}` and "
-            f"`{env_path.name}`, written by {BENCH_CMD}. The roofline is `accounting.serving.decode_step` (G = 1) "
+            f"`{env_path.name}`, written by {BENCH_CMD}{_compiled_note(env)}. The roofline is `accounting.serving.decode_step` (G = 1) "
             f"fed with the matmul peak ({df['peak_flops_per_s'].iloc[0] / 1e9:.3g} GFLOP/s) and read bandwidth "
             f"({_gb(df['bandwidth_bytes_per_s'].iloc[0])}/s) measured in the same run. Each point is the median of "
             f"{_span(df['repeats'])} repeats interleaved over the batches.\n",
