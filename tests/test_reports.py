@@ -329,3 +329,18 @@ def test_committed_flopcheck_equals_a_live_count():
     for col in ("tokens", "accounting_flops", "flopcounter_flops"):
         assert committed[col].tolist() == live[col].tolist()
     assert (committed["accounting_flops"] == committed["flopcounter_flops"]).all()
+
+
+def test_paired_rows_lead_with_the_compiled_ratio():
+    """A paired benchmark that timed compiled copies: its compiled MoE row (against dense_compiled) comes first,
+    so the headline c is the compiled one; an eager-only benchmark keeps its order."""
+    from reports.context import paired_rows
+    v = {"cost_ratio_median": 1.0, "cost_ratio_low": 0.9, "cost_ratio_high": 1.1, "verdict": "x"}
+    eager = {"source": "a", "env": {}, "summary": {"repeats": 3, "models": {"dense": {}, "moe": v, "deepseek": v}}}
+    both = {"source": "b", "env": {}, "summary": {"repeats": 3, "models": {
+        "dense": {}, "moe": v, "dense_compiled": {}, "moe_compiled": v}}}
+    rows = paired_rows([eager, both])
+    assert [(r["source"], r["model"], r["dense"], r["compiled"]) for r in rows] == [
+        ("b", "moe_compiled", "dense_compiled", True), ("a", "moe", "dense", False),
+        ("a", "deepseek", "dense", False), ("b", "moe", "dense", False)]
+    assert [r["model"] for r in paired_rows([eager])] == ["moe", "deepseek"]
