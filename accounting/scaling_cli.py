@@ -1,7 +1,7 @@
 """``python -m accounting scaling --config NAME|FILE --tokens D [--seq-len n] [--format table|json|csv]`` and the
 scaling section of ``python -m accounting deepseek``: every published law of `accounting.scaling` put to one
 model shape and token count: the command's data (`scaling_data`), its table (`scaling_text`) and CSV (`csv`);
-accounting/cli.py adds its options and registers it, `accounting.api.scaling_laws` is the command from Python."""
+`accounting.commands.model` adds its options and registers it, `accounting.api.scaling_laws` is the command from Python."""
 from __future__ import annotations
 
 from typing import Any

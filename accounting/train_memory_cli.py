@@ -1,4 +1,4 @@
-"""``python -m accounting train-memory``: its options (after ``--config``, which accounting/cli.py adds), its
+"""``python -m accounting train-memory``: its options (after ``--config``, which `accounting.commands.model` adds), its
 result `TrainMemoryReport` (``to_dict()`` is the command's JSON) and its text; `train_memory` is the command
 from Python (`accounting.api.train_memory` takes a config spec)."""
 from __future__ import annotations
