@@ -313,9 +313,14 @@ def validate(cfg: DictConfig | dict, cuda_available: bool | None = None) -> RunS
     return RunSpec(plain, shape, settings)
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line (its type's name when it has no message): what a CLI prints after ``error:``."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
 def one_line(err: BaseException) -> str:
     """``config error: <first line>`` for printing."""
-    return "config error: " + (str(err).splitlines() or [type(err).__name__])[0]
+    return "config error: " + first_line(err)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from accounting.reproduce.deepseek import DisclosedServingCheck, deepseek_disclosed_check
-from experiments.bench.paired import CONCLUSIVE_WIDTH
+from experiments.bench.paired import BASELINES, CONCLUSIVE_WIDTH, baseline_of
 
 from . import costs as cost_table
 from . import deepseek as deepseek_costs
@@ -57,9 +57,8 @@ def paired_rows(paired: list[dict]) -> list[dict]:
     model against ``dense_compiled``), with the source. Compiled rows come first, so the headline c (the first
     row) is the compiled one when a benchmark timed compiled models; ``compiled`` says which."""
     rows = [{"source": pb["source"], "model": m, **v, "device": pb["env"].get("device_name", "?"),
-             "repeats": pb["summary"]["repeats"], "compiled": m.endswith("_compiled"),
-             "dense": "dense_compiled" if m.endswith("_compiled") else "dense"}
-            for pb in paired for m, v in pb["summary"]["models"].items() if m not in ("dense", "dense_compiled")]
+             "repeats": pb["summary"]["repeats"], "compiled": m.endswith("_compiled"), "dense": baseline_of(m)}
+            for pb in paired for m, v in pb["summary"]["models"].items() if m not in BASELINES]
     return sorted(rows, key=lambda r: not r["compiled"])
 
 

@@ -20,6 +20,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import ScaledTranslation
 
 from accounting.chinchilla import TOKENS_PER_PARAMETER
+from experiments.bench.paired import BASELINES
 
 from . import palette as pal
 from .layout import Drawn, place_labels, plt, save
@@ -359,10 +360,10 @@ def mfu_by_family(runs_mfu: pd.DataFrame, figdir: Path) -> Drawn | None:
 def paired_ratio(rows: pd.DataFrame, summary: dict, figdir: Path, name: str, title: str) -> Drawn | None:
     """Per-repeat MoE/dense cost per FLOP of a paired benchmark (strip + box per MoE model), with the
     bootstrap interval of the median as a black bar; 1 = an MoE FLOP costs as much time as a dense FLOP."""
-    r = rows[~rows["model"].isin(("dense", "dense_compiled"))] if not rows.empty else rows
+    r = rows[~rows["model"].isin(BASELINES)] if not rows.empty else rows
     if r.empty:
         return None
-    models = [m for m in summary.get("models", {}) if m not in ("dense", "dense_compiled")]
+    models = [m for m in summary.get("models", {}) if m not in BASELINES]
     fig, ax = plt.subplots(figsize=(9, 1.8 + 0.9 * len(models)))
     lo_q, hi_q = r["cost_ratio_vs_dense"].quantile([0.01, 0.99])
     state = np.random.get_state()

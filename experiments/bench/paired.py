@@ -49,7 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import moe
 
-from ..config import ConfigError, compose, config_error, validate
+from ..config import ConfigError, compose, config_error, first_line, validate
 from ..environment import environment
 from ..metrics import train_flops_per_token
 from ..trainer import build_model, make_optimizer  # the trainer's own model and optimiser
@@ -95,6 +95,15 @@ def verdict(median: float, low: float, high: float, width: float = CONCLUSIVE_WI
             "an MoE FLOP costs less than a dense FLOP")
 
 
+BASELINES = ("dense", "dense_compiled")
+"""The dense models every MoE model's cost per FLOP is taken against (eager and compiled)."""
+
+
+def baseline_of(model: str) -> str:
+    """The dense model ``model``'s cost ratio is taken against: ``dense_compiled`` for a compiled copy."""
+    return BASELINES[1] if model.endswith("_compiled") else BASELINES[0]
+
+
 def build(models: list[str], experiment: str, size: str, overrides: list[str]):
     """{name: (model spec, shape)} for ``model=<name> experiment=... size=...`` composed from conf/."""
     out = {}
@@ -136,7 +145,7 @@ def build_states(specs: dict, batch_size: int | None, seed: int, dev: torch.devi
         idx = torch.randint(0, shape.vocab_size, (b, shape.seq_len + 1), generator=gen).to(dev)
         fpt = train_flops_per_token(shape)
         state[name] = {"model": model, "opt": opt, "x": idx[:, :-1], "y": idx[:, 1:], "tokens": b * shape.seq_len,
-                       "fpt": fpt, "shape": shape, "spec": spec, "fn": model, "dense": "dense"}
+                       "fpt": fpt, "shape": shape, "spec": spec, "fn": model, "dense": baseline_of(name)}
     if compile:   # a compiled copy of every model with the same starting weights
         for name in list(state):
             s = state[name]
@@ -145,7 +154,7 @@ def build_states(specs: dict, batch_size: int | None, seed: int, dev: torch.devi
             opt = make_optimizer(twin, s["spec"].cfg["optim"], dev)
             moe.register_bias_update(twin, opt)
             state[f"{name}_compiled"] = {**s, "model": twin, "opt": opt, "fn": torch.compile(twin),
-                                         "dense": "dense_compiled"}
+                                         "dense": baseline_of(f"{name}_compiled")}
     return state
 
 
@@ -188,7 +197,7 @@ def _model_summary(n: str, s: dict, rows: list[dict]) -> dict:
     entry = {"train_flops_fma2_per_token": s["fpt"], "tokens_per_step": s["tokens"],
              "median_step_s": statistics.median(t), "backend": s["spec"].cfg["model"]["backend"],
              "median_flops_fma2_per_s": statistics.median(row["flops_fma2_per_s"] for row in rows if row["model"] == n)}
-    if n not in ("dense", "dense_compiled"):
+    if n not in BASELINES:
         med, lo, hi = bootstrap_median([row["cost_ratio_vs_dense"] for row in rows if row["model"] == n],
                                        block=BLOCK)
         entry.update(cost_ratio_median=med, cost_ratio_low=lo, cost_ratio_high=hi, verdict=verdict(med, lo, hi))
@@ -272,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         rows, summary, env = run(a.models, a.experiment, a.size, a.repeats, a.warmup, a.threads, a.device,
                                  a.batch_size, overrides=a.overrides, compile=a.compile)
     except (ConfigError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     out = write(a.out, rows, summary, env)
     for n, m in summary["models"].items():
         if n in summary["compile_s"]:
             print(f"{n}: compiled in {summary['compile_s'][n]:.1f} s (first step)")
-        if n in ("dense", "dense_compiled"):
+        if n in BASELINES:
             print(f"{n}: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s")
         else:
             print(f"{n}: {m['median_step_s'] * 1e3:.2f} ms/step, {m['median_flops_fma2_per_s'] / 1e9:.3g} GFLOP/s; "

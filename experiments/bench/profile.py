@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ..config import ConfigError
+from ..config import ConfigError, first_line
 from ..environment import environment
 from .paired import build, build_states, timed_step
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = run(a.models, a.size, a.steps, a.warmup, a.top, a.compile)
     except (ConfigError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.bench.paired import BASELINES, baseline_of
+
 from .. import costs as cost_table
 from .. import figures as plots
 from ..context import Context
@@ -88,10 +90,10 @@ def _one_benchmark(page: Page, ctx: Context, pb: dict, est: float) -> None:
              f"{load}; interval: {summ_p.get('interval', 'bootstrap of the median')}):\n")
     rows = []
     for m, v in summ_p["models"].items():
-        if m in ("dense", "dense_compiled"):
+        if m in BASELINES:
             continue
         conclusive = not str(v["verdict"]).startswith("too wide")
-        rows.append([f"{m} (vs dense_compiled)" if m.endswith("_compiled") else m, v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
+        rows.append([m if baseline_of(m) == "dense" else f"{m} (vs {baseline_of(m)})", v.get("backend", ""), f"{v['cost_ratio_median']:.3f}",
                      f"[{v['cost_ratio_low']:.3f}, {v['cost_ratio_high']:.3f}]",
                      f"{1 / v['cost_ratio_median']:.3f}", v["verdict"],
                      usd(c["reported_usd"] / v["cost_ratio_median"]) if conclusive else "not drawn",
