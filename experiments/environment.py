@@ -62,9 +62,17 @@ def device_name(device: torch.device) -> str:
     return cpu_model()
 
 
+def cpu_features() -> dict:
+    """What the CPU's matmul kernels can use: torch's dispatch level (``AVX2``, ``AVX512``, ...) and whether
+    oneDNN has a native bf16 matmul on it (without one, a bf16 matmul runs a reference kernel, about
+    100x slower than fp32: hosts named alike, e.g. "AMD EPYC", differ here)."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+
+
 def environment(device: torch.device, dtype: str, world_size: int = 1) -> dict:
     """A JSON-able record of where and with what the run ran."""
-    return {"device": str(device), "device_name": device_name(device), "dtype": dtype,
+    return {**cpu_features(), "device": str(device), "device_name": device_name(device), "dtype": dtype,
             "world_size": world_size, "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),

@@ -1,125 +1,87 @@
-"""The routed experts' grouped products as ops that ``torch.compile`` traces in any dtype.
+"""The grouped backend's forward and backward as two ops that ``torch.compile`` treats as opaque kernels.
 
-``torch._grouped_mm`` runs eagerly on a CPU in fp32, but in torch 2.13 its fake-tensor (meta) check accepts
-bf16 only, so a compiled fp32 model cannot trace it. ``moe_ops::grouped_mm`` and
-``moe_ops::grouped_mm_wgrad`` are custom ops (``torch.library.custom_op``) with their own fake
-implementations (output shapes only), and ``grouped_mm`` has a registered backward; inside they run
-``torch._grouped_mm`` where it is fast (CUDA, bf16) and one ``torch.mm`` per expert elsewhere (the same
-per-group loop as ``torch._grouped_mm``'s CPU path, into one fresh output).
+``moe_ops::sorted_experts`` and ``moe_ops::sorted_experts_backward`` (``torch.library.custom_op``, each
+with a fake implementation that gives only output shapes) run ``moe.sorted_experts.forward`` and
+``backward``: the same kernels as eager mode (per-expert ``torch.mm`` into reused scratch rows on a CPU,
+``torch._grouped_mm`` elsewhere), one call per layer and direction, so compiling neither re-derives the
+backward nor allocates what eager mode reuses. ``sorted_experts`` has a registered backward, so a compiled
+graph holds both ops and no graph break. They also make fp32 traceable: in torch 2.13 the fake-tensor
+check of ``torch._grouped_mm`` itself accepts bf16 only.
 
-Offsets: ``offs`` int32 [E], cumulative END row of each expert's group in the expert-sorted assignments
-(``offs[-1] = A``); the shapes never depend on the routing (A = T x k when dropless), so one compiled
-graph serves every step. Flops: 2 per multiply-add, ``2 A K M`` per product, as the eager backend.
-
-``gather_rows`` and ``combine_rows`` move rows between token order and expert-sorted order with a gather
-each way (forward and backward), so neither direction needs a scatter-add.
+Shapes are static whatever the routing: A = T x k assignments (a dropped one keeps its row with routing
+weight 0), offsets [E] int32 carried as tensor data. Flops: 2 per multiply-add, as ``moe.sorted_experts``.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+
+from moe import sorted_experts as kernels
 
 _NAMESPACE = "moe_ops"
 
 
-def _use_fused(a: torch.Tensor) -> bool:
-    """``torch._grouped_mm`` itself (one fused kernel) off the CPU in bf16; the per-expert loop otherwise."""
-    return a.device.type != "cpu" and a.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
+def _none_if_empty(t: torch.Tensor) -> torch.Tensor | None:
+    """Custom ops return tensors only: an absent tensor travels as an empty one."""
+    return t if t.numel() else None
 
 
-@torch.library.custom_op(f"{_NAMESPACE}::grouped_mm", mutates_args=())
-def grouped_mm(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-    """a [A, K] @ b [E, K, M] -> [A, M]: rows ``offs[e-1]:offs[e]`` of ``a`` times ``b[e]``."""
-    if _use_fused(a):
-        return torch._grouped_mm(a, b, offs=offs)
-    out = a.new_empty(a.size(0), b.size(-1))
-    lo = 0
-    for e, hi in enumerate(offs.tolist()):
-        if hi > lo:
-            torch.mm(a[lo:hi], b[e], out=out[lo:hi])
-        lo = hi
-    return out
+def _empty_if_none(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(0) if t is None else t
 
 
-@grouped_mm.register_fake
-def _(a, b, offs):
-    return a.new_empty(a.size(0), b.size(-1))
+@torch.library.custom_op(f"{_NAMESPACE}::sorted_experts", mutates_args=())
+def sorted_experts(x: torch.Tensor, ws: torch.Tensor, w_gate: Optional[torch.Tensor], w_up: torch.Tensor,
+                   w_down: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor, offs: torch.Tensor,
+                   fold: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y [T, d], then ``moe.sorted_experts.Saved``'s g, u, h, hw with empty tensors for absent ones);
+    dropless layout (inv [T, k]), arguments as ``moe.sorted_experts.forward``."""
+    y, saved = kernels.forward(x, ws, w_gate, w_up, w_down, tok, inv, None, offs, fold, kernels.bounds_of(offs))
+    return y, *(_empty_if_none(t, x) for t in saved)
 
 
-@torch.library.custom_op(f"{_NAMESPACE}::grouped_mm_wgrad", mutates_args=())
-def grouped_mm_wgrad(a: torch.Tensor, g: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-    """Per-expert ``a[rows_e].T @ g[rows_e]``: a [A, K], g [A, M] -> [E, K, M] (zeros for an empty group);
-    the gradient of ``grouped_mm``'s weights."""
-    if _use_fused(a):
-        return torch._grouped_mm(a.t(), g, offs=offs)
-    out = a.new_empty(offs.numel(), a.size(1), g.size(1))
-    lo = 0
-    for e, hi in enumerate(offs.tolist()):
-        if hi > lo:
-            torch.mm(a[lo:hi].t(), g[lo:hi], out=out[e])
-        else:
-            out[e].zero_()
-        lo = hi
-    return out
+@sorted_experts.register_fake
+def _(x, ws, w_gate, w_up, w_down, tok, inv, offs, fold):
+    A, f = tok.size(0), w_up.size(-1)
+    rows = x.new_empty(A, f)
+    u = x.new_empty(A, f) if w_gate is not None else x.new_empty(0)
+    h = x.new_empty(A, f) if fold == "h" and w_gate is None else x.new_empty(0)
+    return x.new_empty(x.shape), rows, u, h, x.new_empty(A, f)
 
 
-@grouped_mm_wgrad.register_fake
-def _(a, g, offs):
-    return a.new_empty(offs.size(0), a.size(1), g.size(1))
+@torch.library.custom_op(f"{_NAMESPACE}::sorted_experts_backward", mutates_args=())
+def sorted_experts_backward(gy: torch.Tensor, x: torch.Tensor, ws: torch.Tensor, w_gate: Optional[torch.Tensor],
+                            w_up: torch.Tensor, w_down: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor,
+                            offs: torch.Tensor, g: torch.Tensor, u: torch.Tensor, h: torch.Tensor,
+                            hw: torch.Tensor, fold: str
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gx, gws, gw_gate (empty for GELU), gw_up, gw_down): ``moe.sorted_experts.backward``."""
+    saved = kernels.Saved(g, _none_if_empty(u), _none_if_empty(h), hw)
+    gx, gws, gw_gate, gw_up, gw_down = kernels.backward(gy, x, ws, w_gate, w_up, w_down, tok, inv, None, offs,
+                                                        saved, fold, kernels.bounds_of(offs))
+    return gx, gws, _empty_if_none(gw_gate, x), gw_up, gw_down
+
+
+@sorted_experts_backward.register_fake
+def _(gy, x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw, fold):
+    gw_gate = torch.empty_like(w_gate) if w_gate is not None else x.new_empty(0)
+    return torch.empty_like(x), torch.empty_like(ws), gw_gate, torch.empty_like(w_up), torch.empty_like(w_down)
 
 
 def _setup_context(ctx, inputs, output):
-    a, b, offs = inputs
-    ctx.save_for_backward(a, b, offs)
+    x, ws, w_gate, w_up, w_down, tok, inv, offs, fold = inputs
+    _, g, u, h, hw = output
+    ctx.save_for_backward(x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw)
+    ctx.fold = fold
 
 
-def _backward(ctx, grad):
-    a, b, offs = ctx.saved_tensors
-    grad = grad.contiguous()
-    ga = grouped_mm(grad, b.transpose(-2, -1), offs) if ctx.needs_input_grad[0] else None
-    gb = grouped_mm_wgrad(a, grad, offs) if ctx.needs_input_grad[1] else None
-    return ga, gb, None
+def _backward(ctx, gy, *_unused_grads):
+    """Gradients of x, ws and the three weights; the saved outputs (g, u, h, hw) carry none."""
+    x, ws, w_gate, w_up, w_down, tok, inv, offs, g, u, h, hw = ctx.saved_tensors
+    gx, gws, gw_gate, gw_up, gw_down = sorted_experts_backward(gy, x, ws, w_gate, w_up, w_down, tok, inv, offs,
+                                                               g, u, h, hw, ctx.fold)
+    return gx, gws, (gw_gate if w_gate is not None else None), gw_up, gw_down, None, None, None, None
 
 
-grouped_mm.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _GatherRows(torch.autograd.Function):
-    """rows [T, d] -> rows[src] [A, d]; backward sums each token's k copies back with another gather:
-    ``grad[inv].view(T, k, d).sum(1)`` (``inv`` [T, k]: the sorted row of each token-major assignment)."""
-
-    @staticmethod
-    def forward(ctx, rows, src, inv):
-        ctx.save_for_backward(inv)
-        return rows.index_select(0, src)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (inv,) = ctx.saved_tensors
-        T, k = inv.shape
-        return grad.index_select(0, inv.reshape(-1)).view(T, k, -1).sum(1), None, None
-
-
-class _CombineRows(torch.autograd.Function):
-    """Sorted rows [A, d] -> per token the sum of its k rows [T, d] (``rows[inv].view(T, k, d).sum(1)``);
-    backward gathers the token gradient to every sorted row (``grad[src]``)."""
-
-    @staticmethod
-    def forward(ctx, rows, inv, src):
-        ctx.save_for_backward(src)
-        T, k = inv.shape
-        return rows.index_select(0, inv.reshape(-1)).view(T, k, -1).sum(1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (src,) = ctx.saved_tensors
-        return grad.index_select(0, src), None, None
-
-
-def gather_rows(x: torch.Tensor, tok: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-    """x [T, d] -> x[tok] [A, d] (expert-sorted copies of the token rows; A = T k)."""
-    return _GatherRows.apply(x, tok, inv)
-
-
-def combine_rows(rows: torch.Tensor, inv: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
-    """Sorted rows [A, d] -> [T, d], each token the sum of its k rows."""
-    return _CombineRows.apply(rows, inv, tok)
+sorted_experts.register_autograd(_backward, setup_context=_setup_context)

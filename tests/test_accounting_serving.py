@@ -313,7 +313,11 @@ def test_decode_bench_quick_writes_well_formed_csv(tmp_path):
         if int(r["n_experts"]):
             k, E = int(r["top_k"]), int(r["n_experts"])
             assert k <= float(r["distinct_experts_measured"]) <= min(E, k * int(r["batch"]))
+        bound = float(r["streaming_bound_step_s"])   # GEMMs at the measured streaming rates: >= the roofline
+        assert bound >= float(r["predicted_compute_s"]) and float(r["linear_weight_bytes_per_s"]) > 0
+        assert float(r["measured_over_streaming_bound"]) == pytest.approx(bound / med)
     env = json.loads((tmp_path / "decode_cpu_env.json").read_text())
+    assert set(env["weight_streaming_bytes_per_s"]) == {"linear", "mm"}
     for key in ("device", "cpu_model", "cpu_count", "torch_threads", "torch", "git_commit",
                 "measured_peak_flops_fma2_per_s", "measured_read_bandwidth_bytes_per_s"):
         assert key in env

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from accounting import ModelShape
-from moe.experts import GroupedExperts, LoopExperts, MEGABLOCKS_INSTALL, make_experts, per_expert_mm
+from moe.experts import GroupedExperts, LoopExperts, MEGABLOCKS_INSTALL, make_experts
+from moe.sorted_experts import per_expert_mm
 
 BASE = dict(vocab_size=64, d_model=32, n_layers=2, n_heads=4, seq_len=16, n_experts=6, top_k=2, d_expert=24)
 
@@ -215,7 +216,7 @@ def test_grouped_scratch_reuse_two_forwards_then_backward():
 
 
 def test_release_scratch_frees_the_cpu_buffers():
-    from moe.experts import release_scratch
+    from moe.sorted_experts import release_scratch
 
     torch.manual_seed(4)
     shape = ModelShape(**{**BASE, "d_expert": 40}, ffn_kind="swiglu")

@@ -153,3 +153,13 @@ def test_environment_is_written_before_the_first_configuration(tmp_path):
     assert "load_avg_start" in env and "git_commit" in env and "load_avg_end" not in env
     _, rows = _rows(out)
     assert rows == []
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_skipped_on_a_cpu_without_native_bf16(native, capsys):
+    env = {"cpu_bf16_native": native, "cpu_capability": "AVX2"}
+    got = B._dtypes_this_device_runs(["fp32", "bf16"], torch.device("cpu"), env)
+    assert got == (["fp32", "bf16"] if native else ["fp32"])
+    err = capsys.readouterr().err
+    assert ("skipping bf16" in err and "AVX2" in err) != native
+    assert B._dtypes_this_device_runs(["bf16"], torch.device("cuda"), env) == ["bf16"]   # a GPU keeps bf16

@@ -49,6 +49,7 @@ from accounting.shapes import ModelShape
 
 from ..environment import environment, measure_matmul_peak
 from .timing import DTYPES, quartiles, timed
+from .weight_streaming import rate_at, streaming_bound_s, streaming_rates
 
 PROG = "python -m experiments.bench.decode_vs_roofline"
 
@@ -57,7 +58,8 @@ FIELDS = ["device", "dtype", "model", "n_experts", "top_k", "attention", "contex
           "predicted_step_s", "predicted_compute_s", "predicted_memory_s", "predicted_bound",
           "predicted_bytes", "predicted_kv_bytes", "predicted_routed_bytes", "predicted_flops_fma2",
           "measured_over_predicted_tokens_per_s", "distinct_experts_measured", "distinct_experts_predicted",
-          "total_params", "active_params", "peak_flops_per_s", "bandwidth_bytes_per_s"]
+          "total_params", "active_params", "peak_flops_per_s", "bandwidth_bytes_per_s",
+          "linear_weight_bytes_per_s", "streaming_bound_step_s", "measured_over_streaming_bound"]
 
 
 def model_shapes(d: int, layers: int, heads: int, vocab: int, ffn: int, max_len: int) -> dict[str, ModelShape]:
@@ -198,6 +200,7 @@ class _Setup:
     cap_bytes: float
     max_step_s: float
     row_device: str
+    rates: dict[str, dict[int, float]]   # weight_streaming.streaming_rates at every batch
     t_start: float
 
 
@@ -236,8 +239,7 @@ def _bench_model(name: str, shape: ModelShape, model, step_fn, st: _Setup, w, fh
         ok = sorted(res)
         for b in ok:
             pred = decode_step(shape, st.hw, st.layout, b, n)
-            w.writerow(_row(shape, c, res[b], pred, name=name, context=n, batch=b, dtype=st.dtype_name,
-                            peak=st.peak, bw=st.bw, device=st.row_device))
+            w.writerow(_row(shape, c, res[b], pred, st, name=name, context=n, batch=b))
         fh.flush()
         print(f"  {name:10s} n={n:5d} " + " ".join(
             f"B{b}:{1e3 * statistics.median(res[b]['times']):.2f}ms" for b in ok)
@@ -286,11 +288,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.manual_seed(0)
     peak, bw = _measure_roofline(device, dtype, a.quick)
+    stream_mb = 16 if a.quick else 512
+    rates = streaming_rates(device, dtype, sorted(set(batches) | {1}), n_bytes=stream_mb * 2 ** 20)
     env = environment(device, dtype_name)
     env.update({"command": " ".join([PROG, *(argv or sys.argv[1:])]),
                 "measured_peak_flops_fma2_per_s": peak, "measured_read_bandwidth_bytes_per_s": bw,
                 "peak_method": "best of 5 square fp matmuls, 2 FLOP per multiply-add",
                 "bandwidth_method": "best of 5 sums of a large fp32 tensor (bytes read / s)",
+                "weight_streaming_bytes_per_s": {k: {str(b): r for b, r in v.items()} for k, v in rates.items()},
+                "weight_streaming_method": (f"experiments.bench.weight_streaming: F.linear and x @ W over "
+                                            f"{stream_mb} MiB of [4096, 1024] weights, best of 5"),
                 "models": {k: s.to_dict() for k, s in shapes.items()}, "batches": batches, "contexts": contexts,
                 "repeats": repeats, "max_cache_bytes": cap, "max_step_s": max_step, "csv": str(out), "started_unix_s": time.time()})
     env_path.write_text(json.dumps(env, indent=2))
@@ -301,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          memory_bandwidth_bytes_per_s=bw),
                 Layout(gpus=1, weights_dtype=dtype_name, kv_dtype=dtype_name, attention_dtype=dtype_name),
                 peak, bw, batches, contexts, repeats, cap, max_step,
-                env["cpu_model"] if device.type == "cpu" else env["device_name"], time.time())
+                env["cpu_model"] if device.type == "cpu" else env["device_name"], rates, time.time())
     _run_models(shapes, st, a.compile, env, out)
     env["finished_unix_s"] = time.time()
     env_path.write_text(json.dumps(env, indent=2))
@@ -309,28 +316,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _row(shape: ModelShape, c, res: dict, pred: dict, *, name: str, context: int, batch: int, dtype: str,
-         peak: float, bw: float, device: str) -> dict:
-    """One CSV row: the measured step times at (context, batch) beside the roofline's prediction ``pred``."""
+def _row(shape: ModelShape, c, res: dict, pred, st: _Setup, *, name: str, context: int, batch: int) -> dict:
+    """One CSV row: the measured step times at (context, batch) beside the roofline's prediction ``pred``
+    and the bound of GEMMs at this device's measured weight-streaming rates (``weight_streaming``)."""
     ts = res["times"]
     med = statistics.median(ts)
     q1, _, q3 = quartiles(ts)
-    return {"device": device, "dtype": dtype, "model": name,
+    kv, routed = pred.parts["attention_cache"].bytes, pred.parts["routed_experts"].bytes
+    distinct = expected_distinct_experts(shape.n_experts, shape.top_k, batch) if shape.is_moe else None
+    bound = streaming_bound_s(compute_s=pred.compute_s, weight_bytes=pred.bytes - kv, routed_bytes=routed,
+                              kv_bytes=kv, batch=batch, top_k=shape.top_k, distinct_experts=distinct,
+                              rates=st.rates, bandwidth=st.bw)
+    return {"device": st.row_device, "dtype": st.dtype_name, "model": name,
             "n_experts": shape.n_experts, "top_k": shape.top_k, "attention": shape.attention,
             "context": context, "batch": batch, "repeats": len(ts), "step_s_median": med, "step_s_q1": q1,
             "step_s_q3": q3, "step_s_min": min(ts), "step_s_max": max(ts),
             "tokens_per_s_median": batch / med, "predicted_step_s": pred.step_s,
             "predicted_compute_s": pred.compute_s, "predicted_memory_s": pred.memory_s,
             "predicted_bound": pred.bound, "predicted_bytes": pred.bytes,
-            "predicted_kv_bytes": pred.parts["attention_cache"].bytes,
-            "predicted_routed_bytes": pred.parts["routed_experts"].bytes,
+            "predicted_kv_bytes": kv, "predicted_routed_bytes": routed,
             "predicted_flops_fma2": pred.flops_fma2,
             "measured_over_predicted_tokens_per_s": pred.step_s / med,
-            "distinct_experts_measured": res["distinct"],
-            "distinct_experts_predicted": (expected_distinct_experts(shape.n_experts, shape.top_k, batch)
-                                           if shape.is_moe else None),
+            "distinct_experts_measured": res["distinct"], "distinct_experts_predicted": distinct,
             "total_params": c.total, "active_params": c.active,
-            "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bw}
+            "peak_flops_per_s": st.peak, "bandwidth_bytes_per_s": st.bw,
+            "linear_weight_bytes_per_s": rate_at(st.rates["linear"], batch),
+            "streaming_bound_step_s": bound, "measured_over_streaming_bound": bound / med}
 
 
 def _kv_bytes_per_token(shape: ModelShape, dtype: torch.dtype) -> float:

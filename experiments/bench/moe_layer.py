@@ -18,7 +18,7 @@ random tensor). Contenders:
 * ``matmul``: the nine plain matmuls of the dense FFN's forward + backward on preallocated operands, no
   autograd, no elementwise work: the floor a layer of these flops can reach here.
 * ``grouped_matmul``: the same nine products as one matmul per expert with the run's routing counts
-  (``moe.experts.grouped_mm_into``: ``torch.mm`` per expert on a CPU, ``torch._grouped_mm`` on CUDA),
+  (``moe.sorted_experts.grouped_mm_into``: ``torch.mm`` per expert on a CPU, ``torch._grouped_mm`` on CUDA),
   preallocated, no autograd: the floor of any layer that computes its experts as per-expert GEMMs. ``grouped_matmul / matmul`` is what
   the matmul library charges for splitting the work into E smaller GEMMs; ``ours / grouped_matmul`` is
   what our layer adds on top (router, gathers, activation, combine).
@@ -70,7 +70,7 @@ import torch
 from dense.ffn import FFN
 
 from ..atomic import write_text_atomic
-from ..environment import cpu_model, device_name, git_commit
+from ..environment import cpu_features, cpu_model, device_name, git_commit
 from .moe_layer_contenders import (Contender, available_peers, check_contenders, compiled_contender, copy_ours,
                                    grouped_matmul_contender, matmul_contender, module_contender, moe_shape, ours,
                                    peer_contenders)
@@ -201,7 +201,7 @@ def environment(device: torch.device) -> dict:
             "cpu_count": os.cpu_count(),
             "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "torch": torch.__version__, "python": sys.version.split()[0], "git_commit": git_commit(),
-            "mkldnn_bf16": bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()), **versions}
+            **cpu_features(), **versions}
 
 
 def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         for shape_name in args.shapes:
-            for dtype_name in args.dtypes:
+            for dtype_name in _dtypes_this_device_runs(args.dtypes, device, env):
                 for th in threads:
                     rows = run_config(shape_name, dtype_name, th, args, device, row_env, w, extra)
                     fh.flush()
@@ -229,6 +229,16 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
     info.update(load_avg_end=os.getloadavg(), time_end_unix_s=time.time())
     write_text_atomic(env_path, json.dumps(info, indent=1, default=str) + "\n")
     return out
+
+
+def _dtypes_this_device_runs(dtypes: list[str], device: torch.device, env: dict) -> list[str]:
+    """``dtypes`` less bf16 on a CPU without a native bf16 matmul (its reference kernel runs ~100x slower
+    than fp32, so the timings would say nothing about the layers), with a line saying so."""
+    if device.type != "cpu" or env["cpu_bf16_native"] or "bf16" not in dtypes:
+        return list(dtypes)
+    print(f"note: skipping bf16: this CPU ({env['cpu_capability']}) has no native bf16 matmul in oneDNN",
+          file=sys.stderr, flush=True)
+    return [d for d in dtypes if d != "bf16"]
 
 
 def _print(rows: list[dict]) -> None:

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from accounting.shapes import ModelShape
-from moe.experts import grouped_mm_into
+from moe.sorted_experts import grouped_mm_into
 from moe.moe_ffn import MoEFFN
 from moe.router import RouterConfig
 
@@ -163,7 +163,7 @@ def grouped_matmul_contender(counts: list[int], d: int, f: int, device, dtype) -
     """The routed experts' nine products (3 forward, 6 backward) as per-expert matmuls with the run's
     routing counts (``counts[e]`` rows for expert e), on preallocated operands: no autograd, gather,
     routing weight or activation. The floor of any layer that runs its experts as one GEMM per expert with
-    this matmul library: ``moe.experts.grouped_mm_into``, as the ``grouped`` backend calls it (on a CPU one
+    this matmul library: ``moe.sorted_experts.grouped_mm_into``, as the ``grouped`` backend calls it (on a CPU one
     ``torch.mm`` per expert into preallocated rows, on CUDA ``torch._grouped_mm``)."""
     g = torch.Generator(device="cpu").manual_seed(2)
     r = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
