@@ -13,6 +13,9 @@ import pandas as pd
 from .tables import markdown
 
 CONTENDER = "ours_grouped"
+COMPILED = "ours_grouped_compiled"
+COMPILED_VS = {"ours_grouped": "eager layer", "dense_compiled": "compiled dense FFN",
+               "grouped_matmul": "per-expert GEMM floor", "dense": "eager dense FFN"}
 GOAL = {"fine": 1.2, "coarse": 1.1}      # the goal: ours_grouped / dense at most this, per shape
 WIDE = 0.10                              # interquartile range / median above this: too noisy to conclude
 PEERS = {"mixtral_grouped_mm": "transformers Mixtral", "qwen3moe_grouped_mm": "transformers Qwen3-MoE",
@@ -29,15 +32,18 @@ def labels(vs_names) -> dict[str, str]:
 
 
 def newest_per_device(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows of the newest CSV of each device, one row per older CSV: source, device, commit, load)."""
+    """(rows of the newest CSV of each device and kind, one row per older CSV: source, device, commit,
+    load). The kind is eager or compiled (a CSV with ``ours_grouped_compiled`` rows, ``--compile``), so a
+    compiled run does not hide the newest full eager one."""
     if df.empty:
         return df, df
-    runs = (df.groupby("source", sort=False)
+    runs = (df.assign(compiled=df["contender"] == COMPILED).groupby("source", sort=False)
             .agg(device=("device_name", "first"), start=("time_start_unix_s", "first"),
-                 commit=("git_commit", "first"), load_lo=("load1_start", "min"), load_hi=("load1_end", "max"))
+                 commit=("git_commit", "first"), load_lo=("load1_start", "min"), load_hi=("load1_end", "max"),
+                 compiled=("compiled", "any"))
             .reset_index())
     runs["start"] = runs["start"].fillna(-1.0)
-    newest = runs.sort_values("start").groupby("device").tail(1)["source"]
+    newest = runs.sort_values("start").groupby(["device", "compiled"]).tail(1)["source"]
     return df[df["source"].isin(newest)], runs[~runs["source"].isin(newest)]
 
 
@@ -96,6 +102,22 @@ def table(df: pd.DataFrame) -> tuple[str, list[str]]:
     return markdown(rows, headers, "l" + "r" * (len(headers) - 1)), cols
 
 
+def compiled_table(df: pd.DataFrame) -> str | None:
+    """Markdown table of the compiled layer's per-round time ratios (``ours_grouped_compiled / vs`` for the
+    ``COMPILED_VS`` comparisons) per configuration; None when the CSV holds no compiled rows."""
+    r = df[(df["row"] == "ratio") & (df["contender"] == COMPILED) & df["vs"].isin(list(COMPILED_VS))]
+    if r.empty:
+        return None
+    r = _sorted(r)
+    cols = [v for v in COMPILED_VS if v in set(r["vs"])]
+    rows = []
+    for _, g in r.groupby(["shape", "dtype", "threads"], sort=False):
+        by_vs = {x.vs: x for x in g.itertuples()}
+        rows.append([config_label(next(g.itertuples()))] + [_cell(by_vs[c]) if c in by_vs else "-" for c in cols])
+    headers = ["layer, dtype, threads"] + [f"compiled / {COMPILED_VS[c]}" for c in cols]
+    return markdown(rows, headers, "l" + "r" * len(cols))
+
+
 def goal_lines(df: pd.DataFrame) -> list[str]:
     """One sentence per shape: which configurations meet the goal against the dense FFN."""
     r = ratios(df)
@@ -134,6 +156,12 @@ def finding(df: pd.DataFrame, source: str) -> str | None:
     peers = r[r["vs"].isin(["mixtral_grouped_mm", "qwen3moe_grouped_mm"])]
     if not peers.empty:
         text += f"; ours takes {rng(peers['median'])}x the time of transformers' Mixtral and Qwen3-MoE blocks"
+    compiled = df[(df["row"] == "ratio") & (df["contender"] == COMPILED)]
+    vs_dense = compiled[compiled["vs"] == "dense_compiled"]
+    if not vs_dense.empty:
+        vs_eager = compiled[compiled["vs"] == CONTENDER]
+        text += (f"; compiled (torch.compile), the layer costs {rng(vs_dense['median'])}x the compiled dense FFN"
+                 + (f" and {rng(vs_eager['median'])}x its own eager time" if not vs_eager.empty else ""))
     threads = ", ".join(str(int(t)) for t in sorted(dense["threads"].unique()))
     return (f"- One routed layer against a dense FFN of equal active FLOP (forward + backward, "
             f"{df['device_name'].iloc[0]}, {threads} threads, median per-round time ratios): {text} "

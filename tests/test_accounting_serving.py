@@ -328,6 +328,7 @@ def test_decode_bench_quick_writes_well_formed_csv(tmp_path):
     part = SV.section(context.compute(collect([tmp_path]), tmp_path / "report"))
     md, figures = part.markdown, part.figures
     assert md.startswith("## ") and "decode_cpu.csv" in md and "could not be read" not in md
+    assert "experiments.bench.weight_streaming" in md and "B=1: " in md   # the streaming-bound table
     assert len(figures) == 3 and all(p.is_file() for p in figures)
 
 

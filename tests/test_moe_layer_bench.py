@@ -163,3 +163,16 @@ def test_bf16_is_skipped_on_a_cpu_without_native_bf16(native, capsys):
     err = capsys.readouterr().err
     assert ("skipping bf16" in err and "AVX2" in err) != native
     assert B._dtypes_this_device_runs(["bf16"], torch.device("cuda"), env) == ["bf16"]   # a GPU keeps bf16
+
+
+def test_profile_writes_top_operators_per_contender(tmp_path):
+    out = tmp_path / "bench.csv"
+    B.run(B.parse_args(QUICK + ["--no-peers", "--backends", "grouped", "--profile", "1", "--out", str(out)]))
+    header, rows = _rows(str(out) + ".profile.csv")
+    assert header == B.PROFILE_COLUMNS
+    assert {r["contender"] for r in rows} == {"ours_grouped", "dense", "matmul", "grouped_matmul"}
+    ours = [r for r in rows if r["contender"] == "ours_grouped"]
+    assert 0 < len(ours) <= B.PROFILE_TOP
+    assert any(r["operator"] == "aten::mm" for r in ours)
+    shares = [float(r["share_of_step"]) for r in ours]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.05   # self times within the step

@@ -50,3 +50,36 @@ def test_gpu_rows_have_no_thread_count():
     rows = [dict(r, threads=0, device_name="NVIDIA H100") for r in _rows("gpu.csv", 1.0)]
     text, _ = M.table(pd.DataFrame(rows))
     assert "| fine fp32 |" in text and "0t" not in text
+
+
+def _compiled_rows(source: str, start: float) -> list[dict]:
+    rows = _rows(source, start)
+    base = {k: rows[0][k] for k in ("source", "time_start_unix_s", "device_name", "git_commit", "shape", "dtype",
+                                     "threads", "load1_start", "load1_end", "status")}
+    return rows + [{**base, "row": "ratio", "contender": "ours_grouped_compiled", "vs": vs, "median": m,
+                    "q1": m - 0.01, "q3": m + 0.01}
+                   for vs, m in (("ours_grouped", 0.96), ("dense_compiled", 1.14), ("grouped_matmul", 1.18))]
+
+
+def test_a_compiled_run_is_shown_beside_the_newest_eager_one():
+    df = pd.DataFrame(_rows("eager.csv", 1.0) + _compiled_rows("compiled.csv", 2.0) + _rows("older.csv", 0.5))
+    shown, older = M.newest_per_device(df)
+    assert set(shown["source"]) == {"eager.csv", "compiled.csv"}
+    assert list(older["source"]) == ["older.csv"]
+
+
+def test_compiled_table_lists_the_compiled_layers_ratios():
+    assert M.compiled_table(pd.DataFrame(_rows("eager.csv", 1.0))) is None
+    text = M.compiled_table(pd.DataFrame(_compiled_rows("compiled.csv", 1.0)))
+    header, _, row = text.splitlines()[:3]
+    assert "compiled / eager layer" in header and "compiled / compiled dense FFN" in header
+    assert [c.strip() for c in row.split("|")[1:-1]] == ["fine fp32 1t", "0.96 [0.95, 0.97]", "1.14 [1.13, 1.15]",
+                                                         "1.18 [1.17, 1.19]"]
+
+
+def test_finding_of_a_compiled_run_names_the_compiled_ratios():
+    df = pd.DataFrame(_compiled_rows("compiled.csv", 1.0)).assign(n_experts=64, top_k=8)
+    line = M.finding(df, "compiled.csv")
+    assert "compiled (torch.compile), the layer costs 1.14x the compiled dense FFN and 0.96x its own eager time" in line
+    assert "compiled (torch.compile)" not in M.finding(pd.DataFrame(_rows("e.csv", 1.0)).assign(n_experts=64, top_k=8),
+                                                      "e.csv")

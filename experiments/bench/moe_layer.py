@@ -46,6 +46,10 @@ Flops (2 per multiply-add; fwd + bwd = 3 x fwd): ``flops`` = 3 x 2 x T x (k x m 
 matmuls (m = 3 SwiGLU matrices), the same for ``dense`` and ``matmul``; the router's 3 x 2 x T x E d is in
 ``router_flops`` (MoE contenders only). ``tflops_per_s`` = flops / median_s / 1e12.
 
+``--profile N``: after the timed rounds, every timed contender runs N more steps under the torch profiler;
+``<out>.profile.csv`` gets its top operators by self CPU time (``PROFILE_COLUMNS``: calls, self ms and share
+of the step, per step; ``experiments.bench.profile.top_ops``), to say where a gap between contenders goes.
+
 Rows (``row``): ``time`` (one per contender) and ``ratio`` (``ours_*`` over every other contender): the
 median and quartiles of the PER-ROUND time ratios, so that a load change between rounds cancels. Rows are
 appended as each configuration finishes; ``<out>.env.json`` (written before the first configuration and
@@ -55,6 +59,7 @@ threads, torch, transformers, git commit, load averages at start and end).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.metadata
 import importlib.util
@@ -74,7 +79,9 @@ from ..environment import cpu_features, cpu_model, device_name, git_commit
 from .moe_layer_contenders import (Contender, available_peers, check_contenders, compiled_contender, copy_ours,
                                    grouped_matmul_contender, matmul_contender, module_contender, moe_shape, ours,
                                    peer_contenders)
+from .profile import top_ops
 from .timing import DTYPES, quartiles, round_robin
+from .timing import timed as timed_op
 
 SHAPES = {  # name: (n_experts E, top_k k, d_expert f)
     "fine": (64, 8, 256),     # DeepSeek-style fine-grained experts
@@ -84,6 +91,9 @@ COLUMNS = ["row", "shape", "n_experts", "top_k", "d_model", "d_expert", "tokens"
            "contender", "vs", "status", "rel_err", "median", "q1", "q3", "min", "max", "repeats", "flops",
            "router_flops", "tflops_per_s", "unit", "load1_start", "load1_end", "device", "device_name",
            "torch", "git_commit", "note"]
+PROFILE_COLUMNS = ["shape", "dtype", "threads", "contender", "operator", "calls_per_step", "self_ms_per_step",
+                   "share_of_step", "step_ms"]
+PROFILE_TOP = 15   # operators kept per contender
 
 
 def _ours_contenders(shape, ref_mod, x, gy, device, dtype, args) -> tuple[list[Contender], list[dict]]:
@@ -145,8 +155,9 @@ def build_contenders(E: int, k: int, d: int, f: int, T: int, device, dtype, args
 
 
 def run_config(shape_name: str, dtype_name: str, threads: int, args, device, env: dict, writer,
-               extra: Callable | None = None) -> list[dict]:
-    """Time one configuration and write its rows; returns them."""
+               extra: Callable | None = None, profile_writer=None) -> list[dict]:
+    """Time one configuration and write its rows; returns them. With ``profile_writer`` (``--profile N``)
+    every timed contender is then profiled over N more steps (``PROFILE_COLUMNS``)."""
     E, k, f = SHAPES[shape_name] if isinstance(shape_name, str) and shape_name in SHAPES else shape_name
     d, T, dtype = args.d_model, args.tokens, DTYPES[dtype_name]
     if device.type == "cpu":
@@ -186,6 +197,11 @@ def run_config(shape_name: str, dtype_name: str, threads: int, args, device, env
                          "repeats": len(ratios), "unit": "time ratio (per round)"})
     for r in rows:
         writer.writerow({c: r.get(c, "") for c in COLUMNS})
+    if profile_writer is not None:
+        for c in timed:
+            for op in top_ops(lambda: timed_op(c.step, device)[0], args.profile, PROFILE_TOP):
+                profile_writer.writerow({**{k: base[k] for k in PROFILE_COLUMNS if k in base},
+                                         "contender": c.name, **op})
     return rows
 
 
@@ -215,14 +231,21 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
     threads_before = torch.get_num_threads()
     env_path = Path(str(out) + ".env.json")
     write_text_atomic(env_path, json.dumps(info, indent=1, default=str) + "\n")   # before the first row: a
-    with out.open("w", newline="") as fh:                                            # crash leaves both files
+    with out.open("w", newline="") as fh, contextlib.ExitStack() as stack:          # crash leaves both files
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
+        pw = pfh = None
+        if args.profile:
+            pfh = stack.enter_context(Path(str(out) + ".profile.csv").open("w", newline=""))
+            pw = csv.DictWriter(pfh, fieldnames=PROFILE_COLUMNS)
+            pw.writeheader()
         for shape_name in args.shapes:
             for dtype_name in _dtypes_this_device_runs(args.dtypes, device, env):
                 for th in threads:
-                    rows = run_config(shape_name, dtype_name, th, args, device, row_env, w, extra)
-                    fh.flush()
+                    rows = run_config(shape_name, dtype_name, th, args, device, row_env, w, extra, pw)
+                    for handle in (fh, pfh):
+                        if handle is not None:
+                            handle.flush()
                     if not args.quiet:
                         _print(rows)
     torch.set_num_threads(threads_before)
@@ -299,6 +322,9 @@ def make_parser(prog: str = "python -m experiments.bench.moe_layer") -> argparse
     p.add_argument("--compile", action="store_true",
                    help="add torch.compile'd contenders: ours_grouped_compiled and dense_compiled")
     p.add_argument("--quick", action="store_true", help="tiny sizes for tests: d=64, T=256, 1 repeat")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, profile every contender over STEPS steps: top operators by self CPU "
+                        "time -> <out>.profile.csv")
     return p
 
 
@@ -306,7 +332,7 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     """Parsed and checked options (exit status 2 with a one-line message on bad input)."""
     p = parser or make_parser()
     a = p.parse_args(argv)
-    for name, low in (("d_model", 1), ("tokens", 1), ("warmup", 0), ("repeats", 1)):
+    for name, low in (("d_model", 1), ("tokens", 1), ("warmup", 0), ("repeats", 1), ("profile", 0)):
         if getattr(a, name) < low:
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(a, name)}")
     if min(a.threads) < 1:

@@ -15,6 +15,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -24,12 +25,13 @@ from ..environment import environment
 from .paired import build, build_states, timed_step
 
 
-def top_ops(state: dict, dev: torch.device, steps: int, top: int) -> list[dict]:
-    """The ``top`` operators by self CPU time over ``steps`` profiled steps of one bench state."""
+def top_ops(step: Callable[[], float], steps: int, top: int) -> list[dict]:
+    """The ``top`` operators by self CPU time over ``steps`` profiled calls of ``step`` (which returns its
+    own wall seconds): per operator its calls, self ms and share of the step, per step."""
     wall = 0.0
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            wall += timed_step(state, dev)
+            wall += step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
     step_ms = 1e3 * wall / steps
     return [{"operator": e.key, "calls_per_step": e.count / steps,
@@ -46,7 +48,7 @@ def run(models: list[str], size: str, steps: int, warmup: int, top: int, compile
     for name, s in state.items():
         for _ in range(warmup):
             timed_step(s, dev)
-        rows += [{"model": name, **r} for r in top_ops(s, dev, steps, top)]
+        rows += [{"model": name, **r} for r in top_ops(lambda: timed_step(s, dev), steps, top)]
     return rows
 
 

@@ -83,6 +83,10 @@ def moe_layer_part(ctx: Context) -> Section:
                                           wide=f"{moe_layer.WIDE:.0%}"))
         text, _ = moe_layer.table(df)
         page.add(text, "\n" + "\n".join(moe_layer.goal_lines(df)))
+        compiled = moe_layer.compiled_table(df)
+        if compiled is not None:
+            page.add("\nThe same layer through `torch.compile` (`--compile`; its experts run the eager "
+                     "layer's kernels as two custom ops, `moe.compiled_ops`), per-round time ratios:\n", compiled)
         r = moe_layer.ratios(df)
         tag = Path(source).stem.removeprefix("moe_layer_")
         drawn = plots.moe_layer_ratios(r, ctx.figdir, moe_layer.GOAL, moe_layer.labels(r["vs"].unique()),

@@ -160,6 +160,9 @@ def measured_figure(df: pd.DataFrame, device: str, figdir: Path, name: str) -> D
         ax.plot(m["batch"], 1e3 * m["step_s_median"], color=c, marker="o", ms=4, label=f"{model} measured")
         ax.fill_between(m["batch"], 1e3 * m["step_s_q1"], 1e3 * m["step_s_q3"], color=c, alpha=0.25, lw=0)
         ax.plot(m["batch"], 1e3 * m["predicted_step_s"], color=c, ls="--", lw=1.1, label=f"{model} roofline")
+        if "streaming_bound_step_s" in m and m["streaming_bound_step_s"].notna().any():
+            ax.plot(m["batch"], 1e3 * m["streaming_bound_step_s"], color=c, ls=":", lw=1.4,
+                    label=f"{model} GEMM streaming bound")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch (sequences decoded together)")
@@ -194,10 +197,10 @@ def _span(x: pd.Series) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def measured_table(df: pd.DataFrame) -> str:
-    """measured / predicted tokens/s by (model, context) x batch, with the IQR spread per row."""
+def measured_table(df: pd.DataFrame, column: str = "measured_over_predicted_tokens_per_s") -> str:
+    """``column`` (a measured / bound ratio) by (model, context) x batch, with the IQR spread per row."""
     df = df.copy()
-    df["cell"] = df["measured_over_predicted_tokens_per_s"].map(lambda x: f"{x:.2f}")
+    df["cell"] = df[column].map(lambda x: f"{x:.2f}")
     piv = df.pivot_table(index=["model", "context"], columns="batch", values="cell", aggfunc="first", sort=False)
     spread = df.assign(rel=(df["step_s_q3"] - df["step_s_q1"]) / df["step_s_median"]) \
                .groupby(["model", "context"], sort=False)["rel"].max()
@@ -261,8 +264,24 @@ def measured_part(path: Path, page: Page, figdir: Path) -> str:
                          f"right: MoE / dense step time, the expert-coverage effect); data: {path.name}"),
             "measured / predicted tokens/s per point (below 1: slower than the bound), and the largest "
             "interquartile range of the repeats relative to the median in each row:\n",
-            measured_table(df)]
-    return "\n".join(t for t in text if t is not None)
+            measured_table(df), *_streaming_part(df, env), ""]
+    return "\n".join(t for t in text if t is not None) + "\n"   # a blank line ends the table
+
+
+def _streaming_part(df: pd.DataFrame, env: dict) -> list[str]:
+    """The same steps against the bound of this device's own small-batch GEMMs (``streaming_bound_step_s``,
+    from ``experiments.bench.weight_streaming``), when the CSV holds it."""
+    if "measured_over_streaming_bound" not in df.columns or df["measured_over_streaming_bound"].isna().all():
+        return []
+    rates = env.get("weight_streaming_bytes_per_s", {}).get("linear", {})
+    seen = ", ".join(f"B={b}: {_gb(r)}/s" for b, r in sorted(rates.items(), key=lambda kv: int(kv[0])))
+    return ["\nThe roofline assumes every weight streams at the read bandwidth whatever the batch. The matmul "
+            "library does not: `F.linear` on a few rows reads the weights at " + (seen or "(rates not recorded)") +
+            " here (`python -m experiments.bench.weight_streaming`, same run). Measured against the step time "
+            "that GEMMs at these rates allow (non-routed weights at the `linear` rate for B rows, routed experts "
+            "at the `x @ W` rate for the rows each receives, the KV cache at the read bandwidth; "
+            "`streaming_bound_step_s`), what remains is the rest of the step (attention, norms, routing, the "
+            "framework):\n", measured_table(df, "measured_over_streaming_bound")]
 
 
 # ----- the section -----------------------------------------------------------------------------------
