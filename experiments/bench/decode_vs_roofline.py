@@ -12,6 +12,11 @@ slow spell on a shared machine spreads over all points instead of sinking one.
     python -m experiments.bench.decode_vs_roofline --quick --out /tmp/q.csv   # seconds; for tests
     python -m experiments.bench.decode_vs_roofline --compile --out runs/decode_cpu_compiled.csv   # torch.compile'd
 
+The same run also measures how fast a matmul on B rows streams its weights here
+(``experiments.bench.weight_streaming``): ``streaming_bound_step_s`` is the step time GEMMs at those rates
+allow, so ``measured_over_streaming_bound`` separates the matmul library's few-row kernel (roofline ->
+bound) from the rest of the step (bound -> measured).
+
 Writes ``--out`` (CSV, one row per (model, context, batch), appended as each block of points completes,
 so a crash keeps what was measured) and ``<out stem>_env.json`` (device, CPU model, cores, threads, torch,
 git commit, the measured peak and bandwidth). Columns are documented in docs/experiments.md.
