@@ -132,6 +132,7 @@ def test_ratio_table_from_before_and_after(tmp_path):
     (["--d-model", "0"], "--d-model must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--threads", "1", "0"], "--threads must be >= 1, got 0"),
+    (["--profile", "-1"], "--profile must be >= 0, got -1"),
 ])
 def test_bad_sizes_are_one_line_errors(args, message, capsys):
     with pytest.raises(SystemExit) as e:

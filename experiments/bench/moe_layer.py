@@ -80,8 +80,7 @@ from .moe_layer_contenders import (Contender, available_peers, check_contenders,
                                    grouped_matmul_contender, matmul_contender, module_contender, moe_shape, ours,
                                    peer_contenders)
 from .profile import top_ops
-from .timing import DTYPES, quartiles, round_robin
-from .timing import timed as timed_op
+from .timing import DTYPES, quartiles, round_robin, timed
 
 SHAPES = {  # name: (n_experts E, top_k k, d_expert f)
     "fine": (64, 8, 256),     # DeepSeek-style fine-grained experts
@@ -164,8 +163,8 @@ def run_config(shape_name: str, dtype_name: str, threads: int, args, device, env
         torch.set_num_threads(threads)
     load_start = os.getloadavg()[0]
     cs, skipped = build_contenders(E, k, d, f, T, device, dtype, args, extra)
-    timed = [c for c in cs if c.status == "ok"]
-    for c, ts in zip(timed, round_robin([c.step for c in timed], device, args.warmup, args.repeats)):
+    runnable = [c for c in cs if c.status == "ok"]
+    for c, ts in zip(runnable, round_robin([c.step for c in runnable], device, args.warmup, args.repeats)):
         c.times.extend(ts)
     load_end = os.getloadavg()[0]
     flops = 3 * 2 * T * k * 3 * d * f
@@ -184,10 +183,10 @@ def run_config(shape_name: str, dtype_name: str, threads: int, args, device, env
         rows.append(r)
     for s in skipped:
         rows.append({**base, "row": "time", **s})
-    for a in timed:
+    for a in runnable:
         if not a.name.startswith("ours"):
             continue
-        for b in timed:
+        for b in runnable:
             if b is a:
                 continue
             ratios = [ta / tb for ta, tb in zip(a.times, b.times)]
@@ -198,8 +197,8 @@ def run_config(shape_name: str, dtype_name: str, threads: int, args, device, env
     for r in rows:
         writer.writerow({c: r.get(c, "") for c in COLUMNS})
     if profile_writer is not None:
-        for c in timed:
-            for op in top_ops(lambda: timed_op(c.step, device)[0], args.profile, PROFILE_TOP):
+        for c in runnable:
+            for op in top_ops(lambda: timed(c.step, device)[0], args.profile, PROFILE_TOP):
                 profile_writer.writerow({**{k: base[k] for k in PROFILE_COLUMNS if k in base},
                                          "contender": c.name, **op})
     return rows
@@ -230,22 +229,23 @@ def run(args: argparse.Namespace, extra: Callable | None = None) -> Path:
     row_env = {k: env[k] for k in ("device", "device_name", "torch", "git_commit")}
     threads_before = torch.get_num_threads()
     env_path = Path(str(out) + ".env.json")
-    write_text_atomic(env_path, json.dumps(info, indent=1, default=str) + "\n")   # before the first row: a
-    with out.open("w", newline="") as fh, contextlib.ExitStack() as stack:          # crash leaves both files
+    # the env before the first row: a crash leaves both files
+    write_text_atomic(env_path, json.dumps(info, indent=1, default=str) + "\n")
+    profile_path = Path(str(out) + ".profile.csv") if args.profile else None
+    with out.open("w", newline="") as fh, \
+            (profile_path.open("w", newline="") if profile_path else contextlib.nullcontext()) as pfh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
-        pw = pfh = None
-        if args.profile:
-            pfh = stack.enter_context(Path(str(out) + ".profile.csv").open("w", newline=""))
-            pw = csv.DictWriter(pfh, fieldnames=PROFILE_COLUMNS)
+        pw = csv.DictWriter(pfh, fieldnames=PROFILE_COLUMNS) if pfh else None
+        if pw:
             pw.writeheader()
         for shape_name in args.shapes:
             for dtype_name in _dtypes_this_device_runs(args.dtypes, device, env):
                 for th in threads:
                     rows = run_config(shape_name, dtype_name, th, args, device, row_env, w, extra, pw)
-                    for handle in (fh, pfh):
-                        if handle is not None:
-                            handle.flush()
+                    fh.flush()
+                    if pfh:
+                        pfh.flush()
                     if not args.quiet:
                         _print(rows)
     torch.set_num_threads(threads_before)

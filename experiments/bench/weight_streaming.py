@@ -83,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     rates = streaming_rates(torch.device("cpu"), DTYPES[a.dtype], a.rows, a.k, a.n)
+    size = torch.finfo(DTYPES[a.dtype]).bits // 8
     print(f"{'B':>4s} " + " ".join(f"{layout + ' GB/s':>12s} {layout + ' GFLOP/s':>15s}" for layout in LAYOUTS))
     for b in a.rows:   # 2 FLOP per multiply-add: 2 B FLOP per weight element, 2 B / size per byte
-        size = torch.finfo(DTYPES[a.dtype]).bits // 8
         print(f"{b:4d} " + " ".join(f"{rates[layout][b] / 1e9:12.1f} {2 * b * rates[layout][b] / size / 1e9:15.1f}"
                                     for layout in LAYOUTS))
     return 0
